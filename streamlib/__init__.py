@@ -1,0 +1,66 @@
+"""streamlib: realtime streams (video, audio, events, data) as a true actor system.
+
+Every node is an actor that starts itself when constructed, owns bounded drop-on-full
+mailboxes, syncs to its upstream's clock (or runs its own), composes with ``>>``, lives
+in a supervision tree, and runs on a pluggable dispatcher. See ``docs/concepts.md``.
+"""
+
+from .actor import Actor, ActorSpec, Completion, LifecycleState, actors, current_actor
+from .clock import Clock, SoftwareClock
+from .dispatch import (
+    AsyncioDispatcher,
+    BlockingWarning,
+    Dispatcher,
+    ProcessPoolDispatcher,
+    ThreadPoolDispatcher,
+    register_dispatcher,
+)
+from .errors import (
+    ActorDefinitionError,
+    ActorFailed,
+    ActorInitError,
+    EndOfStream,
+    RestartIntensityExceeded,
+)
+from .mailbox import Mailbox, MailboxStatistics
+from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
+from .ports import StreamInput, StreamOutput, connect, disconnect
+from .supervision import Supervisor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "ActorDefinitionError",
+    "ActorFailed",
+    "ActorInitError",
+    "ActorSpec",
+    "AsyncioDispatcher",
+    "AudioBuffer",
+    "BlockingWarning",
+    "Clock",
+    "Completion",
+    "DataMessage",
+    "Dispatcher",
+    "EndOfStream",
+    "KeyEvent",
+    "LifecycleState",
+    "Mailbox",
+    "MailboxStatistics",
+    "Message",
+    "MouseEvent",
+    "ProcessPoolDispatcher",
+    "RestartIntensityExceeded",
+    "SoftwareClock",
+    "StreamInput",
+    "StreamOutput",
+    "Supervisor",
+    "ThreadPoolDispatcher",
+    "TimedTick",
+    "VideoFrame",
+    "actors",
+    "connect",
+    "current_actor",
+    "disconnect",
+    "register_dispatcher",
+]

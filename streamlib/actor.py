@@ -1,0 +1,948 @@
+"""The actor: a self-starting task with mailboxes, a clock and a place in a tree.
+
+Constructing an actor starts it -- there is no ``start()`` or ``run()``. Its life has
+three parts, each running on the actor's event loop (the hooks themselves run wherever
+its dispatcher puts them):
+
+setup
+    ``on_start()`` runs once, after the subclass ``__init__`` has returned.
+running
+    ``process(tick)`` runs once per tick. Where ticks come from:
+
+    * **synced to upstream** -- with connected inputs, the actor ticks when a message
+      arrives, and the tick carries that message's clock metadata. With several
+      inputs the first to deliver *drives* the clock and the others are sampled.
+    * **own clock** -- with no connected input (the *bathtub*), or once every upstream
+      has been silent for ``silence_periods`` frame periods, the actor runs its own
+      :class:`~streamlib.clock.SoftwareClock` at ``default_fps``; the first message to
+      arrive re-syncs it. ``default_fps = None`` makes an actor purely message-driven.
+    * an explicit ``clock=`` always drives the actor (a test's manual clock, PTP, ...).
+teardown
+    Children are stopped, then ``on_stop()`` runs, then the actor's outputs signal end
+    of stream to their subscribers (unless a supervisor is about to restart it: a
+    restarted actor keeps its mailboxes and connections).
+
+An actor ends when ``stop()`` is called, when it calls ``self.stop()`` itself, when
+``process`` raises (``FAILED``), or at *end of stream*: once every connected input has
+ended and its mailboxes are drained, ``on_end_of_stream()`` runs, which stops the actor
+by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import enum
+import functools
+import inspect
+import itertools
+import logging
+import re
+import threading
+import time
+from abc import ABCMeta, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+from .clock import Clock, SoftwareClock
+from .dispatch import Dispatcher, resolve_dispatcher
+from .errors import ActorDefinitionError, ActorInitError, EndOfStream
+from .eventloop import current_loop
+from .messages import Message, TimedTick
+from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
+
+__all__ = ["Actor", "ActorSpec", "Completion", "LifecycleState", "RestartPolicy", "actors", "current_actor"]
+
+log = logging.getLogger("streamlib")
+
+RestartPolicy = Literal["permanent", "transient", "temporary"]
+RESTART_POLICIES = ("permanent", "transient", "temporary")
+
+# Keyword arguments every actor accepts, whether or not its own __init__ declares them.
+FRAMEWORK_OPTIONS = frozenset({"parent", "dispatcher", "name", "clock", "restart"})
+
+_options: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_options", default=None)
+_current_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("current_actor", default=None)
+_registry_lock = threading.RLock()
+_roots: dict[str, Actor] = {}  # running top-level actors, by name
+_root_names: dict[str, itertools.count[int]] = {}
+
+
+class LifecycleState(enum.Enum):
+    """Where an actor is in its life. An actor is ``RUNNING`` from construction."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class _Cause(enum.Enum):
+    """Why an actor ended; a supervisor's restart decision depends on it."""
+
+    STOP = "stopped by request"
+    SELF = "stopped itself"
+    END_OF_STREAM = "end of stream"
+    FAILURE = "failed"
+    PARENT = "parent stopped"
+    RESTART = "stopped for a sibling's restart"
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    """How an actor was built: enough to build it again (what a supervisor restarts)."""
+
+    cls: type[Actor]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Completion:
+    """The end of an actor's life, awaitable from any loop and waitable from any thread.
+
+    ``await actor.stop()`` and ``await actor.join()`` return the final
+    :class:`LifecycleState` once the actor and all its children have stopped and every
+    ``on_stop`` has run. Synchronous code uses ``actor.stop().wait(timeout)``.
+    """
+
+    __slots__ = ("_actor",)
+
+    def __init__(self, actor: Actor) -> None:
+        self._actor = actor
+
+    def __await__(self) -> Generator[Any, None, LifecycleState]:
+        return _ended(self._actor).__await__()
+
+    def wait(self, timeout: float | None = None) -> LifecycleState:
+        """Block this thread until the actor has stopped (never call it on the actor's loop)."""
+        if asyncio._get_running_loop() is self._actor._core.loop:
+            raise RuntimeError(
+                f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'"
+            )
+        return self._actor._core.done.result(timeout)
+
+    def done(self) -> bool:
+        return self._actor._core.done.done()
+
+    def __repr__(self) -> str:
+        return f"<Completion of {self._actor.path} done={self.done()}>"
+
+
+async def _ended(actor: Actor) -> LifecycleState:
+    """Wait for ``actor`` to end, from any loop.
+
+    Unlike ``asyncio.wrap_future``, cancelling this wait never cancels the actor's own
+    completion future, which other waiters share."""
+    done = actor._core.done
+    if done.done():
+        return done.result()
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[LifecycleState] = loop.create_future()
+
+    def relay(_: concurrent.futures.Future[LifecycleState]) -> None:
+        def settle() -> None:
+            if not waiter.done():
+                waiter.set_result(done.result())
+
+        _call_soon(loop, settle)
+
+    done.add_done_callback(relay)
+    return await waiter
+
+
+class _Core:
+    """An actor's runtime state, kept in one object so subclasses may use any attribute name."""
+
+    __slots__ = (
+        "arrivals",
+        "cause",
+        "children_by_name",
+        "clock_wait",
+        "control",
+        "deferred",
+        "done",
+        "doorbell",
+        "driver",
+        "driver_id",
+        "drain_mark",
+        "ending",
+        "explicit_clock",
+        "failure",
+        "free_running",
+        "in_process",
+        "inherit",
+        "last_fps",
+        "loop",
+        "name_counters",
+        "pending",
+        "replaced_by",
+        "restart",
+        "restarts",
+        "silence_mark",
+        "silence_timer",
+        "spec",
+        "stop_requested",
+        "synced",
+        "task",
+        "tick_mark",
+        "ticks",
+        "wiring_dirty",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.task: asyncio.Task[None] | None = None
+        self.done: concurrent.futures.Future[LifecycleState] = concurrent.futures.Future()
+        self.doorbell: asyncio.Future[None] | None = None
+        self.control: deque[Callable[[], Awaitable[None]]] = deque()
+        self.stop_requested = False
+        self.cause: _Cause | None = None
+        self.failure: BaseException | None = None
+        self.explicit_clock: Clock | None = None
+        self.clock_wait: asyncio.Future[TimedTick] | None = None
+        self.driver: StreamInput | None = None
+        self.driver_id = ""
+        self.pending = 0
+        self.arrivals = 0
+        self.synced = False
+        self.free_running = False
+        self.ending = False
+        self.wiring_dirty = True
+        self.silence_timer: asyncio.TimerHandle | None = None
+        self.silence_mark: tuple[int, int] = (0, 0)
+        self.last_fps: float | None = None
+        self.drain_mark = -1
+        self.tick_mark = -1
+        self.ticks = 0
+        self.in_process = False
+        self.restart: RestartPolicy = "permanent"
+        self.restarts = 0
+        self.spec: ActorSpec | None = None
+        self.inherit: Actor | None = None
+        self.replaced_by: Actor | None = None
+        self.deferred = False
+        self.children_by_name: dict[str, Actor] = {}
+        self.name_counters: dict[str, itertools.count[int]] = {}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+@functools.cache
+def _declared_params(init: Callable[..., Any]) -> frozenset[str]:
+    """Parameter names an ``__init__`` declares by name (not through ``**kwargs``)."""
+    try:
+        params = inspect.signature(init).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(
+        p.name for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    )
+
+
+class ActorMeta(ABCMeta):
+    """Builds an actor, then starts it.
+
+    Starting from here rather than from ``Actor.__init__`` guarantees that the task
+    never runs ``on_start``/``process`` before the *subclass* ``__init__`` has
+    returned (and so declared its ports), whichever thread constructs the actor.
+    Framework options (``parent``, ``dispatcher``, ``name``, ``clock``, ``restart``)
+    reach ``Actor.__init__`` even when the subclass ``__init__`` does not forward them.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if getattr(cls, "__abstractmethods__", None):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise ActorDefinitionError(
+                f"{cls.__qualname__} cannot be instantiated: it does not define {missing} "
+                f"(every actor needs 'async def process(self, tick)')"
+            )
+        declared = _declared_params(cls.__init__)  # type: ignore[misc]
+        internal = {k: kwargs.pop(k) for k in ("_restart_of",) if k in kwargs}
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in FRAMEWORK_OPTIONS and k not in declared}
+        spec = ActorSpec(cls, args, dict(kwargs), dict(options))  # type: ignore[arg-type]
+        token = _options.set({**options, **internal, "_spec": spec})
+        try:
+            self = cls.__new__(cls)
+            try:
+                self.__init__(*args, **kwargs)
+            except ActorDefinitionError:
+                _abandon(self)
+                raise
+            except Exception as exc:
+                _abandon(self)
+                raise ActorInitError(f"{cls.__qualname__}.__init__ raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            _options.reset(token)
+        if not isinstance(getattr(self, "_core", None), _Core):
+            raise ActorDefinitionError(f"{cls.__qualname__}.__init__ did not call super().__init__()")
+        self._launch()
+        return self
+
+
+def _abandon(actor: Actor) -> None:
+    """Undo the registration of an actor whose ``__init__`` failed."""
+    core = getattr(actor, "_core", None)
+    if not isinstance(core, _Core):
+        return
+    with _registry_lock:
+        parent = actor.parent
+        if parent is not None and actor in parent.children:
+            parent.children.remove(actor)
+        _roots.pop(actor.name, None)
+
+
+def current_actor() -> Actor | None:
+    """The actor whose hook is running in this task or worker thread, if any."""
+    return _current_actor.get()
+
+
+def actors() -> list[Actor]:
+    """The running top-level actors of this process (roots of their trees)."""
+    with _registry_lock:
+        return list(_roots.values())
+
+
+_A = TypeVar("_A", bound="Actor")
+
+
+class Actor(metaclass=ActorMeta):
+    """Base class of every actor. Subclasses declare ports and implement ``process``.
+
+    ::
+
+        class Invert(Actor):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.inputs['video'] = StreamInput('video', VideoFrame)
+                self.outputs['video'] = StreamOutput('video', VideoFrame)
+
+            async def process(self, tick):
+                frame = await self.inputs['video'].try_read()
+                if frame is not None:
+                    await self.outputs['video'].send(frame.with_data(255 - frame.data))
+
+    Framework options, accepted by every actor: ``parent`` (set by :meth:`spawn`),
+    ``dispatcher`` (a :class:`~streamlib.dispatch.Dispatcher` or ``"asyncio"``,
+    ``"thread"``, ``"process"``), ``name`` (unique among siblings; defaults to the
+    class name in snake case), ``clock`` (an explicit :class:`~streamlib.clock.Clock`),
+    ``restart`` (``"permanent"``, ``"transient"`` or ``"temporary"``: what a
+    supervisor does when this actor ends).
+    """
+
+    default_fps: ClassVar[float | None] = 60.0
+    """Rate of the actor's own clock when nothing upstream drives it; ``None`` means the
+    actor only ever ticks on messages."""
+
+    silence_periods: ClassVar[float] = 4.0
+    """After this many frame periods with no message from any upstream, fall back to
+    the own clock (until messages resume)."""
+
+    def __init__(
+        self,
+        parent: Actor | None = None,
+        dispatcher: Dispatcher | str | None = None,
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> None:
+        opts = _options.get() or {}
+        _options.set(None)  # consumed: actors built inside this __init__ get their own
+        parent = parent if parent is not None else opts.get("parent")
+        dispatcher = dispatcher if dispatcher is not None else opts.get("dispatcher")
+        name = name if name is not None else opts.get("name")
+        clock = clock if clock is not None else opts.get("clock")
+        restart = restart if restart is not None else opts.get("restart", "permanent")
+        previous: Actor | None = opts.get("_restart_of")
+
+        if parent is not None and not isinstance(parent, Actor):
+            raise TypeError(f"parent must be an Actor, got {parent!r}")
+        if restart not in RESTART_POLICIES:
+            raise ValueError(f"restart must be one of {RESTART_POLICIES}, got {restart!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must be a streamlib Clock, got {clock!r}")
+
+        core = self._core = _Core(parent._core.loop if parent is not None else current_loop())
+        core.spec = opts.get("_spec")
+        core.restart = restart
+        core.explicit_clock = clock
+        if clock is not None:
+            clock.bind(self)
+        self.parent: Actor | None = parent
+        self.children: list[Actor] = []
+        self.inputs: PortMap = PortMap(self, StreamInput)
+        self.outputs: PortMap = PortMap(self, StreamOutput)
+        self.dispatcher: Dispatcher = resolve_dispatcher(dispatcher)
+        self.clock: Clock | None = clock
+        self.state = LifecycleState.RUNNING
+
+        with _registry_lock:
+            if previous is not None:
+                self.name = previous.name
+                core.restarts = previous._core.restarts + 1
+                core.inherit = previous
+            else:
+                siblings = parent._core.children_by_name if parent is not None else _roots
+                counters = parent._core.name_counters if parent is not None else _root_names
+                self.name = _unique_name(name or _snake(type(self).__name__), siblings, counters, bool(name))
+            self.path = f"{parent.path if parent is not None else ''}/{self.name}"
+            if parent is not None:
+                inherited = parent._core.inherit
+                if previous is None and inherited is not None:
+                    # The parent is a restarted instance re-creating its children: a child
+                    # with the name of an old one takes over that one's ports and wiring.
+                    old = inherited._core.children_by_name.get(self.name)
+                    if old is not None and type(old) is type(self):
+                        core.inherit = old
+                        core.restarts = old._core.restarts
+                if previous is not None and previous in parent.children:
+                    parent.children[parent.children.index(previous)] = self
+                else:
+                    parent.children.append(self)
+                parent._core.children_by_name[self.name] = self
+            else:
+                _roots[self.name] = self
+
+    # ------------------------------------------------------------------ hooks
+
+    @abstractmethod
+    async def process(self, tick: TimedTick) -> None:
+        """Handle one tick: read inputs, compute, send outputs.
+
+        Runs on the actor's dispatcher, once per tick, never concurrently with itself.
+        An exception here fails the actor (a supervisor may restart it)."""
+
+    async def on_start(self) -> None:
+        """Called once before the first tick, where the dispatcher runs ``process``.
+        Open files and devices here rather than in ``__init__``, so a restarted actor
+        re-opens them."""
+
+    async def on_stop(self) -> None:
+        """Called once at the end (stop, failure or end of stream), after the children
+        have stopped. Release resources and finalize outputs here."""
+
+    def on_end_of_stream(self) -> None:
+        """Called when every connected input has ended and been drained. Stops the actor
+        by default; override to keep running (e.g. to keep showing the last frame)."""
+        self._request_stop(_Cause.END_OF_STREAM)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this actor (and its children) run on."""
+        return self._core.loop
+
+    @property
+    def restarts(self) -> int:
+        """How many times a supervisor has restarted this actor."""
+        return self._core.restarts
+
+    @property
+    def ticks(self) -> int:
+        """How many times ``process`` has been called."""
+        return self._core.ticks
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that failed the actor, if it is ``FAILED``."""
+        return self._core.failure
+
+    @property
+    def spec(self) -> ActorSpec | None:
+        return self._core.spec
+
+    def spawn(self, actor_class: type[_A], /, *args: Any, **kwargs: Any) -> _A:
+        """Create a child actor: it runs on this actor's loop and stops when this one stops."""
+        kwargs["parent"] = self
+        return actor_class(*args, **kwargs)
+
+    def stop(self) -> Completion:
+        """Request a stop. Await the result (or ``.wait()`` it) to wait until this actor and
+        its children have stopped and every ``on_stop`` has run."""
+        self._request_stop(_Cause.SELF if _current_actor.get() is self else _Cause.STOP)
+        return Completion(self)
+
+    def join(self) -> Completion:
+        """Wait for the actor to end, without asking it to."""
+        return Completion(self)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this actor and its ports (a plain dict, ready for JSON)."""
+        core = self._core
+        return {
+            "path": self.path,
+            "class": type(self).__qualname__,
+            "state": self.state.value,
+            "ticks": core.ticks,
+            "restarts": core.restarts,
+            "skipped_ticks": self.clock.skipped if self.clock is not None else 0,
+            "inputs": {
+                n: {
+                    "queued": len(p.mailbox),
+                    "received": p.mailbox.received,
+                    "dropped": p.mailbox.dropped,
+                    "lost": p.lost,
+                    "connected": p.connected,
+                    "ended": p.ended,
+                }
+                for n, p in self.inputs.items()
+            },
+            "outputs": {n: {"sent": p.sent, "subscribers": len(p.subscribers)} for n, p in self.outputs.items()},
+        }
+
+    def __rshift__(self, other: Any) -> Any:
+        return connect(self, other)
+
+    def __floordiv__(self, other: Any) -> None:
+        """``a // b`` removes every connection from ``a`` to ``b``."""
+        disconnect(self, other)
+
+    def __repr__(self) -> str:
+        core = self._core
+        ins = ", ".join(
+            f"{n}[{len(p.mailbox)}/{p.mailbox.maxsize} dropped={p.mailbox.dropped}]" for n, p in self.inputs.items()
+        )
+        outs = ", ".join(f"{n}[sent={p.sent}→{len(p.subscribers)}]" for n, p in self.outputs.items())
+        extra = f" restarts={core.restarts}" if core.restarts else ""
+        return (
+            f"<{type(self).__qualname__} {self.path} {self.state.name} ticks={core.ticks}{extra} "
+            f"in: {ins or '-'} out: {outs or '-'}>"
+        )
+
+    # ------------------------------------------------------------------ start
+
+    def _launch(self) -> None:
+        """Adopt the ports of the instance this one replaces, then start the task."""
+        core = self._core
+        old = core.inherit
+        if old is not None:
+            for kind in ("inputs", "outputs"):
+                mine, theirs = getattr(self, kind), getattr(old, kind)
+                for port_name, port in theirs.items():
+                    mine[port_name] = port  # rebinds the port (mailbox, wiring) to this instance
+            old._core.replaced_by = self
+            # Old children that no new child took over end here, as their parent would have.
+            for child in old.children:
+                if child._core.replaced_by is None and child._core.deferred:
+                    child._end_streams()
+            core.inherit = None
+        loop = core.loop
+        if asyncio._get_running_loop() is loop:
+            self._create_task()
+        else:
+            loop.call_soon_threadsafe(self._create_task)
+
+    def _create_task(self) -> None:
+        self._core.task = self._core.loop.create_task(self._run(), name=f"actor {self.path}")
+
+    # ------------------------------------------------------------------ signals (any thread)
+
+    def _on_loop(self) -> bool:
+        return asyncio._get_running_loop() is self._core.loop
+
+    def _arrived(self, port: StreamInput) -> None:
+        """A message was queued on ``port`` (called by the sender, on any thread)."""
+        core = self._core
+        if asyncio._get_running_loop() is not core.loop:
+            _call_soon(core.loop, self._arrived, port)
+            return
+        core.arrivals += 1
+        driver = core.driver
+        if driver is not port:
+            if driver is not None or core.explicit_clock is not None:
+                return  # sampled input: read by process when it likes, never ticks
+            core.driver = port
+            core.driver_id = f"{port.path}"
+        core.pending += 1
+        bell = core.doorbell
+        if bell is not None and not bell.done():
+            bell.set_result(None)
+
+    def _wiring_changed(self) -> None:
+        core = self._core
+        core.wiring_dirty = True
+        self._ring()
+
+    def _ring(self) -> None:
+        core = self._core
+        if asyncio._get_running_loop() is not core.loop:
+            _call_soon(core.loop, self._ring)
+            return
+        bell = core.doorbell
+        if bell is not None and not bell.done():
+            bell.set_result(None)
+
+    def _reader_should_stop(self) -> bool:
+        return self._core.stop_requested
+
+    def _request_stop(self, cause: _Cause) -> None:
+        core = self._core
+        if not self._on_loop():
+            _call_soon(core.loop, self._request_stop, cause)
+            return
+        if core.stop_requested or core.done.done():
+            return
+        core.stop_requested = True
+        core.cause = cause
+        for port in list(self.inputs.values()):
+            port.mailbox.wake_readers()
+        task = core.task
+        if (
+            core.in_process
+            and self.dispatcher.interruptible
+            and task is not None
+            and task is not asyncio.current_task()
+        ):
+            task.cancel(msg="streamlib-stop")
+        self._ring()
+
+    def _control(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Queue ``job`` to run in this actor's task between ticks (never dropped)."""
+        core = self._core
+        if not self._on_loop():
+            _call_soon(core.loop, self._control, job)
+            return
+        core.control.append(job)
+        self._ring()
+
+    # ------------------------------------------------------------------ the run loop
+
+    async def _run(self) -> None:
+        core = self._core
+        dispatcher = self.dispatcher
+        _current_actor.set(self)
+        attached = False
+        try:
+            await dispatcher.attach(self)
+            attached = True
+            started = dispatcher.call_hook(self, self.on_start)
+            if started is not None:
+                await started
+            next_tick = self._next_tick
+            schedule = dispatcher.schedule
+            while True:
+                tick = await next_tick()
+                if tick is None:
+                    break
+                core.ticks += 1
+                work = schedule(self, tick)
+                if work is not None:
+                    core.in_process = True
+                    try:
+                        await work
+                    finally:
+                        core.in_process = False
+        except EndOfStream:
+            core.cause = core.cause or _Cause.END_OF_STREAM
+        except asyncio.CancelledError:
+            task = core.task
+            if task is not None and task.cancelling():
+                task.uncancel()
+            core.cause = core.cause or _Cause.STOP
+            core.stop_requested = True  # ours, or the loop shutting down: stop either way
+        except Exception as exc:
+            self._fail(exc)
+        try:
+            await self._teardown(attached)
+        finally:
+            self._finish()
+
+    def _fail(self, exc: BaseException) -> None:
+        core = self._core
+        if core.failure is None:
+            core.failure = exc
+            core.cause = _Cause.FAILURE
+            driver = core.driver
+            if core.tick_mark >= 0 and driver is not None:
+                driver.lost += max(driver.mailbox.taken - core.tick_mark, 0)
+
+    async def _teardown(self, attached: bool) -> None:
+        """Stop the children, then run ``on_stop`` (each even if the other fails)."""
+        core = self._core
+        self._cancel_timers()
+        children = list(self.children)
+        for child in children:
+            child._request_stop(_Cause.PARENT)
+        if children:
+            await asyncio.gather(*(_ended(c) for c in children))
+        try:
+            stopped = self.dispatcher.call_hook(self, self.on_stop)
+            if stopped is not None:
+                await stopped
+        except Exception as exc:
+            log.error("%s: on_stop raised", self.path, exc_info=exc)
+            self._fail(exc)
+        finally:
+            if attached:
+                try:
+                    await self.dispatcher.detach(self)
+                except Exception as exc:
+                    log.error("%s: dispatcher %r failed to detach", self.path, self.dispatcher, exc_info=exc)
+
+    def _cancel_timers(self) -> None:
+        core = self._core
+        if core.silence_timer is not None:
+            core.silence_timer.cancel()
+            core.silence_timer = None
+        if core.clock_wait is not None:
+            core.clock_wait.cancel()
+            core.clock_wait = None
+
+    def _finish(self) -> None:
+        """Settle the actor's fate: restarted by its supervisor, or ended for good."""
+        core = self._core
+        failed = core.failure is not None
+        self.state = LifecycleState.FAILED if failed else LifecycleState.STOPPED
+        cause = core.cause or _Cause.STOP
+        parent = self.parent
+        restarting: bool | None
+        if cause is _Cause.PARENT:
+            restarting = None
+        elif parent is not None:
+            restarting = parent._child_ended(self, cause, core.failure)
+        else:
+            restarting = False
+            if failed:
+                _log_failure(self, "")
+        if restarting is None:
+            core.deferred = True  # the parent settles this subtree once it knows its own fate
+        elif not restarting:
+            self._end_streams()
+        with _registry_lock:
+            if parent is None and _roots.get(self.name) is self:
+                del _roots[self.name]
+        if not core.done.done():
+            core.done.set_result(self.state)
+
+    def _end_streams(self) -> None:
+        """This actor (and any subtree waiting on it) ends for good: tell downstream, stop
+        accepting messages so no sender can block on us."""
+        for port in self.outputs.values():
+            port.end_of_stream()
+        for port in self.inputs.values():
+            port.mailbox.close()
+        for child in self.children:
+            if child._core.deferred and child._core.replaced_by is None:
+                child._end_streams()  # it left its fate to us
+
+    def _child_ended(self, child: Actor, cause: _Cause, failure: BaseException | None) -> bool | None:
+        """A child ended. Return True if it will be restarted (its streams must not end),
+        False if it is gone for good, None if its fate waits on this actor's own.
+
+        A plain actor restarts nothing: it logs an unsupervised failure and lets the child
+        go. :class:`~streamlib.supervision.Supervisor` overrides this."""
+        if failure is not None:
+            _log_failure(child, " (unsupervised: not restarted)")
+        return False
+
+    # ------------------------------------------------------------------ ticks
+
+    async def _next_tick(self) -> TimedTick | None:
+        """Wait for the next tick, or return None when the actor should end."""
+        core = self._core
+        while True:
+            if core.control:
+                await core.control.popleft()()
+                continue
+            if core.stop_requested:
+                return None
+            if core.wiring_dirty:
+                self._review_wiring()
+            driver = core.driver
+            if driver is not None and core.pending:
+                items = driver.mailbox._items
+                queued = len(items)
+                if queued:
+                    pending = core.pending
+                    core.pending = (pending if pending <= queued else queued) - 1
+                    core.tick_mark = driver.mailbox.taken
+                    if core.free_running:
+                        self._leave_own_clock()
+                    head = items[0]
+                    if isinstance(head, Message):
+                        core.last_fps = head.clock_rate
+                        return TimedTick(
+                            head.timestamp, head.frame_number, head.clock_source_id or core.driver_id, head.clock_rate
+                        )
+                    return TimedTick(time.monotonic(), core.ticks, core.driver_id, None)
+                core.pending = 0
+            if core.ending:
+                tick = self._drain_tick()
+                if tick is None:
+                    self.on_end_of_stream()
+                    if core.stop_requested:
+                        return None
+                    core.ending = False  # overridden: keep running on the own clock
+                    core.free_running = True
+                else:
+                    return tick
+            tick = self._own_clock_tick() if self._on_own_clock() else None
+            if tick is not None:
+                return tick
+            if not self._on_own_clock() and core.synced and self.default_fps:
+                self._arm_silence_timer()
+            bell = core.doorbell = core.loop.create_future()
+            try:
+                await bell
+            finally:
+                core.doorbell = None
+
+    def _review_wiring(self) -> None:
+        core = self._core
+        core.wiring_dirty = False
+        connected = [p for p in self.inputs.values() if p.connected]
+        driver = core.driver
+        if driver is not None and (not driver.connected or driver.ended):
+            core.driver = None
+            core.pending = 0
+        if connected and all(p.ended for p in connected):
+            core.ending = True
+        if core.driver is None:
+            # Messages may already be queued (a restart inherits full mailboxes).
+            for port in connected:
+                if port.mailbox._items and not port.ended:
+                    core.driver = port
+                    core.driver_id = port.path
+                    core.pending = len(port.mailbox._items)
+                    break
+
+    def _on_own_clock(self) -> bool:
+        core = self._core
+        if core.explicit_clock is not None:
+            return True
+        if not self.default_fps:
+            return False
+        if core.free_running:
+            return True
+        return not any(p.connected for p in self.inputs.values())
+
+    def _own_clock_tick(self) -> TimedTick | None:
+        """Start waiting for the own clock's next tick; return it if it is already due."""
+        core = self._core
+        waiting = core.clock_wait
+        if waiting is None:
+            clock = self.clock
+            if clock is None:
+                clock = self.clock = SoftwareClock(self.default_fps or 60.0, clock_id=f"clock:{self.path}")
+            waiting = core.clock_wait = asyncio.ensure_future(clock.next_tick())
+            waiting.add_done_callback(lambda _: self._ring())
+            return None
+        if not waiting.done():
+            return None
+        core.clock_wait = None
+        core.tick_mark = -1
+        return waiting.result()
+
+    def _leave_own_clock(self) -> None:
+        core = self._core
+        core.free_running = False
+        if core.clock_wait is not None and core.explicit_clock is None:
+            core.clock_wait.cancel()
+            core.clock_wait = None
+
+    def _drain_tick(self) -> TimedTick | None:
+        """Every upstream ended: tick while queued messages remain and ``process`` takes them."""
+        core = self._core
+        ports = [p for p in self.inputs.values() if p.mailbox._items]
+        if not ports:
+            return None
+        taken = sum(p.mailbox.taken for p in self.inputs.values())
+        if taken == core.drain_mark:  # the last tick consumed nothing: process won't drain them
+            for port in ports:
+                port.mailbox.clear()
+            return None
+        core.drain_mark = taken
+        head = ports[0].mailbox.peek()
+        core.tick_mark = ports[0].mailbox.taken
+        if isinstance(head, Message):
+            return head.tick()
+        return TimedTick(time.monotonic(), core.ticks, ports[0].path, None)
+
+    def _arm_silence_timer(self) -> None:
+        core = self._core
+        if core.silence_timer is not None:
+            return
+        fps = core.last_fps or self.default_fps or 60.0
+        driver = core.driver
+        core.silence_mark = (core.arrivals, driver.mailbox.received if driver is not None else -1)
+        core.silence_timer = core.loop.call_later(self.silence_periods / fps, self._silence_check)
+
+    def _silence_check(self) -> None:
+        core = self._core
+        core.silence_timer = None
+        if core.stop_requested or core.done.done():
+            return
+        arrivals, driver_received = core.silence_mark
+        driver = core.driver
+        if core.arrivals == arrivals:
+            core.free_running = True  # every upstream went quiet: run on the own clock
+            core.driver = None
+            core.pending = 0
+        elif driver is not None and driver.mailbox.received == driver_received:
+            core.driver = None  # the driver went quiet but others talk: the next to deliver drives
+            core.pending = 0
+        self._ring()
+
+
+def _unique_name(base: str, siblings: dict[str, Any], counters: dict[str, itertools.count[int]], explicit: bool) -> str:
+    if "/" in base:
+        raise ValueError(f"actor names cannot contain '/': {base!r}")
+    if base not in siblings and base not in counters:
+        counters[base] = itertools.count(2)
+        return base
+    if explicit and base not in siblings:
+        return base
+    counter = counters.setdefault(base, itertools.count(2))
+    while True:
+        candidate = f"{base}-{next(counter)}"
+        if candidate not in siblings:
+            return candidate
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the loop is closed: the actor is gone with it
+        pass
+
+
+def _log_failure(actor: Actor, note: str) -> None:
+    exc = actor._core.failure
+    log.error(
+        "actor %s (%s) failed%s: %s: %s",
+        actor.path,
+        type(actor).__qualname__,
+        note,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+
+
+def _stop_all_at_exit(timeout: float = 5.0) -> None:
+    """At interpreter exit, stop the actors on the background loop so sinks can finalize."""
+    from .eventloop import _background
+
+    loop = _background
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+    roots = [a for a in actors() if a._core.loop is loop]
+    for actor in roots:
+        actor._request_stop(_Cause.STOP)
+    deadline = time.monotonic() + timeout
+    for actor in roots:
+        try:
+            actor._core.done.result(max(deadline - time.monotonic(), 0))
+        except Exception:
+            log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
+
+
+import atexit  # noqa: E402
+
+atexit.register(_stop_all_at_exit)

@@ -1,0 +1,126 @@
+"""The default dispatcher: ``process`` runs on the actor's own event loop.
+
+Thousands of actors share one loop cheaply, as long as no ``process`` holds the loop
+for long. The :class:`LoopWatchdog` watches for exactly that: a daemon thread checks a
+heartbeat the loop posts every few milliseconds; when it stalls past the threshold,
+the watchdog looks up which actor's task is running and warns once for that actor,
+naming it and suggesting ``dispatcher="thread"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, ClassVar
+
+from .base import Dispatcher
+
+if TYPE_CHECKING:
+    from ..actor import Actor
+    from ..messages import TimedTick
+
+__all__ = ["AsyncioDispatcher", "LoopWatchdog", "BlockingWarning"]
+
+log = logging.getLogger("streamlib")
+
+
+class BlockingWarning(RuntimeWarning):
+    """An actor's ``process`` held its event loop longer than the blocking threshold."""
+
+
+class AsyncioDispatcher(Dispatcher):
+    """Run ``process`` directly on the actor's event loop (the default)."""
+
+    interruptible: ClassVar[bool] = True
+
+    def __init__(self, blocking_threshold: float | None = None) -> None:
+        super().__init__()
+        env = os.environ.get("STREAMLIB_BLOCKING_THRESHOLD")
+        self.blocking_threshold = (
+            blocking_threshold if blocking_threshold is not None else float(env) if env else 0.1
+        )
+
+    def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
+        # Returning process's own coroutine (instead of awaiting it here) keeps the
+        # default path free of an extra coroutine frame per tick.
+        return actor.process(tick)
+
+    async def attach(self, actor: Actor) -> None:
+        await super().attach(actor)
+        if self.blocking_threshold > 0:
+            LoopWatchdog.for_loop(asyncio.get_running_loop(), self.blocking_threshold).watch(actor)
+
+
+class LoopWatchdog:
+    """Detects an event loop held by one actor's synchronous code.
+
+    One per loop. The loop posts a heartbeat every ``threshold / 4``; a daemon thread
+    wakes as often, and if the heartbeat is older than ``threshold`` it blames the task
+    the loop is running. The thread needs the GIL only briefly, and a loop blocked in
+    ``time.sleep`` or numpy releases it, so detection works for the usual culprits.
+    """
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
+        self.loop = loop
+        self.threshold = threshold
+        self.beat = time.monotonic()
+        self._actors: weakref.WeakKeyDictionary[asyncio.Task[None], Actor] = weakref.WeakKeyDictionary()
+        self._warned: weakref.WeakSet[Actor] = weakref.WeakSet()
+        self._interval = max(threshold / 4, 0.002)
+        self._loop_ref = weakref.ref(loop)
+        loop.call_soon(self._heartbeat)
+        threading.Thread(target=self._watch, name="streamlib-watchdog", daemon=True).start()
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop, threshold: float) -> LoopWatchdog:
+        with cls._lock:
+            dog = cls._by_loop.get(loop)
+            if dog is None:
+                dog = cls._by_loop[loop] = cls(loop, threshold)
+            dog.threshold = min(dog.threshold, threshold)
+            return dog
+
+    def watch(self, actor: Actor) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._actors[task] = actor
+
+    def _heartbeat(self) -> None:
+        self.beat = time.monotonic()
+        if not self.loop.is_closed():
+            self.loop.call_later(self._interval, self._heartbeat)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            loop = self._loop_ref()
+            if loop is None or loop.is_closed():
+                return
+            stalled = time.monotonic() - self.beat
+            if stalled <= self.threshold or not loop.is_running():
+                continue
+            task = asyncio.current_task(loop)
+            actor = self._actors.get(task) if task is not None else None  # type: ignore[arg-type]
+            if actor is not None and actor not in self._warned:
+                self._warned.add(actor)
+                self.report(actor, stalled)
+
+    def report(self, actor: Actor, stalled: float) -> None:
+        import warnings
+
+        message = (
+            f"actor {actor.path} ({type(actor).__qualname__}) held its event loop for "
+            f"{stalled * 1000:.0f} ms (threshold {self.threshold * 1000:.0f} ms), stalling every "
+            f"actor on that loop; run it with dispatcher=\"thread\" (or \"process\")"
+        )
+        warnings.warn(message, BlockingWarning, stacklevel=1)

@@ -1,0 +1,75 @@
+"""The dispatcher seam: *where* an actor's code runs.
+
+An actor's run loop (clock, mailboxes, lifecycle) always lives on its event loop; a
+dispatcher decides where the user's hooks -- ``on_start``, ``process``, ``on_stop`` --
+execute: on the loop itself, on a thread pool, in a worker process, on a GPU queue.
+Every dispatcher goes through the same three calls, so adding one means subclassing
+:class:`Dispatcher` and implementing :meth:`schedule` (see ``tests/test_dispatch.py``
+for a complete user-defined dispatcher).
+
+A dispatcher instance may be shared by many actors. :meth:`start` runs when the first
+actor attaches and :meth:`stop` when the last one detaches, both on the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..actor import Actor
+    from ..messages import TimedTick
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher(ABC):
+    """Runs an actor's hooks somewhere.
+
+    Subclasses implement :meth:`schedule` and may override :meth:`call_hook`,
+    :meth:`start`, :meth:`stop`, :meth:`attach` and :meth:`detach`.
+    """
+
+    interruptible: ClassVar[bool] = False
+    """True if ``process`` runs on the actor's own loop, so a stop request may cancel a
+    ``process`` call that is waiting on something. Off-loop dispatchers cannot cancel
+    running code: a stop waits for the current call to return."""
+
+    def __init__(self) -> None:
+        self._attached = 0
+
+    @abstractmethod
+    def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
+        """Run ``actor.process(tick)``; return an awaitable that completes with it (or
+        ``None`` if it already ran). Called on the actor's event loop, once per tick,
+        never concurrently for one actor. Exceptions raised by ``process`` must
+        propagate through the awaitable: they are the actor's failures."""
+
+    def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None] | None:
+        """Run ``on_start`` / ``on_stop``; by default on the loop, like ``process`` of
+        the asyncio dispatcher. Dispatchers that move state elsewhere override it."""
+        result = hook()
+        return result if inspect.isawaitable(result) else None
+
+    async def start(self) -> None:
+        """Acquire resources (threads, processes, devices). Runs before the first actor."""
+
+    async def stop(self) -> None:
+        """Release them. Runs after the last actor detached."""
+
+    async def attach(self, actor: Actor) -> None:
+        """An actor starts using this dispatcher (before its ``on_start``)."""
+        self._attached += 1
+        if self._attached == 1:
+            await self.start()
+
+    async def detach(self, actor: Actor) -> None:
+        """An actor stopped using it (after its ``on_stop``)."""
+        self._attached -= 1
+        if self._attached == 0:
+            await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} actors={self._attached}>"

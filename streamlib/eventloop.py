@@ -1,0 +1,60 @@
+"""Which event loop an actor lives on.
+
+An actor constructed while an event loop is running in the current thread (a script
+under ``asyncio.run``, a Jupyter kernel, another actor) runs on that loop. Constructed
+anywhere else (a plain script, the REPL, a worker thread) it runs on one shared
+*background loop*: a daemon thread that streamlib starts on first use, on uvloop where
+uvloop is installed. Children always live on their parent's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+__all__ = ["background_loop", "current_loop", "new_event_loop"]
+
+_lock = threading.Lock()
+_background: asyncio.AbstractEventLoop | None = None
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when available (faster timers and callbacks), else asyncio's."""
+    if sys.platform != "win32":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """The shared background loop, started on first call (thread-safe)."""
+    global _background
+    with _lock:
+        if _background is None or _background.is_closed():
+            loop = new_event_loop()
+            started = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(started.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="streamlib-loop", daemon=True).start()
+            started.wait()
+            _background = loop
+        return _background
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """The loop a new top-level actor should live on (see the module docstring)."""
+    loop = asyncio._get_running_loop()
+    return loop if loop is not None else background_loop()
+
+
+def is_background(loop: asyncio.AbstractEventLoop) -> bool:
+    return loop is _background

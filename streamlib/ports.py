@@ -1,0 +1,380 @@
+"""Inputs, outputs and the ``>>`` operator that wires them.
+
+A :class:`StreamInput` is an actor's mailbox for one kind of message; a
+:class:`StreamOutput` fans each sent message out to every input connected to it.
+``>>`` connects and returns its right-hand side, so ``a >> b >> c`` chains:
+
+* ``output >> input`` connects those two ports;
+* ``actor >> actor``, ``actor >> input`` and ``output >> actor`` pick the one
+  type-compatible pair of ports, and raise :class:`TypeError` listing the candidates
+  when there are none or several.
+
+A connection is type-checked when it is made: an output of ``VideoFrame`` cannot feed an
+input of ``AudioBuffer``. Connections may be added and removed while everything runs;
+a send iterates over an immutable snapshot of the subscribers, so rewiring from another
+thread never disturbs a send in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
+
+from .errors import ActorDefinitionError, EndOfStream
+from .mailbox import EMPTY, Mailbox, Overflow
+
+if TYPE_CHECKING:
+    from .actor import Actor
+
+__all__ = ["PortMap", "StreamInput", "StreamOutput", "connect", "disconnect"]
+
+_wiring_lock = threading.RLock()
+
+
+class _Owner(Protocol):
+    """What a port needs from the actor that owns it."""
+
+    path: str
+
+    def _arrived(self, port: StreamInput) -> None: ...
+    def _wiring_changed(self) -> None: ...
+    def _reader_should_stop(self) -> bool: ...
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__qualname__", repr(t))
+
+
+def _check_msg_type(kind: str, name: str, msg_type: Any) -> type:
+    if msg_type is Any:
+        return object
+    if not isinstance(msg_type, type):
+        raise ActorDefinitionError(
+            f"{kind} {name!r}: msg_type must be a class such as VideoFrame (or object for "
+            f"anything), got {msg_type!r}"
+        )
+    return msg_type
+
+
+def _compatible(out_type: type, in_type: type) -> bool:
+    return in_type is object or out_type is object or issubclass(out_type, in_type)
+
+
+class StreamInput:
+    """A named, typed, bounded mailbox belonging to one actor.
+
+    ``maxsize`` (default 2: realtime wants little queueing) bounds the mailbox and
+    ``overflow`` says what happens when it is full (see :mod:`streamlib.mailbox`).
+    Every drop is counted in :attr:`dropped`.
+    """
+
+    __slots__ = ("_upstreams", "lost", "mailbox", "msg_type", "name", "owner")
+
+    def __init__(
+        self,
+        name: str,
+        msg_type: Any = object,
+        maxsize: int = 2,
+        overflow: Overflow = "drop_oldest",
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ActorDefinitionError(f"a StreamInput needs a non-empty str name, got {name!r}")
+        self.name = name
+        self.msg_type: type = _check_msg_type("StreamInput", name, msg_type)
+        self.mailbox = Mailbox(maxsize, overflow)
+        self.owner: _Owner | None = None
+        self._upstreams: dict[StreamOutput, bool] = {}  # output -> has it ended?
+        self.lost = 0
+        """Messages taken by a ``process`` call that then crashed (lost in the restart)."""
+
+    # -- reading (what ``process`` calls) ----------------------------------------------
+
+    async def read(self) -> Any:
+        """Wait for and return the next message.
+
+        Raises :class:`EndOfStream` once the input can never deliver again (every
+        upstream ended and the mailbox is empty) or the reading actor is stopping.
+        """
+        mailbox = self.mailbox
+        while True:
+            item = mailbox.get_nowait()
+            if item is not EMPTY:
+                return item
+            if self.ended or (self.owner is not None and self.owner._reader_should_stop()):
+                raise EndOfStream(f"{self.path} has no more messages")
+            await mailbox.wait_nonempty()
+
+    async def try_read(self) -> Any:
+        """Return the next message, or ``None`` at once if the mailbox is empty."""
+        item = self.mailbox.get_nowait()
+        return None if item is EMPTY else item
+
+    def read_nowait(self) -> Any:
+        """``try_read`` for synchronous code (a sync ``def process`` on a thread dispatcher)."""
+        item = self.mailbox.get_nowait()
+        return None if item is EMPTY else item
+
+    def has_messages(self) -> bool:
+        return bool(self.mailbox._items)
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def queue(self) -> Mailbox:
+        """The mailbox (``qsize()``, ``empty()``, ``full()``), as seed 004 calls it."""
+        return self.mailbox
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded because the mailbox was full (or its actor was gone)."""
+        return self.mailbox.dropped
+
+    @property
+    def received(self) -> int:
+        return self.mailbox.received
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._upstreams)
+
+    @property
+    def upstreams(self) -> tuple[StreamOutput, ...]:
+        return tuple(self._upstreams)
+
+    @property
+    def ended(self) -> bool:
+        """True once it is connected and every upstream has signalled end of stream."""
+        ups = self._upstreams
+        return bool(ups) and all(ups.values())
+
+    @property
+    def path(self) -> str:
+        owner = self.owner.path if self.owner is not None else "<unowned>"
+        return f"{owner}.inputs[{self.name!r}]"
+
+    # -- called by outputs -----------------------------------------------------------
+
+    def _upstream_ended(self, output: StreamOutput) -> None:
+        if output in self._upstreams:
+            self._upstreams[output] = True
+            self.mailbox.wake_readers()
+            if self.owner is not None:
+                self.owner._wiring_changed()
+
+    def __rshift__(self, other: object) -> Any:
+        raise TypeError(
+            f"{self.path} is an input: it cannot feed anything. Write output >> input, "
+            f"e.g. source.outputs['video'] >> {self.path}"
+        )
+
+    def __repr__(self) -> str:
+        mb = self.mailbox
+        return (
+            f"<StreamInput {self.path} {_type_name(self.msg_type)} {len(mb)}/{mb.maxsize} "
+            f"{mb.overflow} dropped={mb.dropped} upstreams={len(self._upstreams)}>"
+        )
+
+
+class StreamOutput:
+    """A named, typed sender that fans every message out to its subscribers."""
+
+    __slots__ = ("msg_type", "name", "owner", "sent", "subscribers")
+
+    def __init__(self, name: str, msg_type: Any = object) -> None:
+        if not isinstance(name, str) or not name:
+            raise ActorDefinitionError(f"a StreamOutput needs a non-empty str name, got {name!r}")
+        self.name = name
+        self.msg_type: type = _check_msg_type("StreamOutput", name, msg_type)
+        self.subscribers: tuple[StreamInput, ...] = ()
+        self.owner: _Owner | None = None
+        self.sent = 0
+
+    @property
+    def path(self) -> str:
+        owner = self.owner.path if self.owner is not None else "<unowned>"
+        return f"{owner}.outputs[{self.name!r}]"
+
+    def _check(self, message: Any) -> None:
+        raise TypeError(
+            f"{self.path} is declared for {_type_name(self.msg_type)} but was sent a "
+            f"{_type_name(type(message))}"
+        )
+
+    async def send(self, message: Any) -> None:
+        """Deliver ``message`` (by reference) to every connected input.
+
+        Never waits on a dropping input; waits for room only on an input declared with
+        ``overflow="block"``.
+        """
+        msg_type = self.msg_type
+        if msg_type is not object and not isinstance(message, msg_type):
+            self._check(message)
+        self.sent += 1
+        for port in self.subscribers:
+            mailbox = port.mailbox
+            if mailbox.put_nowait(message) or (mailbox.blocking and await mailbox.put(message)):
+                owner = port.owner
+                if owner is not None:
+                    owner._arrived(port)
+
+    def send_nowait(self, message: Any) -> None:
+        """``send`` for synchronous code.
+
+        On an input with ``overflow="block"`` that is full, a worker thread waits for
+        room; the event loop's own thread cannot wait, so there it raises
+        :class:`RuntimeError` (use ``await send()`` instead).
+        """
+        msg_type = self.msg_type
+        if msg_type is not object and not isinstance(message, msg_type):
+            self._check(message)
+        self.sent += 1
+        for port in self.subscribers:
+            mailbox = port.mailbox
+            accepted = mailbox.put_nowait(message)
+            if not accepted and mailbox.blocking and not mailbox.closed:
+                loop = getattr(port.owner, "loop", None)
+                if asyncio._get_running_loop() is not None or loop is None:
+                    raise RuntimeError(
+                        f"{port.path} is full and blocks (overflow='block'); "
+                        "use 'await send()' from the event loop"
+                    )
+                accepted = asyncio.run_coroutine_threadsafe(mailbox.put(message), loop).result()
+            if accepted and port.owner is not None:
+                port.owner._arrived(port)
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def connect(self, port: StreamInput) -> StreamInput:
+        """Connect this output to ``port`` (idempotent) and return ``port``."""
+        if not isinstance(port, StreamInput):
+            raise TypeError(f"{self.path} can only connect to a StreamInput, got {port!r}")
+        if not _compatible(self.msg_type, port.msg_type):
+            raise TypeError(
+                f"cannot connect {self.path} ({_type_name(self.msg_type)}) >> {port.path} "
+                f"({_type_name(port.msg_type)}): incompatible message types"
+            )
+        with _wiring_lock:
+            if port not in self.subscribers:
+                self.subscribers = (*self.subscribers, port)
+            port._upstreams[self] = False
+        if port.owner is not None:
+            port.owner._wiring_changed()
+        return port
+
+    def disconnect(self, port: StreamInput | None = None) -> None:
+        """Remove the connection to ``port``, or every connection when ``port`` is None."""
+        with _wiring_lock:
+            targets = self.subscribers if port is None else (port,)
+            self.subscribers = tuple(p for p in self.subscribers if p not in targets)
+            for target in targets:
+                target._upstreams.pop(self, None)
+        for target in targets:
+            if target.owner is not None:
+                target.owner._wiring_changed()
+
+    def end_of_stream(self) -> None:
+        """Tell every subscriber this output will send nothing more (a control signal, never dropped)."""
+        for port in self.subscribers:
+            port._upstream_ended(self)
+
+    def __rshift__(self, other: Any) -> Any:
+        return connect(self, other)
+
+    def __repr__(self) -> str:
+        return (
+            f"<StreamOutput {self.path} {_type_name(self.msg_type)} sent={self.sent} "
+            f"subscribers={len(self.subscribers)}>"
+        )
+
+
+class PortMap(dict[str, Any]):
+    """``actor.inputs`` / ``actor.outputs``: a dict that binds each port to its actor.
+
+    Assigning a port here is how an actor declares it (``self.inputs['video'] =
+    StreamInput('video', VideoFrame)``); assigning anything else is a definition error.
+    """
+
+    __slots__ = ("_kind", "_owner")
+
+    def __init__(self, owner: _Owner, kind: type) -> None:
+        super().__init__()
+        self._owner = owner
+        self._kind = kind
+
+    def __setitem__(self, key: str, port: Any) -> None:
+        if not isinstance(port, self._kind):
+            what = "inputs" if self._kind is StreamInput else "outputs"
+            raise ActorDefinitionError(
+                f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a "
+                f"{self._kind.__name__}, got {port!r}"
+            )
+        port.owner = self._owner
+        super().__setitem__(key, port)
+        self._owner._wiring_changed()
+
+
+# -- ``>>`` between anything -----------------------------------------------------------
+
+_Endpoint = Union["Actor", StreamInput, StreamOutput]
+_R = TypeVar("_R")
+
+
+def _describe(ports: list[tuple[StreamOutput, StreamInput]]) -> str:
+    return "; ".join(
+        f"{o.path} ({_type_name(o.msg_type)}) >> {i.path} ({_type_name(i.msg_type)})" for o, i in ports
+    )
+
+
+def connect(left: Any, right: _R) -> _R:
+    """Connect ``left >> right`` and return ``right`` (what every ``>>`` does)."""
+    if isinstance(left, StreamInput):
+        left.__rshift__(right)
+    if isinstance(left, StreamOutput):
+        outputs = [left]
+        left_name = left.path
+    elif hasattr(left, "outputs") and isinstance(left.outputs, PortMap):
+        outputs = list(left.outputs.values())
+        left_name = left.path
+    else:
+        raise TypeError(f"cannot connect {left!r} >> ...: the left side must be an actor or an output")
+
+    if isinstance(right, StreamInput):
+        inputs = [right]
+        right_name = right.path
+    elif hasattr(right, "inputs") and isinstance(right.inputs, PortMap):
+        inputs = list(right.inputs.values())
+        right_name = right.path
+    elif isinstance(right, StreamOutput):
+        raise TypeError(f"{right.path} is an output: the right side of >> must be an actor or an input")
+    else:
+        raise TypeError(f"cannot connect {left_name} >> {right!r}: the right side must be an actor or an input")
+
+    if len(outputs) == 1 and len(inputs) == 1:
+        outputs[0].connect(inputs[0])  # raises a TypeError naming both ends on a type mismatch
+        return right
+    candidates = [(o, i) for o in outputs for i in inputs if _compatible(o.msg_type, i.msg_type)]
+    if len(candidates) == 1:
+        candidates[0][0].connect(candidates[0][1])
+        return right
+    if not candidates:
+        outs = ", ".join(f"{o.path} ({_type_name(o.msg_type)})" for o in outputs) or "no outputs"
+        ins = ", ".join(f"{i.path} ({_type_name(i.msg_type)})" for i in inputs) or "no inputs"
+        raise TypeError(
+            f"cannot connect {left_name} >> {right_name}: no type-compatible pair of ports "
+            f"(outputs: {outs}; inputs: {ins})"
+        )
+    raise TypeError(
+        f"cannot connect {left_name} >> {right_name}: {len(candidates)} type-compatible pairs, "
+        f"name the ports: {_describe(candidates)}"
+    )
+
+
+def disconnect(left: Any, right: Any) -> None:
+    """Undo every connection from ``left`` (an actor or output) to ``right`` (an actor or input)."""
+    outputs = [left] if isinstance(left, StreamOutput) else list(left.outputs.values())
+    inputs = [right] if isinstance(right, StreamInput) else list(right.inputs.values())
+    for out in outputs:
+        for port in inputs:
+            if port in out.subscribers:
+                out.disconnect(port)

@@ -1,0 +1,151 @@
+"""A test kit for actors, like Akka's TestKit or dora's MockNode.
+
+* :class:`Probe` records every message an output sends (``actor >> probe``).
+* :class:`Feeder` feeds messages into an input from test code, and ends the stream.
+* :class:`ManualClock` drives an actor tick by tick: ``await clock.step()`` returns once
+  the actor has processed the tick, so a test needs no timing sleeps.
+
+::
+
+    clock = ManualClock(fps=30)
+    feeder, probe = Feeder(VideoFrame), Probe(VideoFrame)
+    inv = Invert(clock=clock)
+    feeder >> inv >> probe
+    await feeder.send(frame)
+    await clock.step()
+    assert probe.messages[0].data[0, 0, 0] == 255 - frame.data[0, 0, 0]
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from .actor import Actor, Completion
+from .clock import Clock
+from .mailbox import Overflow
+from .messages import TimedTick
+from .ports import StreamInput, StreamOutput
+
+__all__ = ["Feeder", "ManualClock", "Probe"]
+
+
+class ManualClock(Clock):
+    """A clock that ticks only when the test says so.
+
+    Give it to an actor with ``clock=``; an explicit clock always drives the actor, even
+    one with connected inputs. Tick *n* has timestamp ``start + n / fps``.
+    """
+
+    def __init__(self, fps: float = 30.0, clock_id: str = "manual-clock", start: float = 0.0) -> None:
+        self.fps = float(fps)
+        self.clock_id = clock_id
+        self.start = start
+        self.skipped = 0
+        self.frame_number = -1
+        self._due = 0
+        self._tick_wanted: asyncio.Future[None] | None = None
+        self._tick_taken: asyncio.Future[None] | None = None
+        self._actor: Actor | None = None
+
+    def bind(self, actor: Actor) -> None:
+        self._actor = actor
+
+    async def next_tick(self) -> TimedTick:
+        # Being asked for the next tick means the previous one has been processed.
+        self._resolve_taken()
+        while self._due == 0:
+            self._tick_wanted = asyncio.get_running_loop().create_future()
+            try:
+                await self._tick_wanted
+            finally:
+                self._tick_wanted = None
+        self._due -= 1
+        self.frame_number += 1
+        n = self.frame_number
+        return TimedTick(self.start + n / self.fps, n, self.clock_id, self.fps)
+
+    def _resolve_taken(self) -> None:
+        if self._tick_taken is not None and not self._tick_taken.done():
+            self._tick_taken.set_result(None)
+
+    async def step(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Deliver ``n`` ticks, one at a time, each returning once ``process`` has run."""
+        for _ in range(n):
+            self._due += 1
+            taken = self._tick_taken = asyncio.get_running_loop().create_future()
+            if self._tick_wanted is not None and not self._tick_wanted.done():
+                self._tick_wanted.set_result(None)
+            waits: list[Any] = [taken]
+            if self._actor is not None:
+                waits.append(asyncio.ensure_future(self._actor.join()))
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits[1:]:
+                w.cancel()
+            if not done:
+                raise TimeoutError(f"{self.clock_id}: the actor did not take tick {self.frame_number + 1} within {timeout} s")
+
+
+class Probe(Actor):
+    """Records every message it receives, in order, in :attr:`messages`."""
+
+    default_fps: ClassVar[float | None] = None
+
+    def __init__(
+        self, msg_type: Any = object, maxsize: int = 10_000, overflow: Overflow = "drop_oldest", **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.inputs["in"] = StreamInput("in", msg_type, maxsize=maxsize, overflow=overflow)
+        self.messages: list[Any] = []
+        self.ticks_seen: list[TimedTick] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def process(self, tick: TimedTick) -> None:
+        port = self.inputs["in"]
+        while (msg := port.read_nowait()) is not None:
+            self.messages.append(msg)
+            self.ticks_seen.append(tick)
+        for want, fut in list(self._waiters):
+            if len(self.messages) >= want and not fut.done():
+                fut.set_result(None)
+
+    async def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        """Wait until at least ``count`` messages have arrived; return them all."""
+        if len(self.messages) < count:
+            fut = self.loop.create_future()
+            entry = (count, fut)
+            self._waiters.append(entry)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{self.path} got {len(self.messages)} of {count} messages within {timeout} s"
+                ) from None
+            finally:
+                self._waiters.remove(entry)
+        return self.messages
+
+    @property
+    def dropped(self) -> int:
+        return self.inputs["in"].dropped
+
+
+class Feeder(Actor):
+    """Sends what the test gives it through its ``out`` output; ``end()`` ends the stream."""
+
+    default_fps: ClassVar[float | None] = None
+
+    def __init__(self, msg_type: Any = object, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.outputs["out"] = StreamOutput("out", msg_type)
+
+    async def process(self, tick: TimedTick) -> None:
+        """A feeder is driven by the test, never by ticks."""
+
+    async def send(self, *messages: Any) -> None:
+        for message in messages:
+            await self.outputs["out"].send(message)
+
+    def end(self) -> Completion:
+        """Stop, which signals end of stream downstream."""
+        return self.stop()
