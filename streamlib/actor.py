@@ -51,6 +51,7 @@ from .clock import Clock, SoftwareClock
 from .dispatch import Dispatcher, resolve_dispatcher
 from .errors import ActorDefinitionError, ActorInitError, EndOfStream
 from .eventloop import current_loop
+from .mailbox import Mailbox
 from .messages import Message, TimedTick
 from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
 
@@ -157,17 +158,17 @@ class _Core:
     """An actor's runtime state, kept in one object so subclasses may use any attribute name."""
 
     __slots__ = (
-        "arrivals",
         "cause",
         "children_by_name",
         "clock_wait",
+        "connected",
         "control",
         "deferred",
         "done",
         "doorbell",
+        "drain_mark",
         "driver",
         "driver_id",
-        "drain_mark",
         "ending",
         "explicit_clock",
         "failure",
@@ -177,7 +178,6 @@ class _Core:
         "last_fps",
         "loop",
         "name_counters",
-        "pending",
         "replaced_by",
         "restart",
         "restarts",
@@ -188,7 +188,9 @@ class _Core:
         "synced",
         "task",
         "tick_mark",
+        "ticked",
         "ticks",
+        "wakers",
         "wiring_dirty",
     )
 
@@ -205,8 +207,8 @@ class _Core:
         self.clock_wait: asyncio.Future[TimedTick] | None = None
         self.driver: StreamInput | None = None
         self.driver_id = ""
-        self.pending = 0
-        self.arrivals = 0
+        self.ticked = 0  # the driver's `received` count that ticks have accounted for
+        self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
         self.synced = False
         self.free_running = False
         self.ending = False
@@ -224,6 +226,7 @@ class _Core:
         self.inherit: Actor | None = None
         self.replaced_by: Actor | None = None
         self.deferred = False
+        self.connected = False
         self.children_by_name: dict[str, Actor] = {}
         self.name_counters: dict[str, itertools.count[int]] = {}
 
@@ -546,23 +549,33 @@ class Actor(metaclass=ActorMeta):
     def _on_loop(self) -> bool:
         return asyncio._get_running_loop() is self._core.loop
 
-    def _arrived(self, port: StreamInput) -> None:
-        """A message was queued on ``port`` (called by the sender, on any thread)."""
+    def _woken(self, port: StreamInput) -> None:
+        """A message landed on ``port`` while the actor slept (called by the sender, any thread).
+
+        Only a sleeping actor installs these wakers, so a busy actor's senders pay
+        nothing: the run loop notices new messages by itself through the mailbox counters.
+        """
         core = self._core
         if asyncio._get_running_loop() is not core.loop:
-            _call_soon(core.loop, self._arrived, port)
+            _call_soon(core.loop, self._woken, port)
             return
-        core.arrivals += 1
-        driver = core.driver
-        if driver is not port:
-            if driver is not None or core.explicit_clock is not None:
-                return  # sampled input: read by process when it likes, never ticks
-            core.driver = port
-            core.driver_id = f"{port.path}"
-        core.pending += 1
-        bell = core.doorbell
-        if bell is not None and not bell.done():
-            bell.set_result(None)
+        if core.driver is None and core.explicit_clock is None:
+            self._set_driver(port)
+        if port is core.driver:
+            bell = core.doorbell
+            if bell is not None and not bell.done():
+                bell.set_result(None)
+                for mailbox, _ in core.wakers:  # awake now: further sends need not call us
+                    mailbox.waker = None
+
+    def _set_driver(self, port: StreamInput | None) -> None:
+        """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""
+        core = self._core
+        core.driver = port
+        if port is not None:
+            core.driver_id = port.path
+            core.ticked = port.mailbox.received - len(port.mailbox._items)
+            core.synced = True
 
     def _wiring_changed(self) -> None:
         core = self._core
@@ -625,19 +638,27 @@ class Actor(metaclass=ActorMeta):
             if started is not None:
                 await started
             next_tick = self._next_tick
-            schedule = dispatcher.schedule
+            run_tick = dispatcher.bind(self)
             while True:
-                tick = await next_tick()
-                if tick is None:
-                    break
+                # Fast path: the driving input has a message and nothing else needs a look.
+                driver = core.driver
+                if (
+                    driver is not None
+                    and driver.mailbox.received != core.ticked
+                    and driver.mailbox._items
+                    and not (core.control or core.stop_requested or core.wiring_dirty or core.free_running)
+                ):
+                    tick = self._driver_tick(driver)
+                else:
+                    tick = await next_tick()
+                    if tick is None:
+                        break
                 core.ticks += 1
-                work = schedule(self, tick)
+                work = run_tick(tick)
                 if work is not None:
                     core.in_process = True
-                    try:
-                        await work
-                    finally:
-                        core.in_process = False
+                    await work
+                    core.in_process = False
         except EndOfStream:
             core.cause = core.cause or _Cause.END_OF_STREAM
         except asyncio.CancelledError:
@@ -755,23 +776,12 @@ class Actor(metaclass=ActorMeta):
             if core.wiring_dirty:
                 self._review_wiring()
             driver = core.driver
-            if driver is not None and core.pending:
-                items = driver.mailbox._items
-                queued = len(items)
-                if queued:
-                    pending = core.pending
-                    core.pending = (pending if pending <= queued else queued) - 1
-                    core.tick_mark = driver.mailbox.taken
+            if driver is not None and driver.mailbox.received != core.ticked:
+                if driver.mailbox._items:
                     if core.free_running:
                         self._leave_own_clock()
-                    head = items[0]
-                    if isinstance(head, Message):
-                        core.last_fps = head.clock_rate
-                        return TimedTick(
-                            head.timestamp, head.frame_number, head.clock_source_id or core.driver_id, head.clock_rate
-                        )
-                    return TimedTick(time.monotonic(), core.ticks, core.driver_id, None)
-                core.pending = 0
+                    return self._driver_tick(driver)
+                core.ticked = driver.mailbox.received
             if core.ending:
                 tick = self._drain_tick()
                 if tick is None:
@@ -782,34 +792,67 @@ class Actor(metaclass=ActorMeta):
                     core.free_running = True
                 else:
                     return tick
-            tick = self._own_clock_tick() if self._on_own_clock() else None
-            if tick is not None:
-                return tick
-            if not self._on_own_clock() and core.synced and self.default_fps:
+            if self._on_own_clock():
+                tick = self._own_clock_tick()
+                if tick is not None:
+                    return tick
+            elif core.synced and self.default_fps:
                 self._arm_silence_timer()
-            bell = core.doorbell = core.loop.create_future()
-            try:
-                await bell
-            finally:
-                core.doorbell = None
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        """Wait for the doorbell: a message on the driver, a clock tick, a signal."""
+        core = self._core
+        bell = core.doorbell = core.loop.create_future()
+        wakers = core.wakers
+        for mailbox, waker in wakers:
+            mailbox.waker = waker
+        try:
+            # A message may have landed before the wakers were in place.
+            for mailbox, waker in wakers:
+                if mailbox._items and (core.driver is None or mailbox is core.driver.mailbox):
+                    waker()
+            await bell
+        finally:
+            core.doorbell = None
+            for mailbox, _ in wakers:
+                mailbox.waker = None
+
+    def _driver_tick(self, driver: StreamInput) -> TimedTick:
+        """The tick for the driving input's oldest message: that message's clock metadata."""
+        core = self._core
+        mailbox = driver.mailbox
+        items = mailbox._items
+        received = mailbox.received
+        pending, queued = received - core.ticked, len(items)
+        # One tick per arrival, but never more ticks than messages still queued.
+        core.ticked = received - (pending if pending <= queued else queued) + 1
+        core.tick_mark = mailbox.taken
+        head = items[0]
+        if isinstance(head, Message):
+            core.last_fps = head.clock_rate
+            return TimedTick(head.timestamp, head.frame_number, head.clock_source_id or core.driver_id, head.clock_rate)
+        return TimedTick(time.monotonic(), core.ticks, core.driver_id, None)
 
     def _review_wiring(self) -> None:
         core = self._core
         core.wiring_dirty = False
         connected = [p for p in self.inputs.values() if p.connected]
+        core.connected = bool(connected)
         driver = core.driver
         if driver is not None and (not driver.connected or driver.ended):
-            core.driver = None
-            core.pending = 0
+            self._set_driver(None)
         if connected and all(p.ended for p in connected):
             core.ending = True
-        if core.driver is None:
+        live = [p for p in connected if not p.ended]
+        core.wakers = (
+            [] if core.explicit_clock is not None else [(p.mailbox, functools.partial(self._woken, p)) for p in live]
+        )
+        if core.driver is None and core.explicit_clock is None:
             # Messages may already be queued (a restart inherits full mailboxes).
-            for port in connected:
-                if port.mailbox._items and not port.ended:
-                    core.driver = port
-                    core.driver_id = port.path
-                    core.pending = len(port.mailbox._items)
+            for port in live:
+                if port.mailbox._items:
+                    self._set_driver(port)
                     break
 
     def _on_own_clock(self) -> bool:
@@ -818,9 +861,7 @@ class Actor(metaclass=ActorMeta):
             return True
         if not self.default_fps:
             return False
-        if core.free_running:
-            return True
-        return not any(p.connected for p in self.inputs.values())
+        return core.free_running or not core.connected
 
     def _own_clock_tick(self) -> TimedTick | None:
         """Start waiting for the own clock's next tick; return it if it is already due."""
@@ -870,23 +911,24 @@ class Actor(metaclass=ActorMeta):
             return
         fps = core.last_fps or self.default_fps or 60.0
         driver = core.driver
-        core.silence_mark = (core.arrivals, driver.mailbox.received if driver is not None else -1)
+        core.silence_mark = (self._received_total(), driver.mailbox.received if driver is not None else -1)
         core.silence_timer = core.loop.call_later(self.silence_periods / fps, self._silence_check)
+
+    def _received_total(self) -> int:
+        return sum(p.mailbox.received for p in self.inputs.values())
 
     def _silence_check(self) -> None:
         core = self._core
         core.silence_timer = None
         if core.stop_requested or core.done.done():
             return
-        arrivals, driver_received = core.silence_mark
+        total, driver_received = core.silence_mark
         driver = core.driver
-        if core.arrivals == arrivals:
+        if self._received_total() == total:
             core.free_running = True  # every upstream went quiet: run on the own clock
-            core.driver = None
-            core.pending = 0
+            self._set_driver(None)
         elif driver is not None and driver.mailbox.received == driver_received:
-            core.driver = None  # the driver went quiet but others talk: the next to deliver drives
-            core.pending = 0
+            self._set_driver(None)  # the driver went quiet but others talk: the next to deliver drives
         self._ring()
 
 

@@ -37,7 +37,6 @@ class _Owner(Protocol):
 
     path: str
 
-    def _arrived(self, port: StreamInput) -> None: ...
     def _wiring_changed(self) -> None: ...
     def _reader_should_stop(self) -> bool: ...
 
@@ -213,10 +212,8 @@ class StreamOutput:
         self.sent += 1
         for port in self.subscribers:
             mailbox = port.mailbox
-            if mailbox.put_nowait(message) or (mailbox.blocking and await mailbox.put(message)):
-                owner = port.owner
-                if owner is not None:
-                    owner._arrived(port)
+            if not mailbox.put_nowait(message) and mailbox.blocking:
+                await mailbox.put(message)
 
     def send_nowait(self, message: Any) -> None:
         """``send`` for synchronous code.
@@ -239,9 +236,7 @@ class StreamOutput:
                         f"{port.path} is full and blocks (overflow='block'); "
                         "use 'await send()' from the event loop"
                     )
-                accepted = asyncio.run_coroutine_threadsafe(mailbox.put(message), loop).result()
-            if accepted and port.owner is not None:
-                port.owner._arrived(port)
+                asyncio.run_coroutine_threadsafe(mailbox.put(message), loop).result()
 
     # -- wiring ----------------------------------------------------------------------
 

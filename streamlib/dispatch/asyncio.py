@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from .base import Dispatcher
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..actor import Actor
     from ..messages import TimedTick
 
-__all__ = ["AsyncioDispatcher", "LoopWatchdog", "BlockingWarning"]
+__all__ = ["AsyncioDispatcher", "BlockingWarning", "LoopWatchdog"]
 
 log = logging.getLogger("streamlib")
 
@@ -49,6 +49,9 @@ class AsyncioDispatcher(Dispatcher):
         # Returning process's own coroutine (instead of awaiting it here) keeps the
         # default path free of an extra coroutine frame per tick.
         return actor.process(tick)
+
+    def bind(self, actor: Actor) -> Callable[[TimedTick], Awaitable[None] | None]:
+        return actor.process  # the tick loop calls process directly: no frame in between
 
     async def attach(self, actor: Actor) -> None:
         await super().attach(actor)

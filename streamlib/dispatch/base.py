@@ -13,6 +13,7 @@ actor attaches and :meth:`stop` when the last one detaches, both on the event lo
 
 from __future__ import annotations
 
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,11 @@ class Dispatcher(ABC):
         ``None`` if it already ran). Called on the actor's event loop, once per tick,
         never concurrently for one actor. Exceptions raised by ``process`` must
         propagate through the awaitable: they are the actor's failures."""
+
+    def bind(self, actor: Actor) -> Callable[[TimedTick], Awaitable[None] | None]:
+        """The per-tick callable the actor's run loop uses: ``schedule`` bound to ``actor``.
+        Called once each time the actor starts; a dispatcher may return something faster."""
+        return functools.partial(self.schedule, actor)
 
     def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None] | None:
         """Run ``on_start`` / ``on_stop``; by default on the loop, like ``process`` of
