@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import enum
 import functools
@@ -270,21 +271,21 @@ class ActorMeta(ABCMeta):
         spec = ActorSpec(cls, args, dict(kwargs), dict(options))  # type: ignore[arg-type]
         token = _options.set({**options, **internal, "_spec": spec})
         try:
-            self = cls.__new__(cls)
+            actor: Any = object.__new__(cls)  # type: ignore[arg-type]
             try:
-                self.__init__(*args, **kwargs)
+                actor.__init__(*args, **kwargs)
             except ActorDefinitionError:
-                _abandon(self)
+                _abandon(actor)
                 raise
             except Exception as exc:
-                _abandon(self)
+                _abandon(actor)
                 raise ActorInitError(f"{cls.__qualname__}.__init__ raised {type(exc).__name__}: {exc}") from exc
         finally:
             _options.reset(token)
-        if not isinstance(getattr(self, "_core", None), _Core):
+        if not isinstance(getattr(actor, "_core", None), _Core):
             raise ActorDefinitionError(f"{cls.__qualname__}.__init__ did not call super().__init__()")
-        self._launch()
-        return self
+        actor._launch()
+        return actor
 
 
 def _abandon(actor: Actor) -> None:
@@ -337,6 +338,8 @@ class Actor(metaclass=ActorMeta):
     supervisor does when this actor ends).
     """
 
+    _core: _Core
+
     default_fps: ClassVar[float | None] = 60.0
     """Rate of the actor's own clock when nothing upstream drives it; ``None`` means the
     actor only ever ticks on messages."""
@@ -370,12 +373,15 @@ class Actor(metaclass=ActorMeta):
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be a streamlib Clock, got {clock!r}")
 
-        core = self._core = _Core(parent._core.loop if parent is not None else current_loop())
+        core: _Core = _Core(parent._core.loop if parent is not None else current_loop())
+        self._core = core
         core.spec = opts.get("_spec")
         core.restart = restart
         core.explicit_clock = clock
         if clock is not None:
             clock.bind(self)
+        self.name: str
+        self.path: str
         self.parent: Actor | None = parent
         self.children: list[Actor] = []
         self.inputs: PortMap = PortMap(self, StreamInput)
@@ -642,6 +648,7 @@ class Actor(metaclass=ActorMeta):
             while True:
                 # Fast path: the driving input has a message and nothing else needs a look.
                 driver = core.driver
+                tick: TimedTick | None
                 if (
                     driver is not None
                     and driver.mailbox.received != core.ticked
@@ -685,7 +692,6 @@ class Actor(metaclass=ActorMeta):
 
     async def _teardown(self, attached: bool) -> None:
         """Stop the children, then run ``on_stop`` (each even if the other fails)."""
-        core = self._core
         self._cancel_timers()
         children = list(self.children)
         for child in children:
@@ -948,10 +954,8 @@ def _unique_name(base: str, siblings: dict[str, Any], counters: dict[str, iterto
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: the actor is gone with it
         loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the loop is closed: the actor is gone with it
-        pass
 
 
 def _log_failure(actor: Actor, note: str) -> None:

@@ -41,7 +41,7 @@ class Clock(ABC):
     async def next_tick(self) -> TimedTick:
         """Wait for and return the next tick."""
 
-    def bind(self, actor: Actor) -> None:
+    def bind(self, actor: Actor) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Called when ``actor`` is given this clock (and again for each restarted instance)."""
 
 

@@ -22,6 +22,7 @@ on the owning port and actor, so a full mailbox can never drop them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,10 +58,8 @@ def wake(fut: asyncio.Future[None]) -> None:
         if not fut.done():
             fut.set_result(None)
         return
-    try:
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is left to wake
         loop.call_soon_threadsafe(_resolve, fut)
-    except RuntimeError:  # that loop is closed: nobody is left to wake
-        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +216,8 @@ class Mailbox:
         try:
             await waiter
         finally:
-            try:
+            with contextlib.suppress(ValueError):
                 self._getters.remove(waiter)
-            except ValueError:
-                pass
 
     def wake_readers(self) -> None:
         """Wake every task in :meth:`wait_nonempty` so it can re-check why it waits."""

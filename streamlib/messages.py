@@ -79,7 +79,7 @@ class Message:
         ``VideoFrame.at(tick, data=pixels)`` is the usual way for an actor to emit a
         message that stays aligned with the frame that produced it.
         """
-        return cls(
+        return cls(  # type: ignore[call-arg]
             timestamp=tick.timestamp,
             frame_number=tick.frame_number,
             clock_source_id=tick.clock_source_id,

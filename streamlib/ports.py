@@ -304,7 +304,7 @@ class PortMap(dict[str, Any]):
                 f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a "
                 f"{self._kind.__name__}, got {port!r}"
             )
-        port.owner = self._owner
+        port.owner = self._owner  # type: ignore[attr-defined]
         super().__setitem__(key, port)
         self._owner._wiring_changed()
 
@@ -334,14 +334,15 @@ def connect(left: Any, right: _R) -> _R:
     else:
         raise TypeError(f"cannot connect {left!r} >> ...: the left side must be an actor or an output")
 
-    if isinstance(right, StreamInput):
-        inputs = [right]
-        right_name = right.path
-    elif hasattr(right, "inputs") and isinstance(right.inputs, PortMap):
-        inputs = list(right.inputs.values())
-        right_name = right.path
-    elif isinstance(right, StreamOutput):
-        raise TypeError(f"{right.path} is an output: the right side of >> must be an actor or an input")
+    target: Any = right
+    if isinstance(target, StreamInput):
+        inputs = [target]
+        right_name = target.path
+    elif hasattr(target, "inputs") and isinstance(target.inputs, PortMap):
+        inputs = list(target.inputs.values())
+        right_name = target.path
+    elif isinstance(target, StreamOutput):
+        raise TypeError(f"{target.path} is an output: the right side of >> must be an actor or an input")
     else:
         raise TypeError(f"cannot connect {left_name} >> {right!r}: the right side must be an actor or an input")
 

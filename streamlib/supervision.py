@@ -93,10 +93,10 @@ class Supervisor(Actor):
         """A supervisor has no inputs and no clock; it is never ticked."""
 
     def _build(self, spec: ActorSpec, previous: Actor | None = None) -> Actor:
-        options: dict[str, Any] = {**spec.options, "parent": self}
+        kwargs: dict[str, Any] = {**spec.kwargs, **spec.options, "parent": self}
         if previous is not None:
-            options["_restart_of"] = previous
-        return spec.cls(*spec.args, **spec.kwargs, **options)
+            kwargs["_restart_of"] = previous
+        return spec.cls(*spec.args, **kwargs)
 
     def _child_ended(self, child: Actor, cause: _Cause, failure: BaseException | None) -> bool | None:
         core = self._core

@@ -83,7 +83,9 @@ class ManualClock(Clock):
             for w in waits[1:]:
                 w.cancel()
             if not done:
-                raise TimeoutError(f"{self.clock_id}: the actor did not take tick {self.frame_number + 1} within {timeout} s")
+                raise TimeoutError(
+                    f"{self.clock_id}: the actor did not take tick {self.frame_number + 1} within {timeout} s"
+                )
 
 
 class Probe(Actor):
@@ -127,7 +129,8 @@ class Probe(Actor):
 
     @property
     def dropped(self) -> int:
-        return self.inputs["in"].dropped
+        port: StreamInput = self.inputs["in"]
+        return port.dropped
 
 
 class Feeder(Actor):

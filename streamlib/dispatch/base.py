@@ -59,10 +59,10 @@ class Dispatcher(ABC):
         result = hook()
         return result if inspect.isawaitable(result) else None
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquire resources (threads, processes, devices). Runs before the first actor."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release them. Runs after the last actor detached."""
 
     async def attach(self, actor: Actor) -> None:
