@@ -443,7 +443,7 @@ class Actor(metaclass=ActorMeta):
     # ------------------------------------------------------------------ public API
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop:
+    def event_loop(self) -> asyncio.AbstractEventLoop:
         """The event loop this actor (and its children) run on."""
         return self._core.loop
 
@@ -451,11 +451,6 @@ class Actor(metaclass=ActorMeta):
     def restarts(self) -> int:
         """How many times a supervisor has restarted this actor."""
         return self._core.restarts
-
-    @property
-    def ticks(self) -> int:
-        """How many times ``process`` has been called."""
-        return self._core.ticks
 
     @property
     def failure(self) -> BaseException | None:

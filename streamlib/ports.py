@@ -230,7 +230,7 @@ class StreamOutput:
             mailbox = port.mailbox
             accepted = mailbox.put_nowait(message)
             if not accepted and mailbox.blocking and not mailbox.closed:
-                loop = getattr(port.owner, "loop", None)
+                loop = getattr(port.owner, "event_loop", None)
                 if asyncio._get_running_loop() is not None or loop is None:
                     raise RuntimeError(
                         f"{port.path} is full and blocks (overflow='block'); "

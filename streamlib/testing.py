@@ -114,7 +114,7 @@ class Probe(Actor):
     async def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
         """Wait until at least ``count`` messages have arrived; return them all."""
         if len(self.messages) < count:
-            fut = self.loop.create_future()
+            fut = self.event_loop.create_future()
             entry = (count, fut)
             self._waiters.append(entry)
             try:
