@@ -31,7 +31,6 @@ by default.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import enum
@@ -124,7 +123,7 @@ class Completion:
             raise RuntimeError(
                 f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'"
             )
-        return self._actor._core.done.result(timeout)
+        return self._actor._core.done.wait(timeout)
 
     def done(self) -> bool:
         return self._actor._core.done.done()
@@ -133,25 +132,64 @@ class Completion:
         return f"<Completion of {self._actor.path} done={self.done()}>"
 
 
-async def _ended(actor: Actor) -> LifecycleState:
-    """Wait for ``actor`` to end, from any loop.
+_outcome_lock = threading.Lock()
 
-    Unlike ``asyncio.wrap_future``, cancelling this wait never cancels the actor's own
-    completion future, which other waiters share."""
+
+class _Outcome:
+    """An actor's final state: set once on its loop, awaited or waited for from anywhere.
+
+    A ``concurrent.futures.Future`` would do, but costs a Condition and an RLock per actor;
+    one lock shared by all outcomes keeps ten thousand actors cheap."""
+
+    __slots__ = ("_callbacks", "_state")
+
+    def __init__(self) -> None:
+        self._state: LifecycleState | None = None
+        self._callbacks: list[Callable[[LifecycleState], None]] = []
+
+    def done(self) -> bool:
+        return self._state is not None
+
+    def set(self, state: LifecycleState) -> None:
+        with _outcome_lock:
+            if self._state is not None:
+                return
+            self._state = state
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(state)
+
+    def add_done_callback(self, callback: Callable[[LifecycleState], None]) -> None:
+        with _outcome_lock:
+            state = self._state
+            if state is None:
+                self._callbacks.append(callback)
+                return
+        callback(state)
+
+    def wait(self, timeout: float | None = None) -> LifecycleState:
+        event = threading.Event()
+        self.add_done_callback(lambda _: event.set())
+        if not event.wait(timeout):
+            raise TimeoutError(f"not ended within {timeout} s")
+        assert self._state is not None
+        return self._state
+
+
+async def _ended(actor: Actor) -> LifecycleState:
+    """Wait for ``actor`` to end, from any loop (cancelling the wait affects nobody else)."""
     done = actor._core.done
-    if done.done():
-        return done.result()
+    state = done._state
+    if state is not None:
+        return state
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[LifecycleState] = loop.create_future()
 
-    def relay(_: concurrent.futures.Future[LifecycleState]) -> None:
-        def settle() -> None:
-            if not waiter.done():
-                waiter.set_result(done.result())
+    def settle(state: LifecycleState) -> None:
+        if not waiter.done():
+            waiter.set_result(state)
 
-        _call_soon(loop, settle)
-
-    done.add_done_callback(relay)
+    done.add_done_callback(lambda state: _call_soon(loop, settle, state))
     return await waiter
 
 
@@ -198,7 +236,7 @@ class _Core:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.task: asyncio.Task[None] | None = None
-        self.done: concurrent.futures.Future[LifecycleState] = concurrent.futures.Future()
+        self.done = _Outcome()
         self.doorbell: asyncio.Future[None] | None = None
         self.control: deque[Callable[[], Awaitable[None]]] = deque()
         self.stop_requested = False
@@ -232,6 +270,7 @@ class _Core:
         self.name_counters: dict[str, itertools.count[int]] = {}
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
@@ -739,8 +778,7 @@ class Actor(metaclass=ActorMeta):
         with _registry_lock:
             if parent is None and _roots.get(self.name) is self:
                 del _roots[self.name]
-        if not core.done.done():
-            core.done.set_result(self.state)
+        core.done.set(self.state)
 
     def _end_streams(self) -> None:
         """This actor (and any subtree waiting on it) ends for good: tell downstream, stop
@@ -979,7 +1017,7 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     for actor in roots:
         try:
-            actor._core.done.result(max(deadline - time.monotonic(), 0))
+            actor._core.done.wait(max(deadline - time.monotonic(), 0))
         except Exception:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
 

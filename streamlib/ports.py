@@ -178,16 +178,26 @@ class StreamInput:
 class StreamOutput:
     """A named, typed sender that fans every message out to its subscribers."""
 
-    __slots__ = ("msg_type", "name", "owner", "sent", "subscribers")
+    __slots__ = ("_snapshot", "_subscribers", "msg_type", "name", "owner", "sent")
 
     def __init__(self, name: str, msg_type: Any = object) -> None:
         if not isinstance(name, str) or not name:
             raise ActorDefinitionError(f"a StreamOutput needs a non-empty str name, got {name!r}")
         self.name = name
         self.msg_type: type = _check_msg_type("StreamOutput", name, msg_type)
-        self.subscribers: tuple[StreamInput, ...] = ()
+        self._subscribers: dict[StreamInput, None] = {}  # ordered set: O(1) to add or remove
+        self._snapshot: tuple[StreamInput, ...] | None = ()  # what sends iterate; None = rebuild
         self.owner: _Owner | None = None
         self.sent = 0
+
+    @property
+    def subscribers(self) -> tuple[StreamInput, ...]:
+        """The connected inputs, in connection order (an immutable snapshot)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            with _wiring_lock:
+                snapshot = self._snapshot = tuple(self._subscribers)
+        return snapshot
 
     @property
     def path(self) -> str:
@@ -210,7 +220,8 @@ class StreamOutput:
         if msg_type is not object and not isinstance(message, msg_type):
             self._check(message)
         self.sent += 1
-        for port in self.subscribers:
+        subscribers = self._snapshot
+        for port in self.subscribers if subscribers is None else subscribers:
             mailbox = port.mailbox
             if not mailbox.put_nowait(message) and mailbox.blocking:
                 await mailbox.put(message)
@@ -250,8 +261,9 @@ class StreamOutput:
                 f"({_type_name(port.msg_type)}): incompatible message types"
             )
         with _wiring_lock:
-            if port not in self.subscribers:
-                self.subscribers = (*self.subscribers, port)
+            if port not in self._subscribers:
+                self._subscribers[port] = None
+                self._snapshot = None  # rebuilt once by the next send, not per connection
             port._upstreams[self] = False
         if port.owner is not None:
             port.owner._wiring_changed()
@@ -260,10 +272,11 @@ class StreamOutput:
     def disconnect(self, port: StreamInput | None = None) -> None:
         """Remove the connection to ``port``, or every connection when ``port`` is None."""
         with _wiring_lock:
-            targets = self.subscribers if port is None else (port,)
-            self.subscribers = tuple(p for p in self.subscribers if p not in targets)
+            targets = tuple(self._subscribers) if port is None else (port,)
             for target in targets:
+                self._subscribers.pop(target, None)
                 target._upstreams.pop(self, None)
+            self._snapshot = None
         for target in targets:
             if target.owner is not None:
                 target.owner._wiring_changed()

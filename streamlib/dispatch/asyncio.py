@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
@@ -62,10 +63,13 @@ class AsyncioDispatcher(Dispatcher):
 class LoopWatchdog:
     """Detects an event loop held by one actor's synchronous code.
 
-    One per loop. The loop posts a heartbeat every ``threshold / 4``; a daemon thread
-    wakes as often, and if the heartbeat is older than ``threshold`` it blames the task
-    the loop is running. The thread needs the GIL only briefly, and a loop blocked in
-    ``time.sleep`` or numpy releases it, so detection works for the usual culprits.
+    One per loop: a daemon thread samples which task the loop is running every
+    ``threshold / 4`` seconds. A task seen running continuously for longer than
+    ``threshold`` has held the loop that long (a task that yields is replaced by other
+    work or by idleness between samples), so its actor is warned about -- once. A busy
+    loop of many short steps never looks like that, so it raises no false alarm. The
+    thread needs the GIL only briefly, and a loop blocked in ``time.sleep`` or numpy
+    releases it, so detection works for the usual culprits.
     """
 
     _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog]] = (
@@ -74,14 +78,10 @@ class LoopWatchdog:
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:
-        self.loop = loop
         self.threshold = threshold
-        self.beat = time.monotonic()
         self._actors: weakref.WeakKeyDictionary[asyncio.Task[None], Actor] = weakref.WeakKeyDictionary()
         self._warned: weakref.WeakSet[Actor] = weakref.WeakSet()
-        self._interval = max(threshold / 4, 0.002)
         self._loop_ref = weakref.ref(loop)
-        loop.call_soon(self._heartbeat)
         threading.Thread(target=self._watch, name="streamlib-watchdog", daemon=True).start()
 
     @classmethod
@@ -98,32 +98,29 @@ class LoopWatchdog:
         if task is not None:
             self._actors[task] = actor
 
-    def _heartbeat(self) -> None:
-        self.beat = time.monotonic()
-        if not self.loop.is_closed():
-            self.loop.call_later(self._interval, self._heartbeat)
-
     def _watch(self) -> None:
+        running: object = None
+        since = time.monotonic()
         while True:
-            time.sleep(self._interval)
+            time.sleep(max(self.threshold / 4, 0.002))
             loop = self._loop_ref()
             if loop is None or loop.is_closed():
                 return
-            stalled = time.monotonic() - self.beat
-            if stalled <= self.threshold or not loop.is_running():
+            task = asyncio.current_task(loop) if loop.is_running() else None
+            now = time.monotonic()
+            if task is not running:
+                running, since = task, now
                 continue
-            task = asyncio.current_task(loop)
             actor = self._actors.get(task) if task is not None else None  # type: ignore[arg-type]
-            if actor is not None and actor not in self._warned:
+            if actor is not None and now - since > self.threshold and actor not in self._warned:
                 self._warned.add(actor)
-                self.report(actor, stalled)
+                self.report(actor, now - since)
+            del loop, task, actor
 
     def report(self, actor: Actor, stalled: float) -> None:
-        import warnings
-
         message = (
-            f"actor {actor.path} ({type(actor).__qualname__}) held its event loop for "
+            f"actor {actor.path} ({type(actor).__qualname__}) held its event loop for over "
             f"{stalled * 1000:.0f} ms (threshold {self.threshold * 1000:.0f} ms), stalling every "
-            f"actor on that loop; run it with dispatcher=\"thread\" (or \"process\")"
+            f'actor on that loop; run it with dispatcher="thread" (or "process")'
         )
         warnings.warn(message, BlockingWarning, stacklevel=1)
