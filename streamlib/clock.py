@@ -9,8 +9,11 @@ anything that can produce the next :class:`~streamlib.messages.TimedTick`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import itertools
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
@@ -20,7 +23,7 @@ from .messages import TimedTick
 if TYPE_CHECKING:
     from .actor import Actor
 
-__all__ = ["Clock", "SoftwareClock"]
+__all__ = ["Clock", "SoftwareClock", "sleep_until"]
 
 _ids = itertools.count(1)
 
@@ -43,6 +46,62 @@ class Clock(ABC):
 
     def bind(self, actor: Actor) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Called when ``actor`` is given this clock (and again for each restarted instance)."""
+
+
+class _PreciseTimer:
+    """One daemon thread that resolves futures at exact ``time.monotonic()`` deadlines.
+
+    Event loops arm their timers in whole milliseconds (epoll's timeout, libuv's clock),
+    so a 60 fps clock sleeping on the loop wakes up to 1 ms late, a different amount
+    each tick: that is jitter. A thread blocked on a condition variable wakes within
+    tens of microseconds of its deadline and hands the wake-up to the loop with
+    ``call_soon_threadsafe``; every clock of the process shares the one thread.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, deadline: float, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._seq), loop, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamlib-clock", daemon=True)
+                self._thread.start()
+            if self._heap[0][3] is fut:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        heap = self._heap
+        with self._cond:
+            while True:
+                if not heap:
+                    self._cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                _, _, loop, fut = heapq.heappop(heap)
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody to wake
+                    loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_timer = _PreciseTimer()
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``deadline``, to within tens of microseconds."""
+    fut = asyncio.get_running_loop().create_future()
+    _timer.call_at(deadline, asyncio.get_running_loop(), fut)
+    await fut
 
 
 class SoftwareClock(Clock):
@@ -79,7 +138,7 @@ class SoftwareClock(Clock):
                 n = caught_up
                 deadline = self._t0 + n * period
             elif deadline > now:
-                await asyncio.sleep(deadline - now)
+                await sleep_until(deadline)
         else:
             deadline = now
             await asyncio.sleep(0)
