@@ -136,7 +136,7 @@ def test_dispatcher_names_resolve_to_shared_instances() -> None:
     assert resolve_dispatcher("thread") is resolve_dispatcher("thread")
     register_dispatcher("counting", CountingDispatcher)
     assert isinstance(resolve_dispatcher("counting"), CountingDispatcher)
-    with pytest.raises(ValueError, match="unknown dispatcher 'gpu-9'.*'thread'"):
+    with pytest.raises(ValueError, match=r"unknown dispatcher 'gpu-9'.*'thread'"):
         resolve_dispatcher("gpu-9")
 
 

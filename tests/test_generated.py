@@ -50,7 +50,7 @@ async def test_a_generated_class_runs_on_each_dispatcher(dispatcher: str) -> Non
 
 async def test_a_generated_class_without_process_names_the_class_and_the_fault() -> None:
     cls = generate("class NoProcess(Actor):\n    pass\n", "NoProcess")
-    with pytest.raises(ActorDefinitionError, match="NoProcess.*does not define process"):
+    with pytest.raises(ActorDefinitionError, match=r"NoProcess.*does not define process"):
         cls()
 
 
@@ -67,7 +67,7 @@ async def test_a_wrong_port_names_the_class_and_the_port() -> None:
 async def test_an_exception_in_init_names_the_class_and_nothing_else_stops() -> None:
     bystander = Probe(VideoFrame)
     cls = generate(GOOD.replace("self.amount = amount", "self.amount = 1 / 0"), "Brighten")
-    with pytest.raises(ActorInitError, match="Brighten.__init__ raised ZeroDivisionError") as err:
+    with pytest.raises(ActorInitError, match=r"Brighten\.__init__ raised ZeroDivisionError") as err:
         cls()
     assert isinstance(err.value.__cause__, ZeroDivisionError)
     assert bystander.state is LifecycleState.RUNNING

@@ -1,0 +1,82 @@
+"""Clocks: drift-free deadlines, skipping instead of bursting, the manual test clock."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import pytest
+
+from streamlib import Actor, SoftwareClock, TimedTick
+from streamlib.clock import sleep_until
+from streamlib.testing import ManualClock
+
+
+async def test_software_clock_ticks_on_an_absolute_grid() -> None:
+    clock = SoftwareClock(fps=100, clock_id="grid")
+    ticks = [await clock.next_tick() for _ in range(10)]
+    t0 = ticks[0].timestamp
+    for n, tick in enumerate(ticks):
+        assert tick.frame_number == n and tick.clock_source_id == "grid" and tick.fps == 100
+        assert tick.timestamp == pytest.approx(t0 + n / 100, abs=1e-9)  # no accumulated drift
+    assert time.monotonic() >= ticks[-1].timestamp
+
+
+async def test_a_late_clock_skips_and_counts_instead_of_bursting() -> None:
+    clock = SoftwareClock(fps=100)
+    first = await clock.next_tick()
+    time.sleep(0.055)  # a slow process: five and a half periods
+    late = await clock.next_tick()
+    assert late.frame_number >= 5 and clock.skipped == late.frame_number - 1
+    after = await clock.next_tick()
+    assert after.frame_number == late.frame_number + 1  # back on the grid, one at a time
+    assert after.timestamp == pytest.approx(first.timestamp + after.frame_number / 100, abs=1e-9)
+
+
+async def test_an_infinite_rate_ticks_as_fast_as_possible() -> None:
+    clock = SoftwareClock(fps=math.inf)
+    ticks = [await clock.next_tick() for _ in range(100)]
+    assert [t.frame_number for t in ticks] == list(range(100)) and clock.skipped == 0
+
+
+def test_fps_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="fps"):
+        SoftwareClock(fps=0)
+
+
+async def test_sleep_until_does_not_return_early() -> None:
+    deadline = time.monotonic() + 0.02
+    await sleep_until(deadline)
+    assert time.monotonic() >= deadline
+
+
+async def test_cancelled_sleeps_are_harmless() -> None:
+    task = asyncio.ensure_future(sleep_until(time.monotonic() + 0.01))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0.02)  # the timer thread fires into a cancelled future: nothing happens
+    assert task.cancelled()
+
+
+async def test_manual_clock_ticks_an_actor_only_when_stepped() -> None:
+    class Log(Actor):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.seen: list[TimedTick] = []
+
+        async def process(self, tick: TimedTick) -> None:
+            self.seen.append(tick)
+
+    clock = ManualClock(fps=25, start=10.0, clock_id="m")
+    log = Log(clock=clock)
+    await asyncio.sleep(0.02)
+    assert log.seen == []
+    await clock.step(3)
+    assert [(t.timestamp, t.frame_number, t.clock_source_id) for t in log.seen] == [
+        (10.0 + n / 25, n, "m") for n in range(3)
+    ]
+    await log.stop()
+    with pytest.raises(TimeoutError, match="did not take tick"):
+        await ManualClock().step(timeout=0.05)  # no actor uses this clock
