@@ -72,6 +72,15 @@ _roots: dict[str, Actor] = {}  # running top-level actors, by name
 _root_names: dict[str, itertools.count[int]] = {}
 
 
+class _Wait:
+    """The run loop's signal to sleep until the doorbell rings."""
+
+    __slots__ = ()
+
+
+_WAIT = _Wait()
+
+
 class LifecycleState(enum.Enum):
     """Where an actor is in its life. An actor is ``RUNNING`` from construction."""
 
@@ -197,6 +206,7 @@ class _Core:
     """An actor's runtime state, kept in one object so subclasses may use any attribute name."""
 
     __slots__ = (
+        "calm",
         "cause",
         "children_by_name",
         "clock_wait",
@@ -252,6 +262,7 @@ class _Core:
         self.free_running = False
         self.ending = False
         self.wiring_dirty = True
+        self.calm = False  # True while no signal, rewiring or own-clock mode needs the slow path
         self.silence_timer: asyncio.TimerHandle | None = None
         self.silence_mark: tuple[int, int] = (0, 0)
         self.last_fps: float | None = None
@@ -602,11 +613,10 @@ class Actor(metaclass=ActorMeta):
         if core.driver is None and core.explicit_clock is None:
             self._set_driver(port)
         if port is core.driver:
+            port.mailbox.waker = None  # awake now: further sends need not call us
             bell = core.doorbell
             if bell is not None and not bell.done():
                 bell.set_result(None)
-                for mailbox, _ in core.wakers:  # awake now: further sends need not call us
-                    mailbox.waker = None
 
     def _set_driver(self, port: StreamInput | None) -> None:
         """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""
@@ -620,6 +630,7 @@ class Actor(metaclass=ActorMeta):
     def _wiring_changed(self) -> None:
         core = self._core
         core.wiring_dirty = True
+        core.calm = False
         self._ring()
 
     def _ring(self) -> None:
@@ -642,6 +653,7 @@ class Actor(metaclass=ActorMeta):
         if core.stop_requested or core.done.done():
             return
         core.stop_requested = True
+        core.calm = False
         core.cause = cause
         for port in list(self.inputs.values()):
             port.mailbox.wake_readers()
@@ -662,6 +674,7 @@ class Actor(metaclass=ActorMeta):
             _call_soon(core.loop, self._control, job)
             return
         core.control.append(job)
+        core.calm = False
         self._ring()
 
     # ------------------------------------------------------------------ the run loop
@@ -677,23 +690,43 @@ class Actor(metaclass=ActorMeta):
             started = dispatcher.call_hook(self, self.on_start)
             if started is not None:
                 await started
-            next_tick = self._next_tick
+            poll = self._poll
             run_tick = dispatcher.bind(self)
+            loop = core.loop
             while True:
-                # Fast path: the driving input has a message and nothing else needs a look.
                 driver = core.driver
-                tick: TimedTick | None
-                if (
-                    driver is not None
-                    and driver.mailbox.received != core.ticked
-                    and driver.mailbox._items
-                    and not (core.control or core.stop_requested or core.wiring_dirty or core.free_running)
-                ):
-                    tick = self._driver_tick(driver)
+                tick: TimedTick | _Wait | None
+                if core.calm and driver is not None and driver.mailbox.received != core.ticked and driver.mailbox._items:  # noqa: E501
+                    tick = self._driver_tick(driver)  # fast path: a message on the driver, nothing else to see
+                elif core.control:
+                    await core.control.popleft()()  # a signal job (e.g. a supervisor's restart)
+                    continue
                 else:
-                    tick = await next_tick()
+                    tick = poll()
+                    core.calm = not (core.control or core.stop_requested or core.wiring_dirty or core.free_running)
+                    if tick is _WAIT:
+                        # Sleep until the doorbell rings: a message on the driver, a clock tick, a
+                        # signal. Written inline (not a helper coroutine): this is the hot path.
+                        bell = core.doorbell = loop.create_future()
+                        wakers = core.wakers
+                        driver = core.driver
+                        for mailbox, waker in wakers:
+                            mailbox.waker = waker
+                            # A message sent from another thread may have beaten the waker.
+                            if mailbox._items and (
+                                driver is None or (mailbox is driver.mailbox and mailbox.received != core.ticked)
+                            ):
+                                waker()
+                        try:
+                            await bell
+                        finally:
+                            core.doorbell = None
+                            for mailbox, _ in wakers:
+                                mailbox.waker = None
+                        continue
                     if tick is None:
                         break
+                    assert not isinstance(tick, _Wait)
                 core.ticks += 1
                 work = run_tick(tick)
                 if work is not None:
@@ -803,69 +836,47 @@ class Actor(metaclass=ActorMeta):
 
     # ------------------------------------------------------------------ ticks
 
-    async def _next_tick(self) -> TimedTick | None:
-        """Wait for the next tick, or return None when the actor should end."""
+    def _poll(self) -> TimedTick | _Wait | None:
+        """The next tick if one is due now, ``None`` if the actor should end, else ``_WAIT``."""
         core = self._core
-        while True:
-            if core.control:
-                await core.control.popleft()()
-                continue
+        if core.stop_requested:
+            return None
+        if core.wiring_dirty:
+            self._review_wiring()
+        driver = core.driver
+        if driver is not None and driver.mailbox.received != core.ticked:
+            if driver.mailbox._items:
+                if core.free_running:
+                    self._leave_own_clock()
+                return self._driver_tick(driver)
+            core.ticked = driver.mailbox.received
+        if core.ending:
+            tick = self._drain_tick()
+            if tick is not None:
+                return tick
+            self.on_end_of_stream()
             if core.stop_requested:
                 return None
-            if core.wiring_dirty:
-                self._review_wiring()
-            driver = core.driver
-            if driver is not None and driver.mailbox.received != core.ticked:
-                if driver.mailbox._items:
-                    if core.free_running:
-                        self._leave_own_clock()
-                    return self._driver_tick(driver)
-                core.ticked = driver.mailbox.received
-            if core.ending:
-                tick = self._drain_tick()
-                if tick is None:
-                    self.on_end_of_stream()
-                    if core.stop_requested:
-                        return None
-                    core.ending = False  # overridden: keep running on the own clock
-                    core.free_running = True
-                else:
-                    return tick
-            if self._on_own_clock():
-                tick = self._own_clock_tick()
-                if tick is not None:
-                    return tick
-            elif core.synced and self.default_fps:
-                self._arm_silence_timer()
-            await self._sleep()
-
-    async def _sleep(self) -> None:
-        """Wait for the doorbell: a message on the driver, a clock tick, a signal."""
-        core = self._core
-        bell = core.doorbell = core.loop.create_future()
-        wakers = core.wakers
-        for mailbox, waker in wakers:
-            mailbox.waker = waker
-        try:
-            # A message may have landed before the wakers were in place.
-            for mailbox, waker in wakers:
-                if mailbox._items and (core.driver is None or mailbox is core.driver.mailbox):
-                    waker()
-            await bell
-        finally:
-            core.doorbell = None
-            for mailbox, _ in wakers:
-                mailbox.waker = None
+            core.ending = False  # overridden: keep running on the own clock
+            core.free_running = True
+            core.calm = False
+        if self._on_own_clock():
+            tick = self._own_clock_tick()
+            if tick is not None:
+                return tick
+        elif core.synced and core.silence_timer is None and self.default_fps:
+            self._arm_silence_timer()
+        return _WAIT
 
     def _driver_tick(self, driver: StreamInput) -> TimedTick:
         """The tick for the driving input's oldest message: that message's clock metadata."""
         core = self._core
         mailbox = driver.mailbox
         items = mailbox._items
-        received = mailbox.received
-        pending, queued = received - core.ticked, len(items)
         # One tick per arrival, but never more ticks than messages still queued.
-        core.ticked = received - (pending if pending <= queued else queued) + 1
+        ticked = core.ticked + 1
+        floor = mailbox.received - len(items) + 1
+        core.ticked = ticked if ticked >= floor else floor
         core.tick_mark = mailbox.taken
         head = items[0]
         if isinstance(head, Message):
@@ -965,6 +976,7 @@ class Actor(metaclass=ActorMeta):
         driver = core.driver
         if self._received_total() == total:
             core.free_running = True  # every upstream went quiet: run on the own clock
+            core.calm = False
             self._set_driver(None)
         elif driver is not None and driver.mailbox.received == driver_received:
             self._set_driver(None)  # the driver went quiet but others talk: the next to deliver drives
