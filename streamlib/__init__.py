@@ -17,7 +17,6 @@ from .dispatch import (
 )
 from .errors import (
     ActorDefinitionError,
-    ActorFailed,
     ActorInitError,
     EndOfStream,
     RestartIntensityExceeded,
@@ -32,7 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Actor",
     "ActorDefinitionError",
-    "ActorFailed",
     "ActorInitError",
     "ActorSpec",
     "AsyncioDispatcher",

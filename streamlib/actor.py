@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from .clock import Clock, SoftwareClock
 from .dispatch import Dispatcher, resolve_dispatcher
 from .errors import ActorDefinitionError, ActorInitError, EndOfStream
-from .eventloop import current_loop
+from .eventloop import current_loop, is_worker_loop
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
 from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
@@ -124,7 +124,13 @@ class Completion:
         self._actor = actor
 
     def __await__(self) -> Generator[Any, None, LifecycleState]:
-        return _ended(self._actor).__await__()
+        actor = self._actor
+        if not actor._core.done.done() and _current_actor.get() is actor:
+            raise RuntimeError(
+                f"{actor.path} awaited its own stop()/join() from its own code, which would wait forever "
+                "(it ends only after this hook returns); call self.stop() without 'await'"
+            )
+        return _ended(actor).__await__()
 
     def wait(self, timeout: float | None = None) -> LifecycleState:
         """Block this thread until the actor has stopped (never call it on the actor's loop)."""
@@ -350,6 +356,17 @@ def _abandon(actor: Actor) -> None:
         _roots.pop(actor.name, None)
 
 
+def _home_loop() -> asyncio.AbstractEventLoop:
+    """The loop for a new top-level actor: the running loop, unless that is a thread
+    dispatcher's private worker loop (which only runs during a hook call): then the loop
+    of the actor whose hook is building it."""
+    loop = asyncio._get_running_loop()
+    if loop is not None and not is_worker_loop(loop):
+        return loop
+    creator = _current_actor.get()
+    return creator._core.loop if creator is not None else current_loop()
+
+
 def current_actor() -> Actor | None:
     """The actor whose hook is running in this task or worker thread, if any."""
     return _current_actor.get()
@@ -423,7 +440,7 @@ class Actor(metaclass=ActorMeta):
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"clock must be a streamlib Clock, got {clock!r}")
 
-        core: _Core = _Core(parent._core.loop if parent is not None else current_loop())
+        core: _Core = _Core(parent._core.loop if parent is not None else _home_loop())
         self._core = core
         core.spec = opts.get("_spec")
         core.restart = restart
@@ -864,8 +881,8 @@ class Actor(metaclass=ActorMeta):
             tick = self._own_clock_tick()
             if tick is not None:
                 return tick
-        elif core.synced and core.silence_timer is None and self.default_fps:
-            self._arm_silence_timer()
+        elif core.synced and core.silence_timer is None and (self.default_fps or core.last_fps):
+            self._arm_silence_timer()  # message-driven actors still switch away from a quiet driver
         return _WAIT
 
     def _driver_tick(self, driver: StreamInput) -> TimedTick:
@@ -894,6 +911,8 @@ class Actor(metaclass=ActorMeta):
             self._set_driver(None)
         if connected and all(p.ended for p in connected):
             core.ending = True
+        if core.connected and not core.free_running:
+            self._leave_own_clock()  # a pending own-clock tick from before the connection is stale
         live = [p for p in connected if not p.ended]
         core.wakers = (
             [] if core.explicit_clock is not None else [(p.mailbox, functools.partial(self._woken, p)) for p in live]
@@ -975,8 +994,9 @@ class Actor(metaclass=ActorMeta):
         total, driver_received = core.silence_mark
         driver = core.driver
         if self._received_total() == total:
-            core.free_running = True  # every upstream went quiet: run on the own clock
-            core.calm = False
+            if self.default_fps:
+                core.free_running = True  # every upstream went quiet: run on the own clock
+                core.calm = False
             self._set_driver(None)
         elif driver is not None and driver.mailbox.received == driver_received:
             self._set_driver(None)  # the driver went quiet but others talk: the next to deliver drives

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = [
     "ActorDefinitionError",
-    "ActorFailed",
     "ActorInitError",
     "EndOfStream",
     "RestartIntensityExceeded",
@@ -26,11 +25,6 @@ class ActorDefinitionError(TypeError):
 
 class ActorInitError(RuntimeError):
     """An actor's ``__init__`` raised; the original exception is chained as ``__cause__``."""
-
-
-class ActorFailed(RuntimeError):
-    """Raised by ``await actor.stop()`` / ``join()`` when ``raise_on_failure`` is asked for
-    and the actor ended in ``FAILED``; ``__cause__`` is the actor's exception."""
 
 
 class RestartIntensityExceeded(RuntimeError):

@@ -12,11 +12,24 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import weakref
 
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
 
 _lock = threading.Lock()
 _background: asyncio.AbstractEventLoop | None = None
+_worker_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def new_worker_loop() -> asyncio.AbstractEventLoop:
+    """A private loop for a dispatcher's worker thread; actors never make it their home."""
+    loop = new_event_loop()
+    _worker_loops.add(loop)
+    return loop
+
+
+def is_worker_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    return loop in _worker_loops
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -12,8 +12,9 @@
     inv = Invert(clock=clock)
     feeder >> inv >> probe
     await feeder.send(frame)
-    await clock.step()
-    assert probe.messages[0].data[0, 0, 0] == 255 - frame.data[0, 0, 0]
+    await clock.step()                     # returns once Invert has processed the tick
+    (out,) = await probe.wait_for(1)       # the probe is an actor too: wait for its delivery
+    assert out.data[0, 0, 0] == 255 - frame.data[0, 0, 0]
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class ManualClock(Clock):
         self.frame_number = -1
         self._due = 0
         self._tick_wanted: asyncio.Future[None] | None = None
-        self._tick_taken: asyncio.Future[None] | None = None
+        self._tick_taken: asyncio.Future[None] | None = None  # the step() waiting for its tick
+        self._in_hand: asyncio.Future[None] | None = None  # the step() whose tick is being processed
         self._actor: Actor | None = None
 
     def bind(self, actor: Actor) -> None:
@@ -61,13 +63,15 @@ class ManualClock(Clock):
             finally:
                 self._tick_wanted = None
         self._due -= 1
+        self._in_hand, self._tick_taken = self._tick_taken, None
         self.frame_number += 1
         n = self.frame_number
         return TimedTick(self.start + n / self.fps, n, self.clock_id, self.fps)
 
     def _resolve_taken(self) -> None:
-        if self._tick_taken is not None and not self._tick_taken.done():
-            self._tick_taken.set_result(None)
+        fut, self._in_hand = self._in_hand, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     async def step(self, n: int = 1, timeout: float = 5.0) -> None:
         """Deliver ``n`` ticks, one at a time, each returning once ``process`` has run."""

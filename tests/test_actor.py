@@ -359,3 +359,61 @@ async def test_stats_counts_ticks_messages_and_drops() -> None:
     stats = probe.stats()
     assert stats["inputs"]["in"]["received"] == 3 and stats["ticks"] >= 1 and stats["state"] == "running"
     await probe.stop()
+
+
+async def test_a_message_driven_actor_switches_away_from_a_quiet_driver() -> None:
+    class Pair(Actor):
+        default_fps = None
+        silence_periods = 2.0
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["a"] = StreamInput("a", DataMessage)
+            self.inputs["b"] = StreamInput("b", DataMessage)
+            self.sources: list[str | None] = []
+
+        async def process(self, tick: TimedTick) -> None:
+            self.sources.append(tick.clock_source_id)
+            for port in self.inputs.values():
+                await port.try_read()
+
+    fa, fb, pair = Feeder(DataMessage), Feeder(DataMessage), Pair()
+    fa >> pair.inputs["a"]
+    fb >> pair.inputs["b"]
+    await fa.send(DataMessage(0, clock_source_id="A", clock_rate=100.0))
+    for i in range(10):
+        await asyncio.sleep(0.01)
+        await fb.send(DataMessage(i, clock_source_id="B", clock_rate=100.0))
+    await asyncio.sleep(0.02)
+    assert pair.sources[0] == "A" and pair.sources.count("B") >= 5
+    await pair.stop()
+
+
+async def test_awaiting_its_own_stop_from_process_is_an_error_not_a_hang() -> None:
+    class Impatient(Recorder):
+        async def process(self, tick: TimedTick) -> None:
+            await self.stop()
+
+    actor = Impatient()
+    assert await asyncio.wait_for(actor.join(), 2) is LifecycleState.FAILED
+    assert isinstance(actor.failure, RuntimeError) and "without 'await'" in str(actor.failure)
+
+
+async def test_an_actor_built_inside_a_thread_dispatched_hook_lives_on_the_creators_loop() -> None:
+    class Maker(Actor):
+        default_fps = 100.0
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.made: list[Actor] = []
+
+        async def process(self, tick: TimedTick) -> None:
+            if not self.made:
+                self.made.append(Probe())
+
+    maker = Maker(dispatcher="thread")
+    await asyncio.sleep(0.05)
+    (made,) = maker.made
+    assert made.event_loop is asyncio.get_running_loop()
+    await maker.stop()
+    assert await asyncio.wait_for(made.stop(), 2) is LifecycleState.STOPPED

@@ -80,3 +80,21 @@ async def test_manual_clock_ticks_an_actor_only_when_stepped() -> None:
     await log.stop()
     with pytest.raises(TimeoutError, match="did not take tick"):
         await ManualClock().step(timeout=0.05)  # no actor uses this clock
+
+
+async def test_each_step_returns_after_exactly_that_tick_was_processed() -> None:
+    class Count(Actor):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.n = 0
+
+        async def process(self, tick: TimedTick) -> None:
+            self.n += 1
+
+    clock = ManualClock()
+    counter = Count(clock=clock)
+    await clock.step()  # right after construction, before the actor has even started
+    assert counter.n == 1
+    await clock.step(3)
+    assert counter.n == 4
+    await counter.stop()

@@ -114,7 +114,10 @@ class LoopWatchdog:
             actor = self._actors.get(task) if task is not None else None  # type: ignore[arg-type]
             if actor is not None and now - since > self.threshold and actor not in self._warned:
                 self._warned.add(actor)
-                self.report(actor, now - since)
+                try:
+                    self.report(actor, now - since)
+                except Exception:  # e.g. warnings turned into errors: the watchdog must not die
+                    log.exception("blocking detected in %s", actor.path)
             del loop, task, actor
 
     def report(self, actor: Actor, stalled: float) -> None:

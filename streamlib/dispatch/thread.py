@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..eventloop import new_event_loop
+from ..eventloop import new_worker_loop
 from .base import Dispatcher
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _run_in_worker(fn: Callable[..., Any], *args: Any) -> None:
     if inspect.isawaitable(result):
         loop = getattr(_local, "loop", None)
         if loop is None:
-            loop = _local.loop = new_event_loop()
+            loop = _local.loop = new_worker_loop()
         loop.run_until_complete(result)
 
 
