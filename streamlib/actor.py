@@ -1054,6 +1054,7 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
 
 
-import atexit  # noqa: E402
-
-atexit.register(_stop_all_at_exit)
+# Registered with threading rather than atexit: threading's exit hooks run *before*
+# concurrent.futures shuts its executors down, so actors on a thread dispatcher can still
+# run their on_stop (and sinks finalize) at interpreter exit.
+threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ def generate(source: str, name: str) -> Any:
     return namespace[name]
 
 
-@pytest.mark.parametrize("dispatcher", ["asyncio", "thread"])
+@pytest.mark.parametrize("dispatcher", ["asyncio", "thread", "process"])
 async def test_a_generated_class_runs_on_each_dispatcher(dispatcher: str) -> None:
     cls = generate(GOOD, "Brighten")
     feeder, actor, probe = Feeder(VideoFrame), cls(amount=5, dispatcher=dispatcher), Probe(VideoFrame)

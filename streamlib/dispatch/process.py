@@ -721,29 +721,40 @@ class ProcessPoolDispatcher(Dispatcher):
                     f"ProcessPoolDispatcher(workers=...) with more, or another dispatcher instance."
                 )
             self._starting += 1
+        registered = False
         try:
             payload: Any = actor if self.start_method == "fork" else _pickle_image(actor)
             await super().attach(actor)
             try:
-                courier = _Courier(f"streamlib-process {actor.path}")
-                try:
-                    await courier.call(self._start_process, actor, payload, courier)
-                except asyncio.CancelledError:
-                    courier.post(self._discard, actor)  # once started: nobody will detach it
-                    raise
-                except BaseException:
-                    courier.close()
-                    raise
+                worker = await self._launch(actor, payload)
             except BaseException:
                 await super().detach(actor)
                 raise
-        finally:
             with self._lock:
+                self._workers[actor] = worker
                 self._starting -= 1
+                registered = True
+        finally:
+            if not registered:
+                with self._lock:
+                    self._starting -= 1
 
-    def _start_process(self, actor: Actor, payload: Any, courier: _Courier) -> None:
-        """Fork or spawn the worker and register it (on its courier: a fork copies only
-        the calling thread, and this one carries no event loop into the child)."""
+    async def _launch(self, actor: Actor, payload: Any) -> _Worker:
+        """Start the worker from its courier: a fork copies only the calling thread, and
+        this one carries no event loop or executor into the child."""
+        courier = _Courier(f"streamlib-process {actor.path}")
+        started: list[_Worker] = []
+        try:
+            await courier.call(self._start_process, actor, payload, courier, started)
+        except asyncio.CancelledError:
+            courier.post(_abandon, courier, started)  # runs once the start is done
+            raise
+        except BaseException:
+            courier.close()
+            raise
+        return started[0]
+
+    def _start_process(self, actor: Actor, payload: Any, courier: _Courier, started: list[_Worker]) -> None:
         parent_end, child_end = self._context.Pipe(duplex=True)
         config = _WorkerConfig(new_prefix(), self.shm_threshold)
         with _launch_lock:
@@ -762,16 +773,7 @@ class ProcessPoolDispatcher(Dispatcher):
                 config.inherited = []
             _parent_ends[id(parent_end)] = parent_end
         channel = SharedArrayChannel(parent_end, threshold=self.shm_threshold)
-        worker = _Worker(actor, process, channel, config, courier)
-        with self._lock:
-            self._workers[actor] = worker
-
-    def _discard(self, actor: Actor) -> None:
-        with self._lock:
-            worker = self._workers.pop(actor, None)
-        if worker is not None:
-            worker.shutdown(0.1)
-            worker.courier.close()
+        started.append(_Worker(actor, process, channel, config, courier))
 
     async def detach(self, actor: Actor) -> None:
         with self._lock:
@@ -822,7 +824,7 @@ class ProcessPoolDispatcher(Dispatcher):
                 queued[name] = count
             if mailbox.dropped:
                 dropped[name] = mailbox.dropped
-        upcoming = functools.partial(_upcoming, actor, heads) if heads else None
+        upcoming = functools.partial(_upcoming, actor, list(heads.items())) if heads else None
         return self._converse(actor, worker, _Tick(tick, heads, queued, dropped), heads, upcoming)
 
     async def _converse(
@@ -877,15 +879,22 @@ class ProcessPoolDispatcher(Dispatcher):
         )
 
 
-def _upcoming(actor: Actor, heads: dict[str, Any]) -> list[Any]:
+def _upcoming(actor: Actor, heads: list[tuple[str, Any]]) -> list[Any]:
     """The message behind each head: what the next tick will likely send (called on the
     courier while the loop keeps filling the mailboxes, so it reads them defensively)."""
     found = []
-    for name, head in heads.items():
+    for name, head in heads:
         items = actor.inputs[name].mailbox._items
         with contextlib.suppress(IndexError):
             found.append(items[1] if items[0] is head else items[0])
     return found
+
+
+def _abandon(courier: _Courier, started: list[_Worker]) -> None:
+    """Stop a worker whose attach was cancelled while it started (nobody will detach it)."""
+    for worker in started:
+        worker.shutdown(0.1)
+    courier.close()
 
 
 def _take_heads(actor: Actor, heads: dict[str, Any], names: list[str]) -> None:

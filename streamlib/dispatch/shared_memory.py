@@ -59,7 +59,7 @@ def new_prefix() -> str:
     """A short, unique name prefix for the slots of one channel end.
 
     Short because macOS limits shared memory names to 31 characters."""
-    return f"sl{os.getpid():x}{secrets.token_hex(3)}_"
+    return f"sl{os.getpid():x}-{secrets.token_hex(3)}_"
 
 
 class Segment:
