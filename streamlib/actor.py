@@ -31,6 +31,8 @@ by default.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import contextlib
 import contextvars
 import enum
@@ -1054,7 +1056,10 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
 
 
-# Registered with threading rather than atexit: threading's exit hooks run *before*
-# concurrent.futures shuts its executors down, so actors on a thread dispatcher can still
-# run their on_stop (and sinks finalize) at interpreter exit.
-threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
+# Registered with threading as well as atexit: threading's exit hooks run before atexit's,
+# in reverse order of registration, and concurrent.futures joins its worker threads (and
+# refuses new work) from one it registered on import, above. Ours, registered later, runs
+# first, so actors on a thread dispatcher can still run on_stop (sinks finalize) at exit.
+if hasattr(threading, "_register_atexit"):
+    threading._register_atexit(_stop_all_at_exit)
+atexit.register(_stop_all_at_exit)  # fallback; a second call finds no actor left

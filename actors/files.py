@@ -1,0 +1,807 @@
+"""Media files in and out: :class:`FileSource`, :class:`FileSink` and :class:`HLSSink` (PyAV).
+
+Decoding and encoding are blocking C calls that take milliseconds per frame, so every
+actor here runs its hooks on its *own* one-thread :class:`~streamlib.ThreadPoolDispatcher`
+by default. One thread per actor (rather than the shared ``"thread"`` pool) means a
+lossless source that waits for room downstream can never occupy the thread its
+consumer needs, and the PyAV objects of one file are only ever touched by one thread.
+
+Lossless pipelines. ``FileSource(realtime=False)`` decodes as fast as downstream takes
+frames, but only inputs declared with ``overflow="block"`` make it wait; a dropping
+input (the realtime default) keeps only the newest frames. ``FileSink(lossless=True)``
+declares blocking inputs, so::
+
+    FileSource("in.mp4", realtime=False) >> FileSink("out.mkv", codec="ffv1", lossless=True)
+
+transcodes every frame, and ends by itself at the end of the file.
+
+Finalizing. A sink writes the container trailer (the MP4 ``moov`` box, the MKV cues,
+the HLS ``#EXT-X-ENDLIST``) in ``on_stop``, which the actor runtime runs on *every*
+exit path: end of stream, ``stop()``, a failure of the sink or of its parent,
+cancellation at ``KeyboardInterrupt``/loop shutdown, interpreter exit. So a sink always
+leaves a file that players and PyAV can read, containing everything it had encoded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: see below)
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+with contextlib.suppress(ImportError):  # OpenCV must load its X11 libraries before PyAV, or its windows freeze
+    import cv2  # noqa: F401  (see actors.display)
+
+import av
+import av.error
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+from av.container import InputContainer, OutputContainer
+from av.video.frame import PictureType
+from av.video.stream import VideoStream
+from numpy.typing import NDArray
+
+from streamlib import Actor, AudioBuffer, Dispatcher, StreamInput, StreamOutput, ThreadPoolDispatcher, TimedTick
+from streamlib import VideoFrame as Frame
+from streamlib.mailbox import Overflow
+
+__all__ = ["FileSink", "FileSource", "HLSSink", "MediaError"]
+
+log = logging.getLogger("streamlib.files")
+
+
+#: Container chosen from a path's suffix (``container=`` overrides it).
+CONTAINERS: dict[str, str] = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".m4a": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".mka": "matroska",
+    ".webm": "webm",
+    ".m3u8": "hls",
+}
+
+#: ``codec=`` names (and aliases) -> the FFmpeg encoder used.
+VIDEO_CODECS: dict[str, str] = {
+    "h264": "libx264",
+    "avc": "libx264",
+    "x264": "libx264",
+    "libx264": "libx264",
+    "hevc": "libx265",
+    "h265": "libx265",
+    "x265": "libx265",
+    "libx265": "libx265",
+    "vp9": "libvpx-vp9",
+    "libvpx-vp9": "libvpx-vp9",
+    "ffv1": "ffv1",
+}
+
+#: ``audio_codec=`` names (and aliases) -> the FFmpeg encoder used.
+AUDIO_CODECS: dict[str, str] = {
+    "aac": "aac",
+    "opus": "libopus",
+    "libopus": "libopus",
+    "pcm": "pcm_s16le",
+    "pcm_s16le": "pcm_s16le",
+}
+
+# Pairs FFmpeg's format query accepts but whose header write fails (found by trying).
+_UNSUPPORTED: set[tuple[str, str]] = {("mov", "libvpx-vp9"), ("mov", "libopus")}
+_OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
+_VIDEO_TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz: exact for 24/25/30/50/60 fps and their /1.001 kin
+
+
+class MediaError(RuntimeError):
+    """A media file cannot be read or written: the message names the actor, the file and the cause."""
+
+
+def _own_thread(dispatcher: Dispatcher | str | None) -> Dispatcher | str:
+    """The dispatcher to use: the caller's, else a private single worker thread (see the module docstring)."""
+    return dispatcher if dispatcher is not None else ThreadPoolDispatcher(workers=1)
+
+
+def _finite_rate(*candidates: float | Fraction | None) -> float:
+    """The first usable frame rate among ``candidates`` (a clock may say ``inf`` for "as fast as possible")."""
+    for rate in candidates:
+        if rate is not None and math.isfinite(float(rate)) and float(rate) > 0:
+            return float(rate)
+    return 30.0
+
+
+# ---------------------------------------------------------------------------------------------- source
+
+
+class FileSource(Actor):
+    """Decodes a media file into ``'video'`` (RGB :class:`VideoFrame`) and ``'audio'``
+    (float32 ``(samples, channels)`` :class:`AudioBuffer`) outputs.
+
+    An output exists only when the file has that kind of stream (``video=False`` /
+    ``audio=False`` ignore one). ``realtime=True`` paces frames at the file's own rate
+    on the actor's own clock, like a player; ``realtime=False`` decodes as fast as
+    downstream accepts -- losslessly only into inputs with ``overflow="block"``.
+    ``loop=True`` rewinds at the end of the file, keeping timestamps increasing;
+    otherwise the source stops at the end of the file, which ends the stream downstream.
+
+    Timestamps are the file's presentation times moved onto ``time.monotonic()``'s
+    timeline (frame *n* of a 30 fps file is stamped ``t0 + n / 30``), so a sink
+    reproduces the file's timing whether it was decoded in real time or not.
+
+    A missing, unreadable or undecodable file raises at construction, naming the actor
+    and the file; a decode error later in the file fails the actor.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        realtime: bool = True,
+        loop: bool = False,
+        video: bool = True,
+        audio: bool = True,
+        dispatcher: Dispatcher | str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(dispatcher=_own_thread(dispatcher), **kw)
+        self.file = Path(path)
+        self.realtime = realtime
+        self.loop_file = loop
+        self._seek_to: float | None = None
+        if not self.file.is_file():
+            raise FileNotFoundError(f"{self.path}: no such media file: {str(self.file)!r}")
+        try:
+            with av.open(str(self.file)) as probe:
+                vstreams = probe.streams.video if video else ()
+                astreams = probe.streams.audio if audio else ()
+                self.has_video = bool(vstreams)
+                self.has_audio = bool(astreams)
+                if not (self.has_video or self.has_audio):
+                    raise MediaError(f"{self.path}: {str(self.file)!r} has no video or audio stream to read")
+                for stream in (*vstreams[:1], *astreams[:1]):
+                    if stream.codec_context is None:
+                        raise MediaError(f"{self.path}: {str(self.file)!r}: no decoder for its {stream.type} codec")
+                self.fps: float = 0.0
+                if self.has_video:
+                    vs = vstreams[0]
+                    self.fps = _finite_rate(vs.average_rate, vs.guessed_rate, vs.base_rate)
+                    self.width, self.height = vs.codec_context.width, vs.codec_context.height
+                if self.has_audio:
+                    ast = astreams[0]
+                    self.sample_rate: int = ast.codec_context.sample_rate
+                    self.channels: int = ast.codec_context.channels
+                    self._audio_block = ast.codec_context.frame_size or 1024
+                    self._audio_block_s = self._audio_block / self.sample_rate
+                    if not self.has_video:
+                        self.fps = self.sample_rate / self._audio_block
+                self.duration: float | None = float(probe.duration) / av.time_base if probe.duration else None
+        except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+            raise MediaError(f"{self.path}: cannot open {str(self.file)!r} as media: {exc}") from exc
+        if self.has_video:
+            self.outputs["video"] = StreamOutput("video", Frame)
+        if self.has_audio:
+            self.outputs["audio"] = StreamOutput("audio", AudioBuffer)
+        self._container: InputContainer | None = None
+        self._frames: Iterator[tuple[str, Any]] | None = None
+        self._held: tuple[str, Any, float, float] | None = None  # decoded in real time, not due yet
+        self._resampler: AudioResampler | None = None
+        self._base: float | None = None  # out timestamp = base + media time
+        self._first_media: float | None = None
+        self._end_media = 0.0  # where the last frame (video, or audio in an audio-only file) ends
+        if not self.has_audio:
+            self._audio_block_s = 0.0
+        self._skip_before: dict[str, float] = {}  # per stream kind, after a seek
+        self._decoded_since_rewind = 0
+        self.video_frames_sent = 0
+        self.audio_blocks_sent = 0
+
+    @property
+    def default_fps(self) -> float:  # type: ignore[override]
+        """In real time, the video's frame rate (100 Hz for audio alone: blocks go out when due);
+        otherwise unbounded: as fast as downstream takes frames."""
+        if not self.realtime:
+            return math.inf
+        return self.fps if self.has_video else 100.0
+
+    def seek(self, seconds: float) -> None:
+        """Jump to ``seconds`` into the file (from any thread); applied before the next frame.
+
+        Output timestamps keep increasing across the jump, as they do across a loop."""
+        self._seek_to = max(float(seconds), 0.0)
+
+    async def on_start(self) -> None:
+        self._open()
+
+    def _open(self) -> None:
+        try:
+            self._container = container = av.open(str(self.file))
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{self.path}: cannot reopen {str(self.file)!r}: {exc}") from exc
+        if self.has_video:
+            container.streams.video[0].thread_type = "AUTO"  # frame threads: decode several frames at once
+        self._frames = self._decode()
+
+    def _decode(self) -> Iterator[tuple[str, Any]]:
+        """Yield ``('video'|'audio', frame)`` in file order, flushing the decoders at the end."""
+        container = self._container
+        assert container is not None
+        streams: list[Any] = []
+        if self.has_video:
+            streams.append(container.streams.video[0])
+        if self.has_audio:
+            streams.append(container.streams.audio[0])
+        for packet in container.demux(*streams):
+            for frame in packet.decode():
+                yield packet.stream.type, frame
+
+    async def process(self, tick: TimedTick) -> None:
+        if self._seek_to is not None:
+            self._apply_seek()
+        # In real time: send every frame that is due by this tick (normally one video
+        # frame and the audio demuxed around it); a frame not yet due waits for a later
+        # tick. Otherwise: one video frame per tick (one audio block in an audio-only file).
+        horizon = tick.timestamp + 0.5 / self.default_fps
+        while True:
+            item, self._held = self._held or self._next_frame(tick), None
+            if item is None:
+                self.stop()  # end of file: end of stream downstream
+                return
+            kind, frame, media_time, ts = item
+            if self.realtime and ts > horizon:
+                self._held = item
+                return
+            if kind == "video":
+                self._end_media = media_time + 1.0 / self.fps
+                await self._send_video(frame, ts, tick)
+            else:
+                if not self.has_video:
+                    self._end_media = media_time + frame.samples / frame.sample_rate
+                await self._send_audio(frame, ts, tick)
+            if not self.realtime and (kind == "video" or not self.has_video):
+                return
+
+    def _next_frame(self, tick: TimedTick) -> tuple[str, Any, float, float] | None:
+        """The next frame to send as ``(kind, frame, media time, output timestamp)``; None at the end."""
+        while True:
+            frame: Any
+            try:
+                kind, frame = next(self._frames) if self._frames is not None else ("eof", None)
+            except StopIteration:
+                kind, frame = "eof", None
+            except av.error.FFmpegError as exc:
+                sent = self.video_frames_sent
+                raise MediaError(
+                    f"{self.path}: decoding {str(self.file)!r} failed after {sent} video frames: {exc}"
+                ) from exc
+            if kind == "eof":
+                if self.loop_file and self._decoded_since_rewind:
+                    self._loop()
+                    continue
+                return None
+            self._decoded_since_rewind += 1
+            media_time = float(frame.time) if frame.time is not None else self._fallback_time(kind)
+            skip = self._skip_before.get(kind)
+            if skip is not None:
+                if media_time < skip:
+                    continue  # decoding from the keyframe before a seek target
+                del self._skip_before[kind]  # (per stream: the file may interleave audio ahead of video)
+            return kind, frame, media_time, self._out_time(media_time, tick)
+
+    def _fallback_time(self, kind: str) -> float:
+        if kind == "video":
+            return self.video_frames_sent / self.fps
+        return self.audio_blocks_sent * self._audio_block / self.sample_rate
+
+    def _out_time(self, media_time: float, tick: TimedTick) -> float:
+        if self._base is None:
+            start = tick.timestamp if self.realtime else time.monotonic()
+            self._base = start - media_time
+            self._first_media = media_time
+        return self._base + media_time
+
+    async def _send_video(self, frame: av.VideoFrame, ts: float, tick: TimedTick) -> None:
+        rgb: NDArray[np.uint8] = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+        msg = Frame(
+            data=rgb,
+            timestamp=ts,
+            frame_number=self.video_frames_sent,
+            clock_source_id=tick.clock_source_id,
+            clock_rate=self.fps,
+        )
+        self.video_frames_sent += 1
+        await self.outputs["video"].send(msg)
+
+    async def _send_audio(self, frame: AudioFrame, ts: float, tick: TimedTick) -> None:
+        if frame.format.name != "fltp":
+            if self._resampler is None:
+                self._resampler = AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+            frames = self._resampler.resample(frame)
+        else:
+            frames = [frame]
+        for f in frames:
+            data = np.ascontiguousarray(f.to_ndarray().T, dtype=np.float32)  # (channels, n) planar -> (n, channels)
+            msg = AudioBuffer(
+                data=data,
+                sample_rate=f.sample_rate,
+                timestamp=ts,
+                clock_source_id=tick.clock_source_id,
+                frame_number=self.audio_blocks_sent,
+                clock_rate=f.sample_rate / max(data.shape[0], 1),
+            )
+            self.audio_blocks_sent += 1
+            ts += data.shape[0] / f.sample_rate
+            await self.outputs["audio"].send(msg)
+
+    def _apply_seek(self) -> None:
+        target, self._seek_to = self._seek_to, None
+        if target is None:
+            return
+        if self._base is not None:
+            # The frame at `target` follows the last frame sent, one period later.
+            self._base += self._end_media - target
+        self._rewind(target)
+        self._skip_before = (
+            {"video": target - 0.5 / self.fps, "audio": target - 0.5 * self._audio_block_s} if target > 0 else {}
+        )
+
+    def _loop(self) -> None:
+        if self._base is not None and self._first_media is not None:
+            self._base += self._end_media - self._first_media  # the file again, right after itself
+            self._end_media = self._first_media
+        self._rewind(0.0)
+
+    def _rewind(self, seconds: float) -> None:
+        container = self._container
+        if container is None:
+            return
+        try:
+            container.seek(int(seconds * av.time_base), backward=True)
+        except av.error.FFmpegError:  # an unseekable stream: start over from the beginning
+            container.close()
+            self._open()
+        self._resampler = None
+        self._frames = self._decode()
+        self._held = None
+        self._decoded_since_rewind = 0
+
+    async def on_stop(self) -> None:
+        container, self._container = self._container, None
+        self._frames = None
+        if container is not None:
+            container.close()
+
+
+# ---------------------------------------------------------------------------------------------- sinks
+
+
+def _check_pair(owner: str, fmt: str, codec: str, path: str) -> None:
+    """Raise :class:`MediaError` now if the container cannot hold ``codec`` (not at the first frame)."""
+    if (fmt, codec) in _UNSUPPORTED:
+        raise MediaError(f"{owner}: the {fmt} container cannot hold {codec} ({path!r}); use .mkv or .mp4")
+    try:
+        with av.open(io.BytesIO(), "w", format=fmt) as probe:
+            probe.add_stream(codec)
+    except ValueError as exc:  # "'mov' format does not support 'ffv1' codec"
+        raise MediaError(f"{owner}: cannot write {codec} into {path!r}: {exc}") from exc
+
+
+class FileSink(Actor):
+    """Encodes ``'video'`` (and ``'audio'``, when connected) into a media file.
+
+    The container comes from the suffix (``.mp4``, ``.mov``, ``.mkv``, ``.webm``) or
+    ``container=``; ``codec`` is ``"h264"`` (libx264), ``"hevc"`` (libx265), ``"vp9"``
+    (libvpx-vp9) or ``"ffv1"`` (lossless; stored as RGB, so pixels survive exactly),
+    tuned with ``preset=`` and ``crf=``. Audio is AAC in MP4/MOV, Opus in MKV/WebM
+    (``audio_codec="pcm"`` for lossless PCM in MKV/MOV). An unknown codec, an
+    impossible codec/container pair or a missing directory raise at construction.
+
+    Timestamps come from the messages' clock metadata: a frame's presentation time is
+    its ``timestamp`` minus the first message's, in a 90 kHz time base, so a live
+    source's irregular timing is kept (variable frame rate). Frames whose timestamp does
+    not advance get the nominal period (``fps=``, else the frame's ``clock_rate``).
+    Audio is written as one continuous stream placed at its first buffer's time.
+
+    The streams of a file are fixed when its header is written, so the sink opens the
+    file once every connected input has delivered its first message (or, if one stays
+    silent, ``start_wait`` seconds of media later, without it). Frames must keep the
+    first frame's size; a frame of another size or dtype fails the actor with a clear
+    error, and what was written before is finalized.
+
+    ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
+    messages, so a slow encoder drops frames instead of stalling the pipeline.
+    ``lossless=True``: ``overflow="block"`` inputs, so upstream waits for the encoder.
+    """
+
+    default_fps: ClassVar[float | None] = None  # purely message-driven
+    container_format: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: str = "h264",
+        audio_codec: str | None = None,
+        preset: str | None = None,
+        crf: int | None = None,
+        pix_fmt: str | None = None,
+        fps: float | None = None,
+        container: str | None = None,
+        lossless: bool = False,
+        maxsize: int = 8,
+        start_wait: float = 2.0,
+        options: Mapping[str, str] | None = None,
+        container_options: Mapping[str, str] | None = None,
+        dispatcher: Dispatcher | str | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(dispatcher=_own_thread(dispatcher), **kw)
+        self.file = Path(path)
+        fmt = container or self.container_format or CONTAINERS.get(self.file.suffix.lower())
+        if fmt is None:
+            known = ", ".join(sorted(CONTAINERS))
+            raise MediaError(f"{self.path}: cannot tell the container of {str(self.file)!r}; use {known} or container=")
+        if fmt not in av.formats_available:
+            raise MediaError(f"{self.path}: this FFmpeg build cannot write {fmt!r} ({str(self.file)!r})")
+        self.format = fmt
+        self.codec = self._encoder(codec, VIDEO_CODECS, "codec")
+        default_audio = "libopus" if fmt in ("matroska", "webm") else "aac"
+        if self.codec == "ffv1" and fmt in ("matroska", "mov") and audio_codec is None:
+            default_audio = "pcm_s16le"  # lossless video, lossless audio
+        self.audio_codec = self._encoder(audio_codec, AUDIO_CODECS, "audio_codec") if audio_codec else default_audio
+        check_fmt = "mpegts" if fmt == "hls" else fmt  # HLS segments are MPEG-TS
+        _check_pair(self.path, check_fmt, self.codec, str(self.file))
+        _check_pair(self.path, check_fmt, self.audio_codec, str(self.file))
+        if not self.file.parent.is_dir():
+            raise MediaError(
+                f"{self.path}: cannot write {str(self.file)!r}: directory {str(self.file.parent)!r} does not exist"
+            )
+        if not os.access(self.file.parent, os.W_OK):
+            raise MediaError(f"{self.path}: cannot write {str(self.file)!r}: directory is not writable")
+        if crf is not None and not (0 <= crf <= 63):
+            raise ValueError(f"{self.path}: crf must be within 0..63, got {crf!r}")
+        self.preset = preset
+        self.crf = crf
+        self.pix_fmt = pix_fmt
+        self.fps = fps
+        self.start_wait = start_wait
+        self.options = dict(options or {})
+        self.container_options = dict(container_options or {})
+        overflow: Overflow = "block" if lossless else "drop_oldest"
+        self.inputs["video"] = StreamInput("video", Frame, maxsize=maxsize, overflow=overflow)
+        self.inputs["audio"] = StreamInput("audio", AudioBuffer, maxsize=maxsize * 4, overflow=overflow)
+
+        self._pending: list[Frame | AudioBuffer] = []
+        self._out: OutputContainer | None = None
+        self._vstream: VideoStream | None = None
+        self._astream: AudioStream | None = None
+        self._finalized = False
+        self._t0 = 0.0
+        self._size: tuple[int, int] | None = None  # (height, width) of the incoming frames
+        self._pad = (0, 0)
+        self._rate = 30.0
+        self._last_pts = -1
+        self._next_key_pts = 0
+        self._audio_rate = 0
+        self._audio_channels = 0
+        self._audio_pts: int | None = None
+        self._warned: set[str] = set()
+        self.frames_written = 0
+        self.audio_samples_written = 0
+
+    def _encoder(self, name: str, table: Mapping[str, str], option: str) -> str:
+        encoder = table.get(name.lower())
+        if encoder is None:
+            raise MediaError(f"{self.path}: unsupported {option} {name!r}; choose one of {', '.join(sorted(table))}")
+        try:
+            av.codec.Codec(encoder, "w")
+        except Exception as exc:
+            raise MediaError(
+                f"{self.path}: {option} {name!r} needs the {encoder} encoder, missing here: {exc}"
+            ) from exc
+        return encoder
+
+    # -- the stream -------------------------------------------------------------------
+
+    async def process(self, tick: TimedTick) -> None:
+        batch: list[Frame | AudioBuffer] = []
+        for name in ("video", "audio"):
+            port = self.inputs[name]
+            while (msg := port.read_nowait()) is not None:
+                batch.append(msg)
+        if self._finalized or not batch:
+            return
+        if self._out is None:
+            self._pending.extend(batch)
+            if not self._ready():
+                return
+            batch, self._pending = self._pending, []
+            self._open(batch)
+        for msg in batch:
+            self._write(msg)
+
+    def _ready(self) -> bool:
+        """Whether every connected input has shown what it carries (or kept us waiting long enough)."""
+        waiting = []
+        for name, kind in (("video", Frame), ("audio", AudioBuffer)):
+            port = self.inputs[name]
+            if port.connected and not port.ended and not any(isinstance(m, kind) for m in self._pending):
+                waiting.append(name)
+        if not waiting:
+            return True
+        stamps = [m.timestamp for m in self._pending]
+        if max(stamps) - min(stamps) >= self.start_wait or len(self._pending) > 2000:
+            log.warning(
+                "%s: no %s within %.1f s; writing %s without it", self.path, waiting[0], self.start_wait, self.file
+            )
+            return True
+        return False
+
+    def _open(self, first: list[Frame | AudioBuffer]) -> None:
+        video = next((m for m in first if isinstance(m, Frame)), None)
+        audio = next((m for m in first if isinstance(m, AudioBuffer)), None)
+        self._t0 = min(m.timestamp for m in first)
+        try:
+            out = av.open(str(self.file), "w", format=self.format, options=self.container_options or None)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"{self.path}: cannot create {str(self.file)!r}: {exc}") from exc
+        self._out = out
+        try:
+            if video is not None:
+                self._add_video(out, video)
+            if audio is not None:
+                self._add_audio(out, audio)
+            out.start_encoding()
+        except Exception as exc:
+            raise MediaError(f"{self.path}: cannot start writing {str(self.file)!r}: {exc}") from exc
+
+    def _video_options(self) -> dict[str, str]:
+        codec, crf, preset = self.codec, self.crf, self.preset
+        opts: dict[str, str] = {}
+        if codec == "libx264":
+            opts = {"preset": preset or "veryfast", "crf": str(23 if crf is None else crf)}
+        elif codec == "libx265":
+            opts = {
+                "preset": preset or "veryfast",
+                "crf": str(28 if crf is None else crf),
+                "x265-params": "log-level=error",
+            }
+        elif codec == "libvpx-vp9":
+            deadline = preset if preset in ("realtime", "good", "best") else "realtime"
+            opts = {
+                "deadline": deadline,
+                "cpu-used": "8",
+                "crf": str(32 if crf is None else crf),
+                "b": "0",
+                "row-mt": "1",
+            }
+        opts.update(self.options)
+        return opts
+
+    def _add_video(self, out: OutputContainer, first: Frame) -> None:
+        data = np.asarray(first.data)
+        self._check_frame(first, data)
+        height, width = data.shape[:2]
+        self._size = (height, width)
+        subsampled = self.codec != "ffv1" and (self.pix_fmt or "yuv420p").startswith(("yuv420", "nv12"))
+        self._pad = (height % 2, width % 2) if subsampled else (0, 0)
+        self._rate = _finite_rate(self.fps, first.clock_rate)
+        rate = Fraction(self._rate).limit_denominator(1001)
+        stream = cast(VideoStream, out.add_stream(self.codec, rate=rate, options=self._video_options()))
+        stream.width = width + self._pad[1]
+        stream.height = height + self._pad[0]
+        stream.pix_fmt = self.pix_fmt or ("bgr0" if self.codec == "ffv1" else "yuv420p")
+        stream.codec_context.time_base = _VIDEO_TIME_BASE
+        stream.time_base = _VIDEO_TIME_BASE
+        if self.codec == "libx265" and self.format in ("mp4", "mov"):
+            stream.codec_tag = "hvc1"  # what Apple players need to recognise HEVC
+        self._vstream = stream
+
+    def _add_audio(self, out: OutputContainer, first: AudioBuffer) -> None:
+        data = self._audio_data(first)
+        self._audio_rate = first.sample_rate
+        self._audio_channels = data.shape[1]
+        rate = first.sample_rate
+        if self.audio_codec == "libopus" and rate not in _OPUS_RATES:
+            rate = 48000  # PyAV's encoder-side resampler converts
+        stream = cast(AudioStream, out.add_stream(self.audio_codec, rate=rate, layout=_layout(self._audio_channels)))
+        self._astream = stream
+        self._audio_pts = max(round((first.timestamp - self._t0) * first.sample_rate), 0)
+
+    def _write(self, msg: Frame | AudioBuffer) -> None:
+        if isinstance(msg, Frame):
+            if self._vstream is None:
+                self._warn_once("video", "%s: video arrived after %s was started without video; dropping it")
+                return
+            self._write_video(msg)
+        else:
+            if self._astream is None:
+                self._warn_once("audio", "%s: audio arrived after %s was started without audio; dropping it")
+                return
+            self._write_audio(msg)
+
+    def _warn_once(self, key: str, fmt: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(fmt, self.path, self.file)
+
+    def _check_frame(self, frame: Frame, data: np.ndarray) -> None:
+        ok = data.dtype == np.uint8 and (data.ndim == 2 or (data.ndim == 3 and data.shape[2] in (1, 3, 4)))
+        if not ok:
+            raise ValueError(
+                f"{self.path}: video frame {frame.frame_number} has shape {data.shape} and dtype {data.dtype}; "
+                f"{self.file.name} takes (height, width, 3|4) uint8 RGB(A) frames"
+            )
+        if self._size is not None and data.shape[:2] != self._size:
+            h, w = self._size
+            raise ValueError(
+                f"{self.path}: video frame {frame.frame_number} is {data.shape[1]}x{data.shape[0]} but "
+                f"{self.file.name} was started at {w}x{h}; a file's frame size cannot change mid-stream"
+            )
+
+    def _write_video(self, frame: Frame) -> None:
+        stream = self._vstream
+        assert stream is not None and self._out is not None
+        data = np.asarray(frame.data)
+        self._check_frame(frame, data)
+        if data.ndim == 2 or data.shape[2] == 1:
+            data = np.repeat(data.reshape(data.shape[0], data.shape[1], 1), 3, axis=2)
+        if self._pad != (0, 0):
+            data = np.pad(data, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(data), format="rgba" if data.shape[2] == 4 else "rgb24")
+        pts = round((frame.timestamp - self._t0) / _VIDEO_TIME_BASE)
+        if pts <= self._last_pts:  # no usable timestamp: one nominal period after the last frame
+            pts = self._last_pts + max(round(1 / (self._rate * _VIDEO_TIME_BASE)), 1)
+        self._last_pts = pts
+        vf.pts = pts
+        vf.time_base = _VIDEO_TIME_BASE
+        if self._keyframe_due(pts):
+            vf.pict_type = PictureType.I
+        self._out.mux(stream.encode(vf))
+        self.frames_written += 1
+
+    def _keyframe_due(self, pts: int) -> bool:
+        """Whether to force a keyframe here (HLS segments must start on one)."""
+        return False
+
+    def _audio_data(self, buf: AudioBuffer) -> np.ndarray:
+        data = np.asarray(buf.data)
+        if data.ndim == 1:
+            data = data[:, None]
+        if data.ndim != 2 or not np.issubdtype(data.dtype, np.floating):
+            raise ValueError(
+                f"{self.path}: audio block {buf.frame_number} has shape {data.shape} and dtype {data.dtype}; "
+                f"{self.file.name} takes (samples, channels) float32 audio"
+            )
+        return data
+
+    def _write_audio(self, buf: AudioBuffer) -> None:
+        stream = self._astream
+        assert stream is not None and self._out is not None and self._audio_pts is not None
+        data = self._audio_data(buf)
+        if buf.sample_rate != self._audio_rate or data.shape[1] != self._audio_channels:
+            raise ValueError(
+                f"{self.path}: audio block {buf.frame_number} is {buf.sample_rate} Hz x {data.shape[1]} channels but "
+                f"{self.file.name} was started at {self._audio_rate} Hz x {self._audio_channels} channels"
+            )
+        if not data.shape[0]:
+            return
+        planar = np.ascontiguousarray(np.clip(data, -1.0, 1.0).T, dtype=np.float32)
+        af = AudioFrame.from_ndarray(planar, format="fltp", layout=_layout(self._audio_channels))
+        af.sample_rate = buf.sample_rate
+        af.pts = self._audio_pts
+        af.time_base = Fraction(1, buf.sample_rate)
+        self._audio_pts += data.shape[0]
+        self._out.mux(stream.encode(af))
+        self.audio_samples_written += data.shape[0]
+
+    # -- the end ------------------------------------------------------------------------
+
+    async def on_stop(self) -> None:
+        """Finalize the file, exactly once, whatever ended the actor."""
+        if self._finalized:
+            return
+        self._finalized = True
+        pending, self._pending = self._pending, []
+        try:
+            if self._out is None and pending:
+                self._open(pending)
+                for msg in pending:
+                    self._write(msg)
+        except Exception as exc:
+            log.error("%s: while finishing %s: %s", self.path, self.file, exc)
+        finally:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        out, self._out = self._out, None
+        if out is None:
+            log.warning("%s: received no frames; %s was not written", self.path, self.file)
+            return
+        errors: list[str] = []
+        for stream in (self._vstream, self._astream):
+            if stream is None:
+                continue
+            try:
+                out.mux(stream.encode(None))  # flush the encoder's delayed frames
+            except Exception as exc:
+                errors.append(f"flushing {stream.type}: {exc}")
+        try:
+            out.close()  # writes the trailer
+        except Exception as exc:
+            errors.append(f"closing: {exc}")
+        if errors:
+            raise MediaError(f"{self.path}: finalizing {str(self.file)!r} failed: {'; '.join(errors)}")
+        log.debug("%s: finalized %s (%d frames)", self.path, self.file, self.frames_written)
+
+
+def _layout(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+
+
+class HLSSink(FileSink):
+    """HTTP Live Streaming: an ``.m3u8`` playlist plus MPEG-TS segments of H.264/AAC.
+
+    Segments are ``segment_seconds`` long: a keyframe is forced at every boundary (by
+    timestamp, so variable-rate sources segment correctly too). The playlist keeps the
+    last ``playlist_size`` segments (0 keeps them all, a VOD playlist), and
+    ``delete_segments=True`` removes the files that fall off it. Segment files sit next
+    to the playlist as ``<stem>_00000.ts``, ... On stop the playlist gets
+    ``#EXT-X-ENDLIST``.
+    """
+
+    container_format: ClassVar[str | None] = "hls"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_seconds: float = 2.0,
+        playlist_size: int = 0,
+        delete_segments: bool = False,
+        segment_pattern: str | None = None,
+        **kw: Any,
+    ) -> None:
+        if segment_seconds <= 0:
+            raise ValueError(f"segment_seconds must be > 0, got {segment_seconds!r}")
+        if playlist_size < 0:
+            raise ValueError(f"playlist_size must be >= 0, got {playlist_size!r}")
+        p = Path(path)
+        pattern = segment_pattern or str(p.with_name(f"{p.stem}_%05d.ts"))
+        flags = "independent_segments" + ("+delete_segments" if delete_segments else "")
+        copts = {
+            "hls_time": f"{segment_seconds:g}",
+            "hls_list_size": str(playlist_size),
+            "hls_segment_filename": pattern,
+            "hls_flags": flags,
+        }
+        if playlist_size == 0:
+            copts["hls_playlist_type"] = "event"  # segments are only ever appended
+        copts.update(kw.pop("container_options", None) or {})
+        kw.setdefault("codec", "h264")
+        kw.setdefault("audio_codec", "aac")
+        super().__init__(path, container_options=copts, **kw)
+        self.segment_seconds = segment_seconds
+        self.playlist_size = playlist_size
+        self._segment_ticks = round(segment_seconds / _VIDEO_TIME_BASE)
+
+    def _keyframe_due(self, pts: int) -> bool:
+        if pts >= self._next_key_pts:
+            self._next_key_pts = (pts // self._segment_ticks + 1) * self._segment_ticks
+            return True
+        return False
+
+    def segments(self) -> list[Path]:
+        """The segment files the playlist lists right now, in order."""
+        try:
+            lines = self.file.read_text().splitlines()
+        except OSError:
+            return []
+        return [self.file.parent / line for line in lines if line and not line.startswith("#")]
