@@ -323,7 +323,11 @@ class ActorMeta(ABCMeta):
                 f"{cls.__qualname__} cannot be instantiated: it does not define {missing} "
                 f"(every actor needs 'async def process(self, tick)')"
             )
-        declared = _declared_params(cls.__init__)  # type: ignore[misc]
+        # Parameters some class between cls and Actor declares by name stay with the caller's
+        # call; the rest of the framework options reach Actor.__init__ directly.
+        declared = frozenset().union(
+            *(_declared_params(vars(c)["__init__"]) for c in cls.__mro__ if "__init__" in vars(c) and c is not Actor)
+        )
         internal = {k: kwargs.pop(k) for k in ("_restart_of",) if k in kwargs}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in FRAMEWORK_OPTIONS and k not in declared}
         spec = ActorSpec(cls, args, dict(kwargs), dict(options))  # type: ignore[arg-type]
@@ -412,6 +416,10 @@ class Actor(metaclass=ActorMeta):
     default_fps: ClassVar[float | None] = 60.0
     """Rate of the actor's own clock when nothing upstream drives it; ``None`` means the
     actor only ever ticks on messages."""
+
+    driving_input: ClassVar[str | None] = None
+    """Name of the input that should drive the clock while it is connected and live (e.g. a
+    compositor's base layer); ``None`` means the first input to deliver drives."""
 
     silence_periods: ClassVar[float] = 4.0
     """After this many frame periods with no message from any upstream, fall back to
@@ -629,7 +637,7 @@ class Actor(metaclass=ActorMeta):
         if asyncio._get_running_loop() is not core.loop:
             _call_soon(core.loop, self._woken, port)
             return
-        if core.driver is None and core.explicit_clock is None:
+        if core.driver is None and core.explicit_clock is None and self._may_drive(port):
             self._set_driver(port)
         if port is core.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
@@ -922,9 +930,17 @@ class Actor(metaclass=ActorMeta):
         if core.driver is None and core.explicit_clock is None:
             # Messages may already be queued (a restart inherits full mailboxes).
             for port in live:
-                if port.mailbox._items:
+                if port.mailbox._items and self._may_drive(port):
                     self._set_driver(port)
                     break
+
+    def _may_drive(self, port: StreamInput) -> bool:
+        """Whether ``port`` may become the driving input (see ``driving_input``)."""
+        preferred = self.driving_input
+        if preferred is None or port.name == preferred:
+            return True
+        chosen = self.inputs.get(preferred)
+        return chosen is None or not chosen.connected or chosen.ended
 
     def _on_own_clock(self) -> bool:
         core = self._core

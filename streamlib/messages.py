@@ -98,7 +98,11 @@ class Message:
 
 @dataclass(slots=True, eq=False)
 class VideoFrame(Message):
-    """A video frame: ``data`` is an ``(height, width, channels)`` uint8 array (RGB or RGBA)."""
+    """A video frame: ``data`` is an ``(height, width, channels)`` uint8 array (RGB or RGBA).
+
+    RGBA alpha is straight (not premultiplied): the colour channels hold the full colour
+    and alpha says how much of it covers what lies below, as compositors expect.
+    """
 
     data: NDArray[np.uint8]
     timestamp: float = 0.0

@@ -18,6 +18,7 @@ from streamlib import (
     LifecycleState,
     StreamInput,
     StreamOutput,
+    ThreadPoolDispatcher,
     TimedTick,
     VideoFrame,
 )
@@ -417,3 +418,48 @@ async def test_an_actor_built_inside_a_thread_dispatched_hook_lives_on_the_creat
     assert made.event_loop is asyncio.get_running_loop()
     await maker.stop()
     assert await asyncio.wait_for(made.stop(), 2) is LifecycleState.STOPPED
+
+
+async def test_driving_input_names_the_input_that_drives_while_it_is_live() -> None:
+    class Comp(Actor):
+        driving_input = "base"
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["base"] = StreamInput("base", DataMessage)
+            self.inputs["layer"] = StreamInput("layer", DataMessage, maxsize=10)
+            self.sources: list[str | None] = []
+
+        async def process(self, tick: TimedTick) -> None:
+            self.sources.append(tick.clock_source_id)
+            await self.inputs["base"].try_read()
+
+    base, layer, comp = Feeder(DataMessage), Feeder(DataMessage), Comp()
+    base >> comp.inputs["base"]
+    layer >> comp.inputs["layer"]
+    await layer.send(DataMessage(0, clock_source_id="L"))  # delivers first, but may not drive
+    await asyncio.sleep(0.02)
+    assert comp.sources == []
+    await base.send(DataMessage(0, clock_source_id="B"))
+    await asyncio.sleep(0.02)
+    assert comp.sources == ["B"]
+    await comp.stop()
+
+
+async def test_framework_options_reach_actor_when_a_base_class_declares_them() -> None:
+    class Base(Actor):
+        def __init__(self, size: int = 1, dispatcher: Any = "thread", **kw: Any) -> None:
+            super().__init__(dispatcher=dispatcher, **kw)
+            self.size = size
+
+        async def process(self, tick: TimedTick) -> None:
+            pass
+
+    class Child(Base):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(size=3, **kw)
+
+    custom = ThreadPoolDispatcher(workers=1)
+    child = Child(dispatcher=custom)
+    assert child.dispatcher is custom and child.size == 3
+    await child.stop()

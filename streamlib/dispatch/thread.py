@@ -55,14 +55,20 @@ class ThreadPoolDispatcher(Dispatcher):
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="streamlib-worker")
         return self._executor
 
-    def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None]:
+    def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
+        return self._submit(actor.process, tick)
+
+    def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None] | None:
+        return self._submit(hook)
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Awaitable[None] | None:
         # The copied context carries current_actor() into the worker thread.
         ctx = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(self._pool(), ctx.run, _run_in_worker, actor.process, tick)
-
-    def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None]:
-        ctx = contextvars.copy_context()
-        return asyncio.get_running_loop().run_in_executor(self._pool(), ctx.run, _run_in_worker, hook)
+        try:
+            return asyncio.get_running_loop().run_in_executor(self._pool(), ctx.run, _run_in_worker, fn, *args)
+        except RuntimeError:  # the interpreter is exiting and pools take no more work: run it here
+            ctx.run(_run_in_worker, fn, *args)
+            return None
 
     async def stop(self) -> None:
         executor, self._executor = self._executor, None
