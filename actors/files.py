@@ -24,7 +24,6 @@ leaves a file that players and PyAV can read, containing everything it had encod
 
 from __future__ import annotations
 
-import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: see below)
 import io
 import logging
 import math
@@ -35,12 +34,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-import av
-import av.error
-
 # OpenCV must load its X11 libraries before PyAV, or its windows freeze (see actors.display);
 # FileSink also uses its fast RGB->YUV conversion.
-import cv2
+import cv2  # isort: skip
+import av  # isort: skip
+import av.error
 import numpy as np
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
