@@ -13,6 +13,10 @@ queue blocks instead of dropping, so the files hold exactly ``seconds * fps`` fr
 on a slow machine (the source's clock skips ticks instead); ``--live`` uses realtime
 dropping queues and shows what a slow stage drops.
 
+``streamlib serve module:factory`` runs the supervision tree ``factory()`` builds as a
+service, until SIGINT or SIGTERM, then stops it top-down within a deadline so sinks finalize
+(see :mod:`streamlib.service`); ``--dashboard PORT`` adds the live dashboard.
+
 Per-actor timing uses :class:`TimingDispatcher`, a dispatcher that wraps another one and
 records how long each ``process`` call takes from being scheduled to completing (for a
 thread dispatcher that includes a wait for a free worker, and any wait for room on a
@@ -267,7 +271,74 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-hls", action="store_true", help="write only the MP4")
     demo.add_argument("--live", action="store_true", help="realtime dropping queues instead of lossless ones")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    serve = commands.add_parser(
+        "serve",
+        help="run a supervision tree until SIGINT/SIGTERM, then stop it cleanly",
+        description="Import MODULE (a dotted name, or a path to a .py file), call FACTORY() to build the "
+        "tree (it returns the root actor, several actors, or None), run it until SIGINT or SIGTERM, then stop "
+        "it top-down within --stop-timeout seconds so sinks finalize.",
+    )
+    serve.add_argument("target", metavar="MODULE:FACTORY", help="e.g. myapp.pipeline:build or app.py:main")
+    serve.add_argument("--stop-timeout", type=float, default=10.0, help="seconds to wait for the stop (default 10)")
+    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument("--dashboard", type=int, metavar="PORT", help="also serve the live dashboard on PORT")
+    serve.add_argument("--host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
+    serve.add_argument("--profile", action="store_true", help="profile, and print the table at exit")
     return parser
+
+
+def load_factory(target: str) -> Callable[[], Any]:
+    """``module:factory`` (or ``path/to/file.py:factory``) -> the factory, imported.
+
+    The current directory is importable, as with ``python -m``."""
+    import importlib
+    import importlib.util
+
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected MODULE:FACTORY, got {target!r}")
+    if module_name.endswith(".py"):
+        path = Path(module_name).resolve()
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        module = importlib.import_module(module_name)
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise TypeError(f"{target} is not callable")
+    return factory  # type: ignore[return-value]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import streamlib
+    from streamlib import profiling
+    from streamlib.service import configure_logging
+
+    configure_logging(args.log_level.upper())
+    if args.profile:
+        profiling.enable(report_at_exit=True)
+    try:
+        factory = load_factory(args.target)
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        print(f"streamlib serve: cannot load {args.target}: {exc}", file=sys.stderr)
+        return 2
+    board = None
+    if args.dashboard is not None:
+        board = streamlib.dashboard(port=args.dashboard, host=args.host)
+        print(f"streamlib serve: dashboard at {board.url}", file=sys.stderr)
+    try:
+        return streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+    finally:
+        if board is not None:
+            board.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except KeyboardInterrupt:
                 print("\ninterrupted: files were finalized up to here", file=sys.stderr)
                 return 130
+    if args.command == "serve":
+        return run_serve(args)
     return 2  # pragma: no cover - argparse enforces a command
 
 

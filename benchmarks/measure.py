@@ -12,6 +12,7 @@ code can do when the machine leaves it alone. Wall-clock time is reported next t
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import uvloop
@@ -30,12 +31,11 @@ __all__ = [
     "Stopwatch",
     "Target",
     "describe_tree",
+    "fresh_heap",
     "percentile",
     "print_table",
     "ratio_stats",
 ]
-
-_T = TypeVar("_T")
 
 LOOP_RUNNERS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {
     "asyncio": asyncio.run,  # asyncio's default (selector) event loop
@@ -68,6 +68,16 @@ class Stopwatch:
         return Sample(time.perf_counter() - self._wall0, time.process_time() - self._cpu0)
 
 
+def fresh_heap() -> None:
+    """Collect garbage, then move every surviving object out of the collector's sight.
+
+    Called before each measured run, so that the cyclic GC passes a run triggers traverse
+    only that run's objects, not what earlier runs left behind (or leaked): otherwise the
+    later of two runs that allocate a lot pays for the first one."""
+    gc.collect()
+    gc.freeze()
+
+
 def ratio_stats(ratios: Sequence[float]) -> tuple[float, float]:
     """``(median, best)`` of speed ratios where higher is better."""
     return statistics.median(ratios), max(ratios)
@@ -92,7 +102,8 @@ class Target:
         return value >= self.threshold if self.op == ">=" else value < self.threshold
 
     def goal(self) -> str:
-        return f"{self.op} {self.threshold:g}{self.unit}"
+        value = f"{self.threshold:.1f}" if self.unit == "x" else f"{self.threshold:g}"
+        return f"{self.op} {value}{self.unit}"
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

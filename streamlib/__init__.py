@@ -23,8 +23,16 @@ from .errors import (
 )
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
-from .ports import StreamInput, StreamOutput, connect, disconnect
+from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .supervision import Supervisor
+
+from . import gpu  # isort: skip - numpy only: wgpu is imported when a GPU context is made
+from .dispatch.gpu import GPUDispatcher  # isort: skip
+
+from . import profiling, views  # isort: skip - after the core they observe
+from .dashboard import dashboard  # isort: skip
+from .service import run  # isort: skip
+from .views import graph, live, tree  # isort: skip
 
 __version__ = "0.1.0"
 
@@ -41,6 +49,7 @@ __all__ = [
     "DataMessage",
     "Dispatcher",
     "EndOfStream",
+    "GPUDispatcher",
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
@@ -59,6 +68,15 @@ __all__ = [
     "actors",
     "connect",
     "current_actor",
+    "dashboard",
     "disconnect",
+    "gpu",
+    "graph",
+    "live",
+    "profiling",
     "register_dispatcher",
+    "register_transfer",
+    "run",
+    "tree",
+    "views",
 ]

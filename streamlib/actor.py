@@ -49,6 +49,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from . import profiling as _profiling
 from .clock import Clock, SoftwareClock
 from .dispatch import Dispatcher, resolve_dispatcher
 from .errors import ActorDefinitionError, ActorInitError, EndOfStream
@@ -238,6 +239,7 @@ class _Core:
         "replaced_by",
         "restart",
         "restarts",
+        "run_tick",
         "silence_mark",
         "silence_timer",
         "spec",
@@ -280,6 +282,7 @@ class _Core:
         self.in_process = False
         self.restart: RestartPolicy = "permanent"
         self.restarts = 0
+        self.run_tick: Callable[[TimedTick], Awaitable[None] | None] | None = None
         self.spec: ActorSpec | None = None
         self.inherit: Actor | None = None
         self.replaced_by: Actor | None = None
@@ -553,29 +556,57 @@ class Actor(metaclass=ActorMeta):
         """Wait for the actor to end, without asking it to."""
         return Completion(self)
 
-    def stats(self) -> dict[str, Any]:
-        """Counters of this actor and its ports (a plain dict, ready for JSON)."""
+    def stats(self, *, recursive: bool = False) -> dict[str, Any]:
+        """Counters of this actor and its ports (a plain dict, ready for JSON).
+
+        Always kept, at no cost beyond the counting itself: ``ticks``, ``restarts``,
+        ``skipped_ticks`` (of the own clock), ``state``; messages in, out and dropped in
+        total and per port, with each input's queue depth (``queued`` of ``capacity``).
+        While profiling is on, ``profile`` holds the actor's process/latency/lateness
+        summaries (seconds). ``recursive=True`` adds ``children``: their stats, recursively.
+        """
         core = self._core
-        return {
+        inputs = {
+            n: {
+                "queued": len(p.mailbox),
+                "capacity": p.mailbox.maxsize,
+                "overflow": p.mailbox.overflow,
+                "received": p.mailbox.received,
+                "dropped": p.mailbox.dropped,
+                "lost": p.lost,
+                "connected": p.connected,
+                "ended": p.ended,
+            }
+            for n, p in list(self.inputs.items())
+        }
+        outputs = {n: {"sent": p.sent, "subscribers": len(p.subscribers)} for n, p in list(self.outputs.items())}
+        found: dict[str, Any] = {
             "path": self.path,
+            "name": self.name,
             "class": type(self).__qualname__,
             "state": self.state.value,
             "ticks": core.ticks,
             "restarts": core.restarts,
             "skipped_ticks": self.clock.skipped if self.clock is not None else 0,
-            "inputs": {
-                n: {
-                    "queued": len(p.mailbox),
-                    "received": p.mailbox.received,
-                    "dropped": p.mailbox.dropped,
-                    "lost": p.lost,
-                    "connected": p.connected,
-                    "ended": p.ended,
-                }
-                for n, p in self.inputs.items()
-            },
-            "outputs": {n: {"sent": p.sent, "subscribers": len(p.subscribers)} for n, p in self.outputs.items()},
+            "messages_in": sum(p["received"] for p in inputs.values()),
+            "messages_out": sum(p["sent"] for p in outputs.values()),
+            "dropped": sum(p["dropped"] for p in inputs.values()),
+            "inputs": inputs,
+            "outputs": outputs,
         }
+        if core.failure is not None:
+            found["failure"] = f"{type(core.failure).__name__}: {core.failure}"
+        if _profiling.enabled():
+            found["profile"] = _profiling.actor_summary(self)
+        if recursive:
+            found["children"] = [child.stats(recursive=True) for child in list(self.children)]
+        return found
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the actor's counters, its subtree and the graph of its connections."""
+        from .views import actor_html
+
+        return actor_html(self)
 
     def __rshift__(self, other: Any) -> Any:
         return connect(self, other)
@@ -718,7 +749,7 @@ class Actor(metaclass=ActorMeta):
             if started is not None:
                 await started
             poll = self._poll
-            run_tick = dispatcher.bind(self)
+            run_tick = self._bind_tick()
             loop = core.loop
             while True:
                 driver = core.driver
@@ -727,6 +758,7 @@ class Actor(metaclass=ActorMeta):
                     tick = self._driver_tick(driver)  # fast path: a message on the driver, nothing else to see
                 elif core.control:
                     await core.control.popleft()()  # a signal job (e.g. a supervisor's restart)
+                    run_tick = core.run_tick or run_tick  # a job may have re-bound it (profiling on/off)
                     continue
                 else:
                     tick = poll()
@@ -774,6 +806,23 @@ class Actor(metaclass=ActorMeta):
             await self._teardown(attached)
         finally:
             self._finish()
+
+    def _bind_tick(self) -> Callable[[TimedTick], Awaitable[None] | None]:
+        """The per-tick callable of the run loop: the dispatcher's, wrapped in a timer only
+        while profiling is on -- so profiling that is off adds nothing to a tick."""
+        run_tick = self.dispatcher.bind(self)
+        if _profiling.enabled():
+            run_tick = _profiling.instrument(self, run_tick)
+        self._core.run_tick = run_tick
+        return run_tick
+
+    def _rebind_tick(self) -> None:
+        """Re-bind the per-tick callable between two ticks (profiling was switched on or off)."""
+
+        async def rebind() -> None:
+            self._bind_tick()
+
+        self._control(rebind)
 
     def _fail(self, exc: BaseException) -> None:
         core = self._core

@@ -122,6 +122,16 @@ class VideoFrame(Message):
     def channels(self) -> int:
         return 1 if self.data.ndim == 2 else int(self.data.shape[2])
 
+    def is_gpu(self) -> bool:
+        """True if ``data`` is a GPU texture (a :class:`streamlib.gpu.GPUImage`), not a numpy array."""
+        return getattr(self.data, "memory", None) == "gpu"
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a frame as its image (PNG, encoded with zlib alone)."""
+        from .views import encode_png
+
+        return encode_png(self.data)
+
 
 @dataclass(slots=True, eq=False)
 class AudioBuffer(Message):

@@ -13,13 +13,20 @@ A connection is type-checked when it is made: an output of ``VideoFrame`` cannot
 input of ``AudioBuffer``. Connections may be added and removed while everything runs;
 a send iterates over an immutable snapshot of the subscribers, so rewiring from another
 thread never disturbs a send in flight.
+
+Ports know their *memory space*: ``memory="cpu"`` (the default: numpy frames),
+``"gpu"`` (frames whose data is a GPU texture) or ``"any"``. Connecting a CPU-only
+output to a GPU-only input (or the reverse) inserts the transfer actor registered for
+that direction with :func:`register_transfer` (the GPU actors register theirs), so
+``camera >> gpu_effect`` just works; GPU to GPU connections pass textures by reference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args
 
 from .errors import ActorDefinitionError, EndOfStream
 from .mailbox import EMPTY, Mailbox, Overflow
@@ -27,9 +34,40 @@ from .mailbox import EMPTY, Mailbox, Overflow
 if TYPE_CHECKING:
     from .actor import Actor
 
-__all__ = ["PortMap", "StreamInput", "StreamOutput", "connect", "disconnect"]
+__all__ = ["Memory", "PortMap", "StreamInput", "StreamOutput", "connect", "disconnect", "register_transfer"]
 
 _wiring_lock = threading.RLock()
+
+Memory = Literal["cpu", "gpu", "any"]
+MEMORY_SPACES = get_args(Memory)
+
+# (from memory, to memory) -> factory(output, input) returning the transfer actor to insert
+_transfers: dict[tuple[str, str], Callable[[Any, Any], Any]] = {}
+# (output, input) -> the transfer actor inserted between them by connect()
+_bridges: dict[tuple[Any, Any], Any] = {}
+
+
+def register_transfer(from_memory: str, to_memory: str, factory: Callable[[Any, Any], Any] | None) -> None:
+    """Make ``output >> input`` between those memory spaces insert ``factory(output, input)``.
+
+    The factory returns a running actor with exactly one input and one output, of the
+    memory spaces ``from_memory`` and ``to_memory``; connect() wires ``output >> its input``
+    and ``its output >> input``, and ``output // input`` later removes and stops it.
+    ``None`` unregisters."""
+    for memory in (from_memory, to_memory):
+        if memory not in ("cpu", "gpu"):
+            raise ValueError(f"transfers go between 'cpu' and 'gpu', got {memory!r}")
+    with _wiring_lock:
+        if factory is None:
+            _transfers.pop((from_memory, to_memory), None)
+        else:
+            _transfers[(from_memory, to_memory)] = factory
+
+
+def _check_memory(kind: str, name: str, memory: Any) -> Memory:
+    if memory not in MEMORY_SPACES:
+        raise ActorDefinitionError(f"{kind} {name!r}: memory must be 'cpu', 'gpu' or 'any', got {memory!r}")
+    return memory  # type: ignore[no-any-return]
 
 
 class _Owner(Protocol):
@@ -65,10 +103,11 @@ class StreamInput:
 
     ``maxsize`` (default 2: realtime wants little queueing) bounds the mailbox and
     ``overflow`` says what happens when it is full (see :mod:`streamlib.mailbox`).
-    Every drop is counted in :attr:`dropped`.
+    Every drop is counted in :attr:`dropped`. ``memory`` is where the data it accepts
+    lives: ``"cpu"`` (default), ``"gpu"`` or ``"any"`` (see the module docstring).
     """
 
-    __slots__ = ("_upstreams", "lost", "mailbox", "msg_type", "name", "owner")
+    __slots__ = ("_upstreams", "lost", "mailbox", "memory", "msg_type", "name", "owner")
 
     def __init__(
         self,
@@ -76,11 +115,13 @@ class StreamInput:
         msg_type: Any = object,
         maxsize: int = 2,
         overflow: Overflow = "drop_oldest",
+        memory: Memory = "cpu",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ActorDefinitionError(f"a StreamInput needs a non-empty str name, got {name!r}")
         self.name = name
         self.msg_type: type = _check_msg_type("StreamInput", name, msg_type)
+        self.memory: Memory = _check_memory("StreamInput", name, memory)
         self.mailbox = Mailbox(maxsize, overflow)
         self.owner: _Owner | None = None
         self._upstreams: dict[StreamOutput, bool] = {}  # output -> has it ended?
@@ -176,15 +217,18 @@ class StreamInput:
 
 
 class StreamOutput:
-    """A named, typed sender that fans every message out to its subscribers."""
+    """A named, typed sender that fans every message out to its subscribers.
 
-    __slots__ = ("_snapshot", "_subscribers", "msg_type", "name", "owner", "sent")
+    ``memory`` is where the data it sends lives: ``"cpu"`` (default), ``"gpu"`` or ``"any"``."""
 
-    def __init__(self, name: str, msg_type: Any = object) -> None:
+    __slots__ = ("_snapshot", "_subscribers", "memory", "msg_type", "name", "owner", "sent")
+
+    def __init__(self, name: str, msg_type: Any = object, memory: Memory = "cpu") -> None:
         if not isinstance(name, str) or not name:
             raise ActorDefinitionError(f"a StreamOutput needs a non-empty str name, got {name!r}")
         self.name = name
         self.msg_type: type = _check_msg_type("StreamOutput", name, msg_type)
+        self.memory: Memory = _check_memory("StreamOutput", name, memory)
         self._subscribers: dict[StreamInput, None] = {}  # ordered set: O(1) to add or remove
         self._snapshot: tuple[StreamInput, ...] | None = ()  # what sends iterate; None = rebuild
         self.owner: _Owner | None = None
@@ -252,7 +296,9 @@ class StreamOutput:
     # -- wiring ----------------------------------------------------------------------
 
     def connect(self, port: StreamInput) -> StreamInput:
-        """Connect this output to ``port`` (idempotent) and return ``port``."""
+        """Connect this output to ``port`` (idempotent) and return ``port``.
+
+        Between a CPU-only and a GPU-only port, the registered transfer actor is inserted."""
         if not isinstance(port, StreamInput):
             raise TypeError(f"{self.path} can only connect to a StreamInput, got {port!r}")
         if not _compatible(self.msg_type, port.msg_type):
@@ -260,6 +306,8 @@ class StreamOutput:
                 f"cannot connect {self.path} ({_type_name(self.msg_type)}) >> {port.path} "
                 f"({_type_name(port.msg_type)}): incompatible message types"
             )
+        if self.memory != port.memory and self.memory != "any" and port.memory != "any":
+            return self._bridge(port)
         with _wiring_lock:
             if port not in self._subscribers:
                 self._subscribers[port] = None
@@ -277,9 +325,47 @@ class StreamOutput:
                 self._subscribers.pop(target, None)
                 target._upstreams.pop(self, None)
             self._snapshot = None
+            # A transfer inserted by connect() goes with its connection: from this output, or
+            # (this being the transfer's output) to the input it was inserted for.
+            doomed = [
+                (k[0], k[1], t)
+                for k, t in _bridges.items()
+                if (k[0] is self and (port is None or k[1] is port))
+                or (k[1] in targets and any(o is self for o in t.outputs.values()))
+            ]
+            for upstream, target, _ in doomed:
+                del _bridges[(upstream, target)]
         for target in targets:
             if target.owner is not None:
                 target.owner._wiring_changed()
+        for upstream, target, transfer in doomed:
+            for out in transfer.outputs.values():
+                out.disconnect(target)
+            for inp in transfer.inputs.values():
+                upstream.disconnect(inp)
+            transfer.stop()
+
+    def _bridge(self, port: StreamInput) -> StreamInput:
+        """Connect across memory spaces through a transfer actor (see :func:`register_transfer`)."""
+        key = (self, port)
+        with _wiring_lock:
+            if key in _bridges:
+                return port
+            factory = _transfers.get((self.memory, port.memory))
+        if factory is None:
+            raise TypeError(
+                f"cannot connect {self.path} ({self.memory} memory) >> {port.path} ({port.memory} memory): "
+                f"no {self.memory}->{port.memory} transfer is registered (import actors.gpu, which registers "
+                "the Upload/Download actors, or put a transfer actor between them)"
+            )
+        transfer = factory(self, port)
+        (t_in,) = transfer.inputs.values()
+        (t_out,) = transfer.outputs.values()
+        with _wiring_lock:
+            _bridges[key] = transfer
+        self.connect(t_in)
+        t_out.connect(port)
+        return port
 
     def end_of_stream(self) -> None:
         """Tell every subscriber this output will send nothing more (a control signal, never dropped)."""
@@ -385,5 +471,5 @@ def disconnect(left: Any, right: Any) -> None:
     inputs = [right] if isinstance(right, StreamInput) else list(right.inputs.values())
     for out in outputs:
         for port in inputs:
-            if port in out.subscribers:
+            if port in out.subscribers or (out, port) in _bridges:
                 out.disconnect(port)

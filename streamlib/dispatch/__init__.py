@@ -26,7 +26,15 @@ _factories: dict[str, Any] = {
     "asyncio": AsyncioDispatcher,
     "thread": ThreadPoolDispatcher,
     "process": ProcessPoolDispatcher,
+    "gpu": lambda: _gpu_dispatcher(),
 }
+
+
+def _gpu_dispatcher() -> Dispatcher:
+    """``dispatcher="gpu"``: imported on first use, so ``import streamlib`` never loads wgpu."""
+    from .gpu import GPUDispatcher
+
+    return GPUDispatcher()
 
 
 def register_dispatcher(name: str, factory: Any) -> None:

@@ -1,0 +1,160 @@
+"""Tick jitter of a 60 fps actor on its own SoftwareClock, with 100 idle actors alive.
+
+What is measured
+    An actor with no inputs and ``default_fps = 60`` ticks on its own clock; each
+    ``process`` call records ``time.perf_counter()``. 100 idle actors (one connected,
+    silent input each, as in ``bench_spawn``) live on the same loop. After about
+    ``--seconds`` the intervals between consecutive ticks give p50, p99 and the jitter
+    ``p99 - p50`` (target < 1 ms), and ``actor.clock.skipped`` counts the ticks the clock
+    had to skip because it fell a whole period behind.
+
+Why
+    A realtime pipeline is only as smooth as the clock at its source: a 60 fps display
+    shows a stutter when frames arrive a millisecond early or late, however fast the
+    average is.
+
+Baseline, in the same run and on the same loop: the plain ``asyncio.sleep`` loop a user
+would write, at 60 Hz with absolute deadlines (``sleep(t0 + n / 60 - now)``), phase-shifted
+by half a period so that its wake-ups never coincide with the actor's. Both run on
+asyncio's default loop and on uvloop, ``--reps`` times each; medians and bests are reported.
+Event loops arm timers in whole milliseconds, so the baseline's jitter shows what the loop
+alone gives.
+
+Run: ``python benchmarks/bench_clock_jitter.py [--quick] [--seconds 5] [--reps 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import time
+from typing import Any, ClassVar, NamedTuple
+
+from bench_spawn import SilentSource, spawn_idle_actors
+from measure import LOOP_RUNNERS, Target, describe_tree, percentile, print_table
+
+from streamlib import Actor, TimedTick
+
+FPS = 60.0
+WARMUP_TICKS = 3  # the first intervals include start-up, not steady-state pacing
+
+TARGETS = [
+    Target("jitter_asyncio_ms_median", "clock: 60 fps tick p99 - p50, asyncio loop", "<", 1.0, " ms"),
+    Target("jitter_uvloop_ms_median", "clock: 60 fps tick p99 - p50, uvloop", "<", 1.0, " ms"),
+]
+
+
+class Ticker(Actor):
+    """No inputs, so it runs its own 60 fps clock; records when each tick is processed."""
+
+    default_fps: ClassVar[float | None] = FPS
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.stamps: list[float] = []
+
+    async def process(self, tick: TimedTick) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+class Pacing(NamedTuple):
+    """Statistics of the intervals between consecutive ticks, in milliseconds."""
+
+    p50: float
+    p99: float
+    jitter: float
+    worst: float
+    ticks: int
+    skipped: int
+
+
+def pacing(stamps: list[float], skipped: int = 0) -> Pacing:
+    intervals = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)][WARMUP_TICKS:]
+    p50, p99 = percentile(intervals, 50), percentile(intervals, 99)
+    return Pacing(p50, p99, p99 - p50, max(intervals), len(stamps), skipped)
+
+
+async def sleep_loop(stamps: list[float], offset: float, stop: asyncio.Event) -> None:
+    """The baseline: a 60 Hz loop on ``asyncio.sleep`` with absolute deadlines."""
+    period = 1 / FPS
+    t0 = time.monotonic() + offset
+    n = 0
+    while not stop.is_set():
+        delay = t0 + n * period - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        stamps.append(time.perf_counter())
+        n += 1
+
+
+async def jitter_run(seconds: float, idle: int) -> tuple[Pacing, Pacing]:
+    """Run the ticker and the baseline side by side for ``seconds``; return (ticker, baseline)."""
+    source = SilentSource()
+    others = spawn_idle_actors(source, idle)
+    await asyncio.sleep(0.05)  # the idle actors are asleep
+    stop = asyncio.Event()
+    base_stamps: list[float] = []
+    ticker = Ticker()
+    baseline = asyncio.create_task(sleep_loop(base_stamps, 0.5 / FPS, stop))
+    await asyncio.sleep(seconds)
+    await ticker.stop()
+    stop.set()
+    await baseline
+    await asyncio.gather(*(a.stop() for a in others))
+    await source.stop()
+    skipped = ticker.clock.skipped if ticker.clock is not None else 0
+    return pacing(ticker.stamps, skipped), pacing(base_stamps)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Run the measurements, print the table, return the figures (milliseconds)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of one run")
+    parser.add_argument("--reps", type=int, default=3, help="runs per loop type")
+    parser.add_argument("--idle", type=int, default=100, help="idle actors alive during the run")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 run of 2 s per loop)")
+    args = parser.parse_args(argv)
+    seconds, reps = (2.0, 1) if args.quick else (args.seconds, args.reps)
+    print(f"# bench_clock_jitter: {FPS:g} fps, {args.idle} idle actors, {reps} x {seconds:g} s per loop "
+          f"({describe_tree()})")
+
+    figures: dict[str, float] = {}
+    rows: list[list[object]] = []
+    for loop, run in LOOP_RUNNERS.items():
+        results = [run(jitter_run(seconds, args.idle)) for _ in range(reps)]
+        for label, index in (("streamlib SoftwareClock", 0), ("asyncio.sleep loop (baseline)", 1)):
+            runs = [r[index] for r in results]
+            jitters = [p.jitter for p in runs]
+            rows.append([
+                loop,
+                label,
+                f"{statistics.median(p.p50 for p in runs):.3f}",
+                f"{statistics.median(p.p99 for p in runs):.3f}",
+                f"{statistics.median(jitters):.3f}",
+                f"{min(jitters):.3f}",
+                f"{max(p.worst for p in runs):.2f}",
+                f"{sum(p.ticks for p in runs)}",
+                f"{sum(p.skipped for p in runs)}" if index == 0 else "-",
+            ])
+        ours = [r[0].jitter for r in results]
+        theirs = [r[1].jitter for r in results]
+        figures[f"jitter_{loop}_ms_median"] = statistics.median(ours)
+        figures[f"jitter_{loop}_ms_best"] = min(ours)
+        figures[f"jitter_{loop}_baseline_ms_median"] = statistics.median(theirs)
+        figures[f"jitter_{loop}_ratio_median"] = statistics.median(t / o for t, o in zip(theirs, ours, strict=True))
+        figures[f"jitter_{loop}_skipped"] = float(sum(r[0].skipped for r in results))
+        figures[f"jitter_{loop}_p50_ms"] = statistics.median(r[0].p50 for r in results)
+    print_table(
+        "Tick intervals in ms (target: streamlib p99 - p50 < 1 ms)",
+        ["loop", "ticker", "p50", "p99", "p99-p50 median", "p99-p50 best", "worst", "ticks", "skipped"],
+        rows,
+    )
+    ratio_rows = [[loop, f"{figures[f'jitter_{loop}_ratio_median']:.1f}x"] for loop in LOOP_RUNNERS]
+    print_table("Jitter ratio, baseline / streamlib (> 1: streamlib steadier)", ["loop", "median"], ratio_rows)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""``dispatcher="gpu"``: an actor's hooks run on the process's GPU thread, with the GPU context.
+
+Every actor on this dispatcher shares one thread (``streamlib-gpu``) running its own
+event loop: the CPU side of a GPU queue. Encoding and submitting GPU work there keeps
+the actors' event loop free (a submit on a software adapter does the whole computation,
+and even a real driver may block), serialises all use of the queue without locks, and
+lets a hook that awaits (a readback, a blocking send downstream) give the thread to the
+other GPU actors meanwhile.
+
+Before ``on_start`` the actor gets the shared :class:`~streamlib.gpu.GPUContext` as
+``self.gpu``. ``process`` may be ``async def`` (it runs as a task on the GPU thread's
+loop: ``await input.read()``, ``await output.send()``, ``await download_async(...)``
+work as usual) or a plain ``def``.
+
+A lost device fails the actor with :class:`~streamlib.gpu.GPUDeviceLost` before its next
+``process`` call (or from the call that hit the loss); a restarted instance is attached
+to a new device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..eventloop import new_worker_loop
+from .base import Dispatcher
+
+if TYPE_CHECKING:
+    from ..actor import Actor
+    from ..gpu import GPUContext
+    from ..messages import TimedTick
+
+__all__ = ["GPUDispatcher", "GPUThread", "gpu_thread"]
+
+
+class GPUThread:
+    """The thread all GPU work of the process is encoded and submitted on."""
+
+    def __init__(self) -> None:
+        self.loop = new_worker_loop()
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(started.set)
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="streamlib-gpu", daemon=True)
+        self.thread.start()
+        started.wait()
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on the GPU thread (awaited there if it returns an
+        awaitable); the result or exception arrives in the returned future."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        ctx = contextvars.copy_context()
+
+        def start() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                result = ctx.run(fn, *args, **kwargs)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                return
+            if not inspect.isawaitable(result):
+                fut.set_result(result)
+                return
+            task = self.loop.create_task(_awaited(result), context=ctx)
+
+            def done(t: asyncio.Task[Any]) -> None:
+                if t.cancelled():
+                    fut.cancel()
+                elif t.exception() is not None:
+                    fut.set_exception(t.exception())  # type: ignore[arg-type]
+                else:
+                    fut.set_result(t.result())
+
+            task.add_done_callback(done)
+
+        self.loop.call_soon_threadsafe(start)
+        return fut
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+_thread: GPUThread | None = None
+_thread_lock = threading.Lock()
+
+
+def gpu_thread() -> GPUThread:
+    """The process's GPU thread, started on first use."""
+    global _thread
+    with _thread_lock:
+        if _thread is None:
+            _thread = GPUThread()
+        return _thread
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+class GPUDispatcher(Dispatcher):
+    """Run an actor's hooks on the GPU thread, with ``self.gpu`` set to the GPU context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._worker: GPUThread | None = None
+
+    @property
+    def worker(self) -> GPUThread:
+        if self._worker is None:
+            self._worker = gpu_thread()
+        return self._worker
+
+    async def attach(self, actor: Actor) -> None:
+        from .. import gpu
+
+        ctx = await asyncio.wrap_future(self.worker.call(gpu.context))
+        await super().attach(actor)
+        with contextlib.suppress(AttributeError):  # a read-only 'gpu' property: it finds the context itself
+            actor.gpu = ctx  # type: ignore[attr-defined]
+
+    def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
+        return self._submit(actor, actor.process, (tick,), check=True)
+
+    def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None] | None:
+        return self._submit(actor, hook, (), check=hook.__name__ != "on_stop")
+
+    def _submit(self, actor: Actor, fn: Callable[..., Any], args: tuple[Any, ...], check: bool) -> Awaitable[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        ctx = contextvars.copy_context()  # carries current_actor() to the GPU thread
+        worker = self.worker
+        gpu_ctx: GPUContext | None = getattr(actor, "gpu", None)
+
+        def report(exc: BaseException | None) -> None:
+            if exc is not None and gpu_ctx is not None and hasattr(gpu_ctx, "translate"):
+                exc = gpu_ctx.translate(exc)
+            with contextlib.suppress(RuntimeError):  # the actor's loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, fut, exc)
+
+        def start() -> None:
+            try:
+                if check and gpu_ctx is not None and hasattr(gpu_ctx, "check"):
+                    gpu_ctx.check()
+                result = ctx.run(fn, *args)
+            except BaseException as exc:
+                report(exc)
+                return
+            if not inspect.isawaitable(result):
+                report(None)
+                return
+            task = worker.loop.create_task(_awaited(result), context=ctx)
+
+            def done(t: asyncio.Task[Any]) -> None:
+                if t.cancelled():
+                    report(asyncio.CancelledError())
+                else:
+                    report(t.exception())
+
+            task.add_done_callback(done)
+
+        worker.loop.call_soon_threadsafe(start)
+        return fut
+
+    def __repr__(self) -> str:
+        return f"<GPUDispatcher actors={self._attached}>"

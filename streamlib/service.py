@@ -1,0 +1,188 @@
+"""Running a supervision tree as a service: until SIGINT or SIGTERM, then a clean stop.
+
+::
+
+    import streamlib
+
+    def main():
+        app = streamlib.Supervisor(name="app")
+        source = app.spawn(Camera)
+        source >> app.spawn(FileSink, "out.mp4")
+        return app
+
+    if __name__ == "__main__":
+        raise SystemExit(streamlib.run(main))
+
+or, without a ``__main__`` block, ``streamlib serve mymodule:main``.
+
+:func:`run` builds the tree by calling ``main`` (a function or coroutine function that
+returns the root actor, several actors, or ``None`` for "every actor it created") on a
+fresh event loop, then waits. On SIGINT or SIGTERM it stops the roots -- top-down: each
+root stops its children before its own ``on_stop`` runs, so sinks finalize their files --
+and waits at most ``stop_timeout`` seconds for everything to end. A second signal stops
+waiting. The service also ends by itself when every root has ended (a finite stream).
+
+Logs go through :mod:`logging`; :func:`configure_logging` (called by :func:`run` unless
+told otherwise, and only when the root logger has no handler yet) prints each record with
+the path of the actor it came from, e.g. ``INFO /app/sink: wrote 300 frames``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .actor import Actor, LifecycleState, actors, current_actor
+from .eventloop import new_event_loop
+
+__all__ = ["ActorPathFilter", "configure_logging", "run"]
+
+log = logging.getLogger("streamlib.service")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_DEADLINE = 2
+EXIT_INTERRUPTED = 130
+
+
+class ActorPathFilter(logging.Filter):
+    """Adds ``record.actor``: the path of the actor whose code logged the record, or ``-``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "actor"):
+            actor = current_actor()
+            record.actor = actor.path if actor is not None else "-"
+        return True
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(actor)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int | str = logging.INFO, stream: Any = None) -> logging.Handler | None:
+    """Log to stderr with the actor's path on every line, unless logging is already set up
+    (the root logger has a handler): then only the path filter is added to those handlers."""
+    root = logging.getLogger()
+    if root.handlers:
+        for handler in root.handlers:
+            if not any(isinstance(f, ActorPathFilter) for f in handler.filters):
+                handler.addFilter(ActorPathFilter())
+        return None
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(ActorPathFilter())
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def _as_roots(result: Any, before: set[Actor], loop: asyncio.AbstractEventLoop) -> list[Actor]:
+    if isinstance(result, Actor):
+        return [result]
+    if result is None:
+        return [a for a in actors() if a not in before and a.event_loop is loop]
+    if isinstance(result, Iterable) and not isinstance(result, str | bytes):
+        found = list(result)
+        if all(isinstance(a, Actor) for a in found):
+            return found
+    raise TypeError(f"main() must return an Actor, a list of actors or None, got {result!r}")
+
+
+def _running(actor: Actor) -> list[str]:
+    """Paths of the actors under ``actor`` (itself included) that have not ended."""
+    found = []
+    stack = [actor]
+    while stack:
+        a = stack.pop()
+        if not a.join().done():
+            found.append(a.path)
+        stack.extend(a.children)
+    return sorted(found)
+
+
+async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_signals: bool = True) -> int:
+    """What :func:`run` runs on its loop (use it directly inside an existing loop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals: list[str] = []
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        signals.append(name)
+        if len(signals) == 1:
+            log.info("%s received: stopping (deadline %.1f s)", name, stop_timeout)
+        else:
+            log.warning("%s received again: no longer waiting for the stop", name)
+        stop.set()
+
+    installed: list[int] = []
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for signum in (int(signal.SIGINT), int(signal.SIGTERM)):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - e.g. Windows
+                pass
+    try:
+        before = set(actors())
+        result = main()
+        if inspect.isawaitable(result):
+            result = await result
+        roots = _as_roots(result, before, loop)
+        log.info("serving %s", ", ".join(a.path for a in roots) or "nothing")
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(_join(a) for a in roots)))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+        code = EXIT_OK
+        if not ended.done():
+            started = time.monotonic()
+            for root in roots:
+                root.stop()  # top-down: each stops its children, then runs its own on_stop
+            stop.clear()
+            stopping = asyncio.ensure_future(stop.wait())  # a second signal: give up waiting
+            done, _ = await asyncio.wait([ended, stopping], timeout=stop_timeout, return_when=asyncio.FIRST_COMPLETED)
+            if ended not in done:
+                late = [p for root in roots for p in _running(root)]
+                why = "a second signal" if stopping in done else f"the {stop_timeout:g} s deadline"
+                log.error("still running after %s: %s", why, ", ".join(late))
+                code = EXIT_INTERRUPTED if stopping in done else EXIT_DEADLINE
+            else:
+                log.info("stopped in %.2f s", time.monotonic() - started)
+        stopping.cancel()
+        failed = [a.path for a in roots if a.state is LifecycleState.FAILED]
+        if failed and code == EXIT_OK:
+            log.error("failed: %s", ", ".join(failed))
+            code = EXIT_FAILED
+        return code
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+async def _join(actor: Actor) -> LifecycleState:
+    return await actor.join()
+
+
+def run(
+    main: Callable[[], Any],
+    *,
+    stop_timeout: float = 10.0,
+    log_level: int | str | None = logging.INFO,
+    handle_signals: bool = True,
+) -> int:
+    """Run the tree ``main()`` builds until SIGINT/SIGTERM (or until it ends), then stop it
+    top-down within ``stop_timeout`` seconds. Returns an exit status: 0 after a clean stop,
+    1 if a root failed, 2 if the deadline passed, 130 after a second signal.
+
+    ``log_level=None`` leaves logging alone; otherwise :func:`configure_logging` sets it up
+    (when nothing else has)."""
+    if log_level is not None:
+        configure_logging(log_level)
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(serve(main, stop_timeout, handle_signals))

@@ -1,0 +1,195 @@
+"""The live dashboard, loaded in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright): the page shows the actor tree, its counters change, a preview image arrives over
+the WebSocket. Plus the HTTP API, the MJPEG stream and the Prometheus ``/metrics`` endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streamlib
+from streamlib import Actor, StreamInput, StreamOutput, Supervisor, TimedTick, VideoFrame, profiling
+from streamlib.dashboard import Dashboard, encode_preview, output_id
+from streamlib.testing import Probe
+
+aiohttp = pytest.importorskip("aiohttp", reason="the dashboard needs aiohttp: pip install 'streamlib[observe]'")
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+class Moving(Actor):
+    """A 160x120 frame with a white bar that moves every tick."""
+
+    default_fps = 30.0
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.outputs["video"] = StreamOutput("video", VideoFrame)
+
+    async def process(self, tick: TimedTick) -> None:
+        pixels = np.zeros((120, 160, 3), np.uint8)
+        pixels[:, :, 2] = 120
+        x = tick.frame_number * 4 % 160
+        pixels[40:80, x : x + 20] = 255
+        await self.outputs["video"].send(VideoFrame.at(tick, data=pixels))
+
+
+class Lossy(Actor):
+    """Slower than its source, so its one-slot input drops."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["video"] = StreamInput("video", VideoFrame, maxsize=1)
+
+    async def process(self, tick: TimedTick) -> None:
+        if await self.inputs["video"].try_read() is not None:
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[Supervisor, Dashboard]]:
+    profiling.enable()
+    app = Supervisor(name="dash")
+    source = app.spawn(Moving, name="camera")
+    source >> app.spawn(Probe, VideoFrame, maxsize=4, name="recorder")
+    source >> app.spawn(Lossy, name="slow")
+    board = streamlib.dashboard(app, port=0, interval=0.2)  # this tree only: other tests' actors may run
+    try:
+        yield app, board
+    finally:
+        board.stop()
+        await app.stop()
+        profiling.disable()
+        profiling.reset()
+
+
+async def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, dict(response.headers), await response.read()
+
+
+async def test_binds_to_localhost_by_default(running: tuple[Supervisor, Dashboard]) -> None:
+    _, board = running
+    assert board.host == "127.0.0.1" and board.url == f"http://127.0.0.1:{board.port}/"
+    addresses = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    for address in addresses - {"127.0.0.1"}:
+        with pytest.raises(OSError), socket.create_connection((address, board.port), timeout=1):
+            pass
+
+
+async def test_http_api_mjpeg_and_prometheus(running: tuple[Supervisor, Dashboard]) -> None:
+    _app, board = running
+    await asyncio.sleep(0.5)
+    status, _, body = await get(board.url + "api/metrics")
+    data = json.loads(body)
+    assert status == 200 and data["profiling"] is True
+    rows = {r["path"]: r for r in data["actors"]}
+    assert rows["/dash/camera"]["out"] > 0 and rows["/dash/slow"]["dropped"] > 0
+    assert rows["/dash/recorder"]["latency_p99_ms"] > 0
+    assert data["video_outputs"] == [{"id": "/dash/camera:video", "actor": "/dash/camera", "output": "video"}]
+
+    status, _, body = await get(board.url + "api/tree")
+    assert body.decode().startswith("/dash (Supervisor)")
+    status, headers, body = await get(board.url + "api/graph.svg")
+    assert headers["Content-Type"].startswith("image/svg+xml") and b"camera" in body
+    status, _, body = await get(board.url + "api/graph.mmd")
+    assert body.startswith(b"flowchart LR")
+    status, headers, body = await get(board.url + "preview.png?output=/dash/camera:video")
+    assert status == 200 and body.startswith(b"\x89PNG")
+    status, _, _ = await get(board.url + "preview.png?output=/nowhere:video")
+    assert status == 404
+
+    # MJPEG: a multipart stream of complete images
+    async with aiohttp.ClientSession() as session, session.get(board.url + "stream.mjpg") as response:
+        assert response.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        parts: list[bytes] = []
+        buffer = b""
+        while len(parts) < 2:
+            buffer += await asyncio.wait_for(response.content.readany(), 5)
+            while b"--frame\r\n" in buffer[1:]:
+                part, _, buffer = buffer.partition(b"\r\n--frame\r\n")
+                parts.append(part)
+        header, _, image = parts[1].partition(b"\r\n\r\n")
+        assert b"Content-Type: image/" in header
+        length = int(header.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        assert len(image) == length and image[:2] in (b"\xff\xd8", b"\x89P")  # JPEG or PNG
+
+    status, headers, body = await get(board.url + "metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("streamlib_actor_ticks_total", (("actor", "/dash/camera"), ("class", "Moving")))] > 0
+    assert samples[("streamlib_actor_dropped_total", (("actor", "/dash/slow"), ("class", "Lossy")))] > 0
+    assert samples[("streamlib_actor_state", (("actor", "/dash/slow"), ("class", "Lossy"), ("state", "running")))] == 1
+    assert ("streamlib_input_queue_depth", (("actor", "/dash/slow"), ("input", "video"))) in samples
+    assert samples[("streamlib_output_sent_total", (("actor", "/dash/camera"), ("output", "video")))] > 0
+    assert samples[("streamlib_actor_restarts_total", (("actor", "/dash/camera"), ("class", "Moving")))] == 0
+    assert any(name == "streamlib_profile_seconds" and dict(labels)["operation"] == "/dash/camera.process"
+               for name, labels in samples)
+
+
+async def test_encode_preview_and_output_ids() -> None:
+    body, mime = encode_preview(np.zeros((8, 8, 3), np.uint8))
+    assert mime in ("image/jpeg", "image/png") and len(body) > 20
+    moving = Moving(name="ids")
+    assert output_id(moving.outputs["video"]) == "/ids:video"
+    await moving.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="the chromium binary is absent (apt-get install chromium)")
+@pytest.mark.timeout(60)
+async def test_page_in_headless_chromium(running: tuple[Supervisor, Dashboard]) -> None:
+    from playwright.async_api import async_playwright
+
+    _app, board = running
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(board.url)
+            assert await page.title() == "streamlib dashboard"
+            # The tree arrives over the WebSocket: one row per actor, indented under the supervisor.
+            await page.wait_for_function("document.querySelectorAll('#actors tbody tr').length === 4", timeout=10_000)
+            paths = await page.eval_on_selector_all("#actors tbody tr", "rows => rows.map(r => r.dataset.path)")
+            assert paths == ["/dash", "/dash/camera", "/dash/recorder", "/dash/slow"]
+            ticks = "Number(document.querySelector('tr[data-path=\"/dash/camera\"] td.ticks').textContent)"
+            first = await page.evaluate(ticks)
+            await page.wait_for_function(f"{ticks} > {first + 5}", timeout=10_000)  # the counters move
+            await page.wait_for_function(
+                "Number(document.querySelector('tr[data-path=\"/dash/slow\"] td.dropped').textContent) > 0",
+                timeout=10_000,
+            )
+            # A preview image arrives, decoded by the browser, and keeps being replaced.
+            await page.wait_for_function(
+                "Number(document.getElementById('preview').dataset.frames) >= 3 && "
+                "document.getElementById('preview').naturalWidth === 160",
+                timeout=10_000,
+            )
+            assert await page.eval_on_selector("#output", "s => s.value") == "/dash/camera:video"
+            # The graph is drawn, and the latency plot has data (profiling is on).
+            await page.wait_for_selector("#graph svg g.actor", timeout=10_000)
+            assert "Latency" in await page.inner_text("#plot-title")
+            assert "profiling on" in await page.inner_text("#profiling")
+        finally:
+            await browser.close()
