@@ -37,10 +37,22 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "screen_available": ("display", "opencv-python"),
     "AudioGenerator": ("audio", "numpy"),
     "AudioMixer": ("audio", "numpy"),
+    "ShaderActor": ("gpu", "wgpu"),
+    "ShaderStatus": ("gpu", "wgpu"),
+    "Invert": ("gpu", "wgpu"),
+    "ColorMatrix": ("gpu", "wgpu"),
+    "Grade": ("gpu", "wgpu"),
+    "GaussianBlur": ("gpu", "wgpu"),
+    "ChromaKey": ("gpu", "wgpu"),
+    "GPUCompositor": ("gpu", "wgpu"),
+    "GPULayer": ("gpu", "wgpu"),
+    "Upload": ("gpu", "wgpu"),
+    "Download": ("gpu", "wgpu"),
+    "TransferWarning": ("gpu", "wgpu"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
-_MODULES = {"skia-python": "skia", "opencv-python": "cv2", "av": "av", "numpy": "numpy"}
+_MODULES = {"skia-python": "skia", "opencv-python": "cv2", "av": "av", "numpy": "numpy", "wgpu": "wgpu"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -58,8 +70,10 @@ def __getattr__(name: str) -> Any:
         by_module = {module: pip for pip, module in _MODULES.items()}
         if missing in by_module or "pip install" in str(exc):
             package = by_module.get(missing, package)
+            extra = "gpu" if package == "wgpu" else "media"
             raise ImportError(
-                f"actors.{name} needs the {package!r} package: pip install {package} (or pip install streamlib[media])"
+                f"actors.{name} needs the {package!r} package: pip install {package} "
+                f"(or pip install streamlib[{extra}])"
             ) from exc
         raise
     value = getattr(module, name)
@@ -94,4 +108,16 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .filters import ColorConvert as ColorConvert
     from .filters import FrameFilter as FrameFilter
     from .filters import Resize as Resize
+    from .gpu import ChromaKey as ChromaKey
+    from .gpu import ColorMatrix as ColorMatrix
+    from .gpu import Download as Download
+    from .gpu import GaussianBlur as GaussianBlur
+    from .gpu import GPUCompositor as GPUCompositor
+    from .gpu import GPULayer as GPULayer
+    from .gpu import Grade as Grade
+    from .gpu import Invert as Invert
+    from .gpu import ShaderActor as ShaderActor
+    from .gpu import ShaderStatus as ShaderStatus
+    from .gpu import TransferWarning as TransferWarning
+    from .gpu import Upload as Upload
     from .video import TestPattern as TestPattern

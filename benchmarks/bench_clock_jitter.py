@@ -14,11 +14,15 @@ Why
     average is.
 
 Baseline, in the same run and on the same loop: the plain ``asyncio.sleep`` loop a user
-would write, at 60 Hz with absolute deadlines (``sleep(t0 + n / 60 - now)``), phase-shifted
-by half a period so that its wake-ups never coincide with the actor's. Both run on
-asyncio's default loop and on uvloop, ``--reps`` times each; medians and bests are reported.
-Event loops arm timers in whole milliseconds, so the baseline's jitter shows what the loop
-alone gives.
+would write, at 60 Hz with absolute deadlines (``sleep(t0 + n / 60 - now)``). A third
+ticker, a loop on ``streamlib.clock.sleep_until`` (the timer the SoftwareClock waits on,
+without the actor around it), separates what the timer gives from what the actor adds.
+The three are phase-shifted by a third of a period so that their wake-ups never coincide.
+All run on asyncio's default loop and on uvloop, ``--reps`` times each; medians and bests
+are reported. Event loops arm timers in whole milliseconds, so the baseline's jitter shows
+what the loop alone gives. Each ticker also records its *lateness* (processing time minus
+the tick's deadline), and the table shows the machine's load average: on a loaded machine
+the wake-up latency of the OS scheduler, not the code, sets p99.
 
 Run: ``python benchmarks/bench_clock_jitter.py [--quick] [--seconds 5] [--reps 3]``.
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
 import time
 from typing import Any, ClassVar, NamedTuple
@@ -36,6 +41,7 @@ from bench_spawn import SilentSource, spawn_idle_actors
 from measure import LOOP_RUNNERS, Target, describe_tree, percentile, print_table
 
 from streamlib import Actor, TimedTick
+from streamlib.clock import sleep_until
 
 FPS = 60.0
 WARMUP_TICKS = 3  # the first intervals include start-up, not steady-state pacing
@@ -54,58 +60,90 @@ class Ticker(Actor):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.stamps: list[float] = []
+        self.lateness: list[float] = []
 
     async def process(self, tick: TimedTick) -> None:
         self.stamps.append(time.perf_counter())
+        self.lateness.append(time.monotonic() - tick.timestamp)  # the tick's deadline, on monotonic
 
 
 class Pacing(NamedTuple):
-    """Statistics of the intervals between consecutive ticks, in milliseconds."""
+    """Statistics of one ticker's run, in milliseconds (intervals between ticks, lateness)."""
 
     p50: float
     p99: float
     jitter: float
     worst: float
+    late_p50: float
+    late_p99: float
     ticks: int
     skipped: int
 
 
-def pacing(stamps: list[float], skipped: int = 0) -> Pacing:
+def pacing(stamps: list[float], lateness: list[float], skipped: int = 0) -> Pacing:
     intervals = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)][WARMUP_TICKS:]
+    late = [x * 1000 for x in lateness[WARMUP_TICKS:]]
     p50, p99 = percentile(intervals, 50), percentile(intervals, 99)
-    return Pacing(p50, p99, p99 - p50, max(intervals), len(stamps), skipped)
+    return Pacing(
+        p50, p99, p99 - p50, max(intervals), percentile(late, 50), percentile(late, 99), len(stamps), skipped
+    )
 
 
-async def sleep_loop(stamps: list[float], offset: float, stop: asyncio.Event) -> None:
-    """The baseline: a 60 Hz loop on ``asyncio.sleep`` with absolute deadlines."""
+async def deadline_loop(
+    sleep: Any, stamps: list[float], lateness: list[float], offset: float, stop: asyncio.Event
+) -> None:
+    """A 60 Hz loop with absolute deadlines; ``sleep(deadline, delay)`` waits for each."""
     period = 1 / FPS
     t0 = time.monotonic() + offset
     n = 0
     while not stop.is_set():
-        delay = t0 + n * period - time.monotonic()
+        deadline = t0 + n * period
+        delay = deadline - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await sleep(deadline, delay)
         stamps.append(time.perf_counter())
+        lateness.append(time.monotonic() - deadline)
         n += 1
 
 
-async def jitter_run(seconds: float, idle: int) -> tuple[Pacing, Pacing]:
-    """Run the ticker and the baseline side by side for ``seconds``; return (ticker, baseline)."""
+async def _asyncio_sleep(deadline: float, delay: float) -> None:
+    await asyncio.sleep(delay)  # what a user writes: the loop's own (millisecond) timer
+
+
+async def _timer_sleep(deadline: float, delay: float) -> None:
+    await sleep_until(deadline)  # the SoftwareClock's timer, without the actor
+
+
+class Run(NamedTuple):
+    """One run: the actor, the asyncio.sleep baseline, the bare timer; the load average around it."""
+
+    ticker: Pacing
+    baseline: Pacing
+    timer: Pacing
+    load: float
+
+
+async def jitter_run(seconds: float, idle: int) -> Run:
+    """Run the ticker and both plain loops side by side for ``seconds``."""
     source = SilentSource()
     others = spawn_idle_actors(source, idle)
     await asyncio.sleep(0.05)  # the idle actors are asleep
     stop = asyncio.Event()
-    base_stamps: list[float] = []
+    base: tuple[list[float], list[float]] = ([], [])
+    timer: tuple[list[float], list[float]] = ([], [])
     ticker = Ticker()
-    baseline = asyncio.create_task(sleep_loop(base_stamps, 0.5 / FPS, stop))
+    loops = [
+        asyncio.create_task(deadline_loop(_asyncio_sleep, *base, 1 / (3 * FPS), stop)),
+        asyncio.create_task(deadline_loop(_timer_sleep, *timer, 2 / (3 * FPS), stop)),
+    ]
     await asyncio.sleep(seconds)
     await ticker.stop()
     stop.set()
-    await baseline
+    await asyncio.gather(*loops)
     await asyncio.gather(*(a.stop() for a in others))
     await source.stop()
     skipped = ticker.clock.skipped if ticker.clock is not None else 0
-    return pacing(ticker.stamps, skipped), pacing(base_stamps)
+    return Run(pacing(ticker.stamps, ticker.lateness, skipped), pacing(*base), pacing(*timer), os.getloadavg()[0])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -123,9 +161,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures: dict[str, float] = {}
     rows: list[list[object]] = []
     for loop, run in LOOP_RUNNERS.items():
-        results = [run(jitter_run(seconds, args.idle)) for _ in range(reps)]
-        for label, index in (("streamlib SoftwareClock", 0), ("asyncio.sleep loop (baseline)", 1)):
-            runs = [r[index] for r in results]
+        results: list[Run] = [run(jitter_run(seconds, args.idle)) for _ in range(reps)]
+        load = statistics.median(r.load for r in results)
+        tickers = (
+            ("streamlib SoftwareClock actor", "ticker"),
+            ("asyncio.sleep loop (baseline)", "baseline"),
+            ("sleep_until loop (bare timer)", "timer"),
+        )
+        for label, field in tickers:
+            runs: list[Pacing] = [getattr(r, field) for r in results]
             jitters = [p.jitter for p in runs]
             rows.append([
                 loop,
@@ -134,21 +178,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 f"{statistics.median(p.p99 for p in runs):.3f}",
                 f"{statistics.median(jitters):.3f}",
                 f"{min(jitters):.3f}",
+                f"{statistics.median(p.late_p50 for p in runs):.3f} / "
+                f"{statistics.median(p.late_p99 for p in runs):.3f}",
                 f"{max(p.worst for p in runs):.2f}",
                 f"{sum(p.ticks for p in runs)}",
-                f"{sum(p.skipped for p in runs)}" if index == 0 else "-",
+                f"{sum(p.skipped for p in runs)}" if field == "ticker" else "-",
+                f"{load:.1f}",
             ])
-        ours = [r[0].jitter for r in results]
-        theirs = [r[1].jitter for r in results]
+        ours = [r.ticker.jitter for r in results]
+        theirs = [r.baseline.jitter for r in results]
         figures[f"jitter_{loop}_ms_median"] = statistics.median(ours)
         figures[f"jitter_{loop}_ms_best"] = min(ours)
         figures[f"jitter_{loop}_baseline_ms_median"] = statistics.median(theirs)
+        figures[f"jitter_{loop}_timer_ms_median"] = statistics.median(r.timer.jitter for r in results)
         figures[f"jitter_{loop}_ratio_median"] = statistics.median(t / o for t, o in zip(theirs, ours, strict=True))
-        figures[f"jitter_{loop}_skipped"] = float(sum(r[0].skipped for r in results))
-        figures[f"jitter_{loop}_p50_ms"] = statistics.median(r[0].p50 for r in results)
+        figures[f"jitter_{loop}_skipped"] = float(sum(r.ticker.skipped for r in results))
+        figures[f"jitter_{loop}_p50_ms"] = statistics.median(r.ticker.p50 for r in results)
+        figures[f"jitter_{loop}_load"] = load
     print_table(
         "Tick intervals in ms (target: streamlib p99 - p50 < 1 ms)",
-        ["loop", "ticker", "p50", "p99", "p99-p50 median", "p99-p50 best", "worst", "ticks", "skipped"],
+        [
+            "loop", "ticker", "p50", "p99", "p99-p50 median", "p99-p50 best", "late p50 / p99",
+            "worst", "ticks", "skipped", "load avg",
+        ],
         rows,
     )
     ratio_rows = [[loop, f"{figures[f'jitter_{loop}_ratio_median']:.1f}x"] for loop in LOOP_RUNNERS]

@@ -119,7 +119,12 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
 
 def describe_tree() -> str:
     """Which streamlib was measured: the git commit and whether its files had local edits."""
+    import streamlib
+
     root = Path(__file__).resolve().parent.parent
+    package = Path(streamlib.__file__).resolve().parent
+    if package != root / "streamlib":
+        return f"streamlib from {package} (not this checkout); Python {sys.version.split()[0]}"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True

@@ -432,6 +432,8 @@ class Dashboard:
         reading = asyncio.ensure_future(reader())
         loop = asyncio.get_running_loop()
         last_frame: Any = None
+        chosen: str | None = None
+        tap: PreviewTap | None = None
         next_metrics = 0.0
         step = min(self.interval, 1 / self.preview_fps)
         try:
@@ -441,10 +443,12 @@ class Dashboard:
                     next_metrics = now + self.interval
                     data = await loop.run_in_executor(None, metrics, self.roots)
                     await ws.send_str(json.dumps({"type": "metrics", **data}, default=repr))
-                if selected[0] is not None:
-                    tap = self.tap(selected[0] or None)
-                    message = tap.latest() if tap is not None else None
-                    if tap is not None and message is not None and message is not last_frame:
+                if selected[0] != chosen:  # look the output up only when the choice changes
+                    chosen = selected[0]
+                    tap = self.tap(chosen) if chosen else None
+                if tap is not None:
+                    message = tap.latest()
+                    if message is not None and message is not last_frame:
                         last_frame = message
                         pixels = tap.pixels()
                         if pixels is not None:

@@ -61,11 +61,14 @@ from numpy.typing import NDArray
 
 __all__ = [
     "ENV_ADAPTER",
+    "FORMAT",
+    "DownloadJob",
     "GPUContext",
     "GPUDeviceLost",
     "GPUError",
     "GPUImage",
     "GPUUnavailableError",
+    "LRUCache",
     "ShaderCompileError",
     "ShaderError",
     "TexturePool",
@@ -76,6 +79,7 @@ __all__ = [
     "download_async",
     "gpu_available",
     "parse_shader_error",
+    "readback_thread",
     "upload",
     "upload_async",
 ]
@@ -215,6 +219,8 @@ def _import_wgpu() -> Any:
         import wgpu  # type: ignore[import-untyped]
     except ImportError as exc:
         raise GPUUnavailableError("streamlib's GPU actors need wgpu: pip install wgpu (or streamlib[gpu])") from exc
+    except Exception as exc:  # its native library failed to load
+        raise GPUUnavailableError(f"wgpu could not be loaded: {type(exc).__name__}: {exc}") from exc
     return wgpu
 
 
@@ -290,6 +296,9 @@ def context() -> GPUContext:
         ctx = GPUContext(adapter, device, how)
         if _context is not None:
             log.warning("GPU device lost (%s); new context %s", _context.lost_reason, ctx.name)
+        elif ctx.software:
+            log.warning("GPU context: %s, chosen by %s -- a software adapter: GPU actors run on the CPU cores",
+                        ctx.name, how)
         else:
             log.info("GPU context: %s, chosen by %s", ctx.name, how)
         _context = ctx
@@ -309,9 +318,10 @@ def gpu_available() -> bool:
 
 
 class _Slot:
-    """One pooled texture and its view; ``serial`` identifies it for bind-group caches."""
+    """One pooled texture, its view, and the bind groups made for it (they live and die
+    with the texture); ``serial`` identifies it for other bind-group caches."""
 
-    __slots__ = ("key", "nbytes", "serial", "texture", "view")
+    __slots__ = ("groups", "key", "nbytes", "serial", "texture", "view")
 
     def __init__(self, texture: Any, key: tuple[int, int], serial: int) -> None:
         self.texture = texture
@@ -319,19 +329,25 @@ class _Slot:
         self.key = key
         self.nbytes = key[0] * key[1] * 4
         self.serial = serial
+        self.groups: dict[Hashable, Any] = {}
 
 
 class TexturePool:
     """Textures by size, handed out as :class:`GPUImage` and taken back when the image goes.
 
-    At most ``max_free`` idle textures are kept per size; more are destroyed at once.
-    Counters: :attr:`allocated` (textures ever created), :attr:`reused`, :attr:`live_bytes`
-    (GPU memory held by the pool's textures, in use or idle)."""
+    A released texture is kept for reuse, so a size holds as many textures as were ever in
+    use at once (what a steady stream needs: after warm-up nothing is allocated);
+    ``max_free`` caps the idle ones per size (``None``: no cap). Idle textures are kept
+    for the ``max_sizes`` most recently used sizes; those of older sizes are destroyed.
+    :meth:`clear` destroys every idle texture. Counters: :attr:`allocated` (textures ever
+    created), :attr:`reused`, :attr:`destroyed`, :attr:`live_bytes` (GPU memory held by
+    the pool's textures, in use or idle)."""
 
-    def __init__(self, ctx: GPUContext, max_free: int = 8) -> None:
+    def __init__(self, ctx: GPUContext, max_free: int | None = None, max_sizes: int = 8) -> None:
         self.ctx = ctx
         self.max_free = max_free
-        self._free: dict[tuple[int, int], list[_Slot]] = {}
+        self.max_sizes = max_sizes
+        self._free: OrderedDict[tuple[int, int], list[_Slot]] = OrderedDict()
         self._lock = threading.Lock()
         self._serials = itertools.count(1)
         self.allocated = 0
@@ -347,12 +363,24 @@ class TexturePool:
         if channels not in (1, 3, 4):
             raise ValueError(f"channels must be 1, 3 or 4, got {channels!r}")
         key = (int(width), int(height))
+        evicted: list[_Slot] = []
         with self._lock:
             free = self._free.get(key)
+            if free is None:
+                free = self._free[key] = []
+                while len(self._free) > self.max_sizes:  # forget the least recently used size
+                    evicted += self._free.popitem(last=False)[1]
+            else:
+                self._free.move_to_end(key)
             slot = free.pop() if free else None
             if slot is not None:
                 self.reused += 1
             self.in_use += 1
+            self.destroyed += len(evicted)
+            self.live_bytes -= sum(e.nbytes for e in evicted)
+        for old in evicted:
+            with contextlib.suppress(Exception):
+                old.texture.destroy()
         if slot is None:
             slot = self._create(key)
         return GPUImage._make(slot, self, channels)
@@ -379,8 +407,8 @@ class TexturePool:
     def _release(self, slot: _Slot) -> None:
         with self._lock:
             self.in_use -= 1
-            free = self._free.setdefault(slot.key, [])
-            if len(free) < self.max_free and not self.ctx.lost:
+            free = self._free.get(slot.key)
+            if free is not None and (self.max_free is None or len(free) < self.max_free) and not self.ctx.lost:
                 free.append(slot)
                 return
             self.destroyed += 1
@@ -461,6 +489,16 @@ class GPUImage:
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
 
+    def bind_group(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """A bind group that involves this texture, made once by ``make()`` and kept with the
+        pooled texture (so a steady stream creates none): e.g. ``key="dst"`` for one whose
+        only entry is this texture as a storage texture, of a layout shared by all pipelines."""
+        groups = self._slot.groups
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = make()
+        return group
+
     @property
     def nbytes(self) -> int:
         return self.width * self.height * self.channels
@@ -528,7 +566,7 @@ class TransferStats:
                 self.download_seconds += seconds
 
 
-class _LRU:
+class LRUCache:
     """A small thread-safe least-recently-used cache."""
 
     def __init__(self, size: int) -> None:
@@ -651,6 +689,27 @@ def _groups(pixels: int) -> tuple[int, int]:
     return min(groups, 65535), (groups + 65534) // 65535
 
 
+def _storage_entries(wgpu: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "binding": 0,
+            "visibility": wgpu.ShaderStage.COMPUTE,
+            "storage_texture": {"access": "write-only", "format": FORMAT, "view_dimension": "2d"},
+        }
+    ]
+
+
+def _texture_entries(wgpu: Any, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "binding": i,
+            "visibility": wgpu.ShaderStage.COMPUTE,
+            "texture": {"sample_type": "float", "view_dimension": "2d"},
+        }
+        for i in range(count)
+    ]
+
+
 class _UploadSlot:
     __slots__ = ("data", "nbytes", "uniform")
 
@@ -689,9 +748,8 @@ class GPUContext:
         self.lost_reason: str | None = None
         self.pool = TexturePool(self)
         self.stats = TransferStats()
-        self._pipelines = _LRU(128)
-        self.bind_groups = _LRU(512)
-        """Bind groups by a caller-chosen key (use texture :attr:`GPUImage.serial` values in it)."""
+        self._pipelines = LRUCache(128)
+        self._layouts = LRUCache(256)
         self._lock = threading.RLock()
         self._upload_slots: dict[tuple[int, int, int], _UploadSlot] = {}
         self._download_slots: dict[tuple[int, int, int], _DownloadSlot] = {}
@@ -702,7 +760,7 @@ class GPUContext:
         )
         self._unpack = self.compute_pipeline(
             _UNPACK_WGSL,
-            [
+            [[
                 {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
                 {"binding": 1, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "read-only-storage"}},
                 {
@@ -710,11 +768,11 @@ class GPUContext:
                     "visibility": wgpu.ShaderStage.COMPUTE,
                     "storage_texture": {"access": "write-only", "format": FORMAT, "view_dimension": "2d"},
                 },
-            ],
+            ]],
         )
         self._pack = self.compute_pipeline(
             _PACK_WGSL,
-            [
+            [[
                 {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
                 {
                     "binding": 1,
@@ -722,7 +780,7 @@ class GPUContext:
                     "texture": {"sample_type": "float", "view_dimension": "2d"},
                 },
                 {"binding": 2, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "storage"}},
-            ],
+            ]],
         )
 
     # -- state -------------------------------------------------------------------------
@@ -776,30 +834,46 @@ class GPUContext:
             pass
         return {**self.pool.stats(), **counts, "pipelines": len(self._pipelines)}
 
+    # -- shared layouts for ShaderActor-style pipelines -----------------------------------
+
+    def storage_entries(self) -> list[dict[str, Any]]:
+        """Layout entries of a bind group holding one write-only ``rgba8unorm`` storage texture."""
+        return _storage_entries(self._wgpu)
+
+    def texture_entries(self, count: int) -> list[dict[str, Any]]:
+        """Layout entries of a bind group holding ``count`` sampled float textures (bindings 0..count-1)."""
+        return _texture_entries(self._wgpu, count)
+
     # -- pipelines ---------------------------------------------------------------------
+
+    def bind_group_layout(self, entries: list[dict[str, Any]]) -> Any:
+        """The bind group layout for these entries, one object per distinct layout (so bind
+        groups made for it fit every pipeline that uses the same entries)."""
+        return self._layouts.get(repr(entries), lambda: self.device.create_bind_group_layout(entries=entries))
 
     def compute_pipeline(
         self,
         code: str,
-        layout_entries: list[dict[str, Any]],
+        groups: list[list[dict[str, Any]]],
         entry_point: str = "main",
         *,
         user_source: str | None = None,
         line_offset: int = 0,
-    ) -> tuple[Any, Any]:
-        """``(pipeline, bind_group_layout)`` for WGSL ``code``, compiled once and cached.
+    ) -> tuple[Any, list[Any]]:
+        """``(pipeline, bind_group_layouts)`` for WGSL ``code`` with one list of layout
+        entries per bind group (``@group(i)``), compiled once and cached.
 
         A compile error raises :class:`ShaderCompileError`, located in ``user_source``
         when ``code`` is ``line_offset`` generated lines followed by it."""
-        key = (code, entry_point, repr(layout_entries))
+        key = (code, entry_point, repr(groups))
 
-        def build() -> tuple[Any, Any]:
+        def build() -> tuple[Any, list[Any]]:
             self.check()
             try:
                 with self._lock:
                     module = self.device.create_shader_module(code=code)
-                    layout = self.device.create_bind_group_layout(entries=layout_entries)
-                    pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=[layout])
+                    layout = [self.bind_group_layout(entries) for entries in groups]
+                    pipeline_layout = self.device.create_pipeline_layout(bind_group_layouts=layout)
                     pipeline = self.device.create_compute_pipeline(
                         layout=pipeline_layout, compute={"module": module, "entry_point": entry_point}
                     )
@@ -813,7 +887,7 @@ class GPUContext:
                 raise
             return pipeline, layout
 
-        result: tuple[Any, Any] = self._pipelines.get(key, build)
+        result: tuple[Any, list[Any]] = self._pipelines.get(key, build)
         return result
 
     def pipeline(self, key: Hashable, build: Callable[[], Any]) -> Any:
@@ -909,10 +983,10 @@ class GPUContext:
                 tail = np.zeros(4, np.uint8)
                 tail[: flat.size - whole] = flat[whole:]
                 self.queue.write_buffer(slot.data, whole, tail)
-            group = self.bind_groups.get(
-                ("unpack", width, height, channels, image.serial),
+            group = image.bind_group(
+                ("unpack", channels),
                 lambda: self.device.create_bind_group(
-                    layout=self._unpack[1],
+                    layout=self._unpack[1][0],
                     entries=[
                         {"binding": 0, "resource": {"buffer": slot.uniform}},
                         {"binding": 1, "resource": {"buffer": slot.data}},
@@ -928,8 +1002,10 @@ class GPUContext:
             cpass.end()
             self.queue.submit([encoder.finish()])
 
-    def _encode_download(self, image: GPUImage) -> _ReadbackJob:
-        """Copy ``image`` into a mappable buffer (submitted); the job says how to finish."""
+    def start_download(self, image: GPUImage) -> DownloadJob:
+        """Start a download: the copy of ``image`` into a mappable buffer, encoded and
+        submitted. ``job.finish()`` waits for the GPU (blocking: call it on a worker thread,
+        e.g. ``readback_thread().submit(job.finish)``) and returns the numpy pixels."""
         self.check()
         if image.context is not self:
             raise GPUError(f"{image!r} belongs to another GPU context (a lost device's?)")
@@ -953,10 +1029,10 @@ class GPUContext:
                     )
                 else:
                     storage = slot.storage
-                    group = self.bind_groups.get(
-                        ("pack", width, height, channels, image.serial),
+                    group = image.bind_group(
+                        ("pack", channels),
                         lambda: self.device.create_bind_group(
-                            layout=self._pack[1],
+                            layout=self._pack[1][0],
                             entries=[
                                 {"binding": 0, "resource": {"buffer": slot.uniform}},
                                 {"binding": 1, "resource": image.view},
@@ -973,14 +1049,14 @@ class GPUContext:
                 self.queue.submit([encoder.finish()])
         except Exception as exc:
             raise self.translate(exc) from exc
-        return _ReadbackJob(self, target, slot, image.shape, on_cpu, start)
+        return DownloadJob(self, target, slot, image.shape, on_cpu, start)
 
     def __repr__(self) -> str:
         state = " LOST" if self.lost else ""
         return f"<GPUContext {self.name} #{self.generation}{state}>"
 
 
-class _ReadbackJob:
+class DownloadJob:
     """The second half of a download: wait for the mapping, copy the pixels out.
 
     Afterwards ``wait_s`` is how long the mapping took (the GPU finishing the work queued
@@ -1087,7 +1163,7 @@ def download(image: GPUImage) -> NDArray[np.uint8]:
             "streamlib.gpu.download() blocks until the GPU is done, which would hold this event loop; "
             "use 'await streamlib.gpu.download_async(image)'"
         )
-    return image.context._encode_download(image).finish()
+    return image.context.start_download(image).finish()
 
 
 async def download_async(image: GPUImage) -> NDArray[np.uint8]:
@@ -1100,7 +1176,7 @@ async def download_async(image: GPUImage) -> NDArray[np.uint8]:
     worker = gpu_thread()
     if not worker.is_current():
         return await asyncio.wrap_future(worker.call(download_async, image))
-    job = image.context._encode_download(image)
+    job = image.context.start_download(image)
     return await asyncio.wrap_future(readback_thread().submit(job.finish))
 
 

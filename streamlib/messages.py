@@ -102,6 +102,9 @@ class VideoFrame(Message):
 
     RGBA alpha is straight (not premultiplied): the colour channels hold the full colour
     and alpha says how much of it covers what lies below, as compositors expect.
+
+    A *GPU frame*'s ``data`` is a :class:`streamlib.gpu.GPUImage` (a texture with the same
+    ``shape``) instead: see :meth:`is_gpu` and ``docs/gpu.md``.
     """
 
     data: NDArray[np.uint8]
@@ -126,10 +129,13 @@ class VideoFrame(Message):
         """True if ``data`` is a GPU texture (a :class:`streamlib.gpu.GPUImage`), not a numpy array."""
         return getattr(self.data, "memory", None) == "gpu"
 
-    def _repr_png_(self) -> bytes:
-        """Jupyter shows a frame as its image (PNG, encoded with zlib alone)."""
+    def _repr_png_(self) -> bytes | None:
+        """Jupyter shows a frame as its image (PNG, encoded with zlib alone); a GPU frame
+        as its text (showing it would mean a download: ``await gpu.download_async(...)``)."""
         from .views import encode_png
 
+        if self.is_gpu():
+            return None
         return encode_png(self.data)
 
 

@@ -199,7 +199,7 @@ class Edge:
     dropped: int
 
 
-_NODE_W, _NODE_H, _GAP_X, _GAP_Y, _MARGIN = 200, 66, 90, 26, 20
+_NODE_W, _NODE_H, _GAP_X, _GAP_Y, _MARGIN = 200, 66, 150, 26, 20
 _STATE_COLOURS = {"running": "#2e7d32", "stopped": "#757575", "failed": "#c62828"}
 
 
@@ -341,7 +341,8 @@ class Graph:
             if e.dropped:
                 text += f" ({e.dropped} dropped)"
             out.append(
-                f'<text x="{mx:.1f}" y="{my - 4:.1f}" text-anchor="middle" font-size="10" fill="{colour}">'
+                f'<text x="{mx:.1f}" y="{my - 4:.1f}" text-anchor="middle" font-size="10" fill="{colour}" '
+                f'stroke="#fff" stroke-width="3" paint-order="stroke">'
                 f"{_esc(text)}</text>"
             )
         for actor, (x, y) in pos.items():
@@ -513,6 +514,11 @@ def video_outputs(*roots: Actor) -> list[StreamOutput]:
 # -- Jupyter ---------------------------------------------------------------------------------------
 
 
+_TABLE_STYLE = (
+    "<style>.streamlib-stats{border-collapse:collapse;font-size:12px}"
+    ".streamlib-stats td,.streamlib-stats th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}</style>"
+)
+
 INLINE_LIMIT = 200
 """Jupyter views show at most this many actors in a table, and draw no graph of more."""
 
@@ -541,7 +547,7 @@ def _stats_table(rows: Iterable[tuple[dict[str, Any], int]]) -> str:
         )
     if more:
         body.append(f"<tr><td colspan='11' style='text-align:left'>… and {more} more actors</td></tr>")
-    return f"<table class='streamlib-stats'>{head}{''.join(body)}</table>"
+    return f"{_TABLE_STYLE}<table class='streamlib-stats'>{head}{''.join(body)}</table>"
 
 
 def _flatten(stats: dict[str, Any], depth: int = 0) -> Iterator[tuple[dict[str, Any], int]]:

@@ -517,3 +517,44 @@ def test_gpu_actors_in_a_notebook(tmp_path: Any) -> None:
     client.execute()
     text = "".join(o.get("text", "") for cell in nb.cells for o in cell.outputs if o.get("output_type") == "stream")
     assert "pixel 215 gpu True 215" in text and "state STOPPED" in text, text
+
+
+async def test_gpu_work_never_blocks_the_event_loop() -> None:
+    """A frame whose shader runs for a long time (and its readback) leaves the actors' loop free."""
+    busy = ShaderActor(
+        """
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (!inside(id)) { return; }
+    var x = f32(id.x);
+    for (var i = 0; i < i32(u.iterations); i = i + 1) { x = fract(sin(x) * 43758.5453); }
+    textureStore(dst, vec2<i32>(id.xy), vec4<f32>(x, x, x, 1.0));
+}
+""",
+        params={"iterations": 800.0},
+    )
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        while running:
+            before = loop.time()
+            await asyncio.sleep(0.002)
+            lags.append(loop.time() - before - 0.002)
+
+    feeder, probe = Feeder(VideoFrame), Probe(VideoFrame)
+    feeder >> busy >> probe
+    await feeder.send(VideoFrame(image(h=256, w=256)))
+    await probe.wait_for(1, timeout=30)  # warm-up: compile
+    task = asyncio.ensure_future(ticker())
+    start = loop.time()
+    await feeder.send(VideoFrame(image(h=256, w=256), frame_number=1))
+    await probe.wait_for(2, timeout=30)
+    took = loop.time() - start
+    running = False
+    await task
+    assert took > 0.05, f"the shader should take a while, took {took:.3f} s"
+    print(f"frame took {took:.3f} s; longest loop lag {max(lags):.4f} s")
+    assert max(lags) < max(0.5 * took, 0.05), (max(lags), took)
+    await stop_all(feeder, busy, probe)

@@ -160,14 +160,20 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let p = vec2<i32>(id.xy);
     var step = vec2<i32>(1, 0);
     if (u.pass_index == 1u) { step = vec2<i32>(0, 1); }
-    let r = i32(u.radius);
-    let k = -0.5 / (u.sigma * u.sigma);
-    var acc = vec4<f32>(0.0);
-    var total = 0.0;
-    for (var i = -r; i <= r; i = i + 1) {
-        let w = exp(f32(i * i) * k);
-        acc = acc + w * load_clamped(src, p + step * i);
-        total = total + w;
+    let hi = vec2<i32>(textureDimensions(src)) - vec2<i32>(1);
+    // weights exp(-i^2 / (2 sigma^2)), by products only: w(i+1) = w(i) q(i), q(i+1) = q(i) e^(-2k)
+    let k = 0.5 / (u.sigma * u.sigma);
+    var w = 1.0;
+    var q = exp(-k);
+    let q2 = exp(-2.0 * k);
+    var acc = textureLoad(src, p, 0);
+    var total = 1.0;
+    for (var i = 1; i <= i32(u.radius); i = i + 1) {
+        w = w * q;
+        q = q * q2;
+        acc = acc + w * (textureLoad(src, clamp(p + step * i, vec2<i32>(0), hi), 0)
+                         + textureLoad(src, clamp(p - step * i, vec2<i32>(0), hi), 0));
+        total = total + 2.0 * w;
     }
     textureStore(dst, p, acc / total);
 }

@@ -68,10 +68,9 @@ from streamlib import Actor, DataMessage, Dispatcher, Message, StreamInput, Stre
 from streamlib.dispatch import resolve_dispatcher
 from streamlib.dispatch.gpu import GPUDispatcher, gpu_thread
 from streamlib.gpu import (
-    _LRU,
-    FORMAT,
     GPUContext,
     GPUImage,
+    LRUCache,
     ShaderCompileError,
     ShaderError,
     context,
@@ -229,24 +228,27 @@ class ShaderProgram:
         self.serial = next(_serials)
         wgpu = ctx._wgpu
         compute = wgpu.ShaderStage.COMPUTE
-        entries: list[dict[str, Any]] = [
-            {"binding": 0, "visibility": compute, "buffer": {"type": "uniform"}},
-            {"binding": 1, "visibility": compute, "sampler": {"type": "filtering"}},
-            {
-                "binding": 2,
-                "visibility": compute,
-                "storage_texture": {"access": "write-only", "format": FORMAT, "view_dimension": "2d"},
-            },
+        groups = [
+            [
+                {"binding": 0, "visibility": compute, "buffer": {"type": "uniform"}},
+                {"binding": 1, "visibility": compute, "sampler": {"type": "filtering"}},
+            ],
+            ctx.storage_entries(),
         ]
-        for i in range(len(self.textures)):
-            entries.append(
-                {"binding": 3 + i, "visibility": compute, "texture": {"sample_type": "float", "view_dimension": "2d"}}
-            )
-        self.pipeline, self.bind_layout = ctx.compute_pipeline(
-            self.prelude + source, entries, user_source=source, line_offset=self.prelude.count("\n")
+        if self.textures:
+            groups.append(ctx.texture_entries(len(self.textures)))
+        self.pipeline, self.layouts = ctx.compute_pipeline(
+            self.prelude + source, groups, user_source=source, line_offset=self.prelude.count("\n")
         )
         self.uniforms = [ctx.uniform_buffer(self.layout.size) for _ in range(passes)]
-        self._groups = _LRU(64)
+        self._params = [
+            ctx.device.create_bind_group(
+                layout=self.layouts[0],
+                entries=[{"binding": 0, "resource": {"buffer": buffer}}, {"binding": 1, "resource": ctx.sampler}],
+            )
+            for buffer in self.uniforms
+        ]
+        self._groups = LRUCache(64)  # several inputs: bind groups by their textures' serials
 
     def matches(self, params: Mapping[str, Any]) -> bool:
         """Whether ``params`` fit this program's uniform layout (no recompile needed)."""
@@ -276,21 +278,12 @@ class ShaderProgram:
             out = ctx.pool.acquire(width, height, channels)
             hold.append(out)
             ctx.queue.write_buffer(self.uniforms[k], 0, self.layout.pack(size, t, frame_number, k, params))
-            key = (k, out.serial, *(img.serial for img in current))
-
-            def make(k: int = k, out: GPUImage = out, current: list[GPUImage] = current) -> Any:
-                entries: list[dict[str, Any]] = [
-                    {"binding": 0, "resource": {"buffer": self.uniforms[k]}},
-                    {"binding": 1, "resource": ctx.sampler},
-                    {"binding": 2, "resource": out.view},
-                ]
-                entries += [{"binding": 3 + i, "resource": img.view} for i, img in enumerate(current)]
-                return device.create_bind_group(layout=self.bind_layout, entries=entries)
-
-            group = self._groups.get(key, make)
             cpass = encoder.begin_compute_pass()
             cpass.set_pipeline(self.pipeline)
-            cpass.set_bind_group(0, group)
+            cpass.set_bind_group(0, self._params[k])
+            cpass.set_bind_group(1, self._output_group(out))
+            if current:
+                cpass.set_bind_group(2, self._inputs_group(current))
             cpass.dispatch_workgroups((width + wx - 1) // wx, (height + wy - 1) // wy, 1)
             cpass.end()
             current = [out, *current[1:]] if current else []
@@ -298,6 +291,27 @@ class ShaderProgram:
         ctx.queue.submit([encoder.finish()])
         del hold  # the textures go back to the pool; later work is queued after this submit
         return result
+
+    def _output_group(self, image: GPUImage) -> Any:
+        """The output texture's bind group, kept with the texture: its layout is shared by
+        every ShaderProgram, so a steady stream creates none."""
+        device, layout = self.ctx.device, self.layouts[1]
+        return image.bind_group(
+            "dst", lambda: device.create_bind_group(layout=layout, entries=[{"binding": 0, "resource": image.view}])
+        )
+
+    def _inputs_group(self, images: Sequence[GPUImage]) -> Any:
+        """The input textures' bind group: kept with the texture for one input, by the
+        textures' serials for several."""
+        device, layout = self.ctx.device, self.layouts[2]
+
+        def make() -> Any:
+            entries = [{"binding": i, "resource": img.view} for i, img in enumerate(images)]
+            return device.create_bind_group(layout=layout, entries=entries)
+
+        if len(images) == 1:
+            return images[0].bind_group(("src", 1), make)
+        return self._groups.get(tuple(img.serial for img in images), make)
 
 
 def prelude(layout: UniformLayout, textures: Sequence[str]) -> str:
@@ -307,8 +321,8 @@ def prelude(layout: UniformLayout, textures: Sequence[str]) -> str:
         *layout.declaration(),
         "@group(0) @binding(0) var<uniform> u: Uniforms;",
         "@group(0) @binding(1) var smp: sampler;  // linear, clamp to edge",
-        "@group(0) @binding(2) var dst: texture_storage_2d<rgba8unorm, write>;",
-        *(f"@group(0) @binding({3 + i}) var {name}: texture_2d<f32>;" for i, name in enumerate(textures)),
+        "@group(1) @binding(0) var dst: texture_storage_2d<rgba8unorm, write>;",
+        *(f"@group(2) @binding({i}) var {name}: texture_2d<f32>;" for i, name in enumerate(textures)),
         "fn inside(id: vec3<u32>) -> bool {",
         "    return f32(id.x) < u.resolution.x && f32(id.y) < u.resolution.y;",
         "}",

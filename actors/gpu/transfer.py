@@ -36,7 +36,7 @@ class TransferWarning(UserWarning):
     """A CPU↔GPU transfer was inserted automatically; the message says what it costs."""
 
 
-_warned: set[str] = set()
+_warned: dict[str, int] = {}  # transfer path -> id of the input it warned for
 _warned_lock = threading.Lock()
 
 
@@ -90,10 +90,11 @@ class _Transfer(Actor):
             self.latency_seconds += latency
         if self.between is None or self.transfers != self.warn_after + 1:
             return
+        port = id(self.inputs["video"])  # a restarted transfer keeps its ports: it warned already
         with _warned_lock:
-            if self.path in _warned:
+            if _warned.get(self.path) == port:
                 return
-            _warned.add(self.path)
+            _warned[self.path] = port
         if self.direction == "cpu->gpu":
             cost = f"costs {self.mean_ms:.2f} ms of CPU per"
             what = "CPU->GPU upload"
@@ -141,7 +142,7 @@ class Download(_Transfer):
             return
         if frame.is_gpu():
             start = time.perf_counter()
-            job = self.gpu._encode_download(frame.data)
+            job = self.gpu.start_download(frame.data)
             pixels = await asyncio.wrap_future(readback_thread().submit(job.finish))
             self._account(job.encode_s + job.copy_s, time.perf_counter() - start, frame)
             frame = frame.with_data(pixels)

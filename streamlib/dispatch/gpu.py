@@ -142,7 +142,7 @@ class GPUDispatcher(Dispatcher):
         return self._submit(actor, actor.process, (tick,), check=True)
 
     def call_hook(self, actor: Actor, hook: Callable[[], Any]) -> Awaitable[None] | None:
-        return self._submit(actor, hook, (), check=hook.__name__ != "on_stop")
+        return self._submit(actor, hook, (), check=getattr(hook, "__name__", "") != "on_stop")
 
     def _submit(self, actor: Actor, fn: Callable[..., Any], args: tuple[Any, ...], check: bool) -> Awaitable[None]:
         loop = asyncio.get_running_loop()
