@@ -6,11 +6,14 @@ What is measured
     streamlib in one process, interleaved:
 
     * ``baseline``: this tree's streamlib with the profiling hook taken out of the run loop
-      (a copy of ``streamlib/`` imported as ``streamlib_baseline``, in which ``Actor._run``
-      binds ``dispatcher.bind(self)`` directly, as before the hook existed, and does not
-      re-read its per-tick callable after control jobs);
-    * ``off``: streamlib as shipped, profiling off (the default);
-    * ``on``: streamlib as shipped, ``profiling.enable()``d.
+      (``Actor._run`` binds ``dispatcher.bind(self)`` directly, as before the hook existed,
+      and does not re-read its per-tick callable after control jobs);
+    * ``off``: streamlib as it is, profiling off (the default);
+    * ``on``: streamlib as it is, ``profiling.enable()``d.
+
+    Both are frozen copies of ``streamlib/`` taken when the benchmark starts (imported as
+    ``streamlib_baseline`` and ``streamlib_current``), so edits to the tree during a run
+    cannot favour one side.
 
     Everything else being the same code, ``off`` against ``baseline`` is the cost of having
     profiling available; ``on`` against ``off`` is the cost of using it. ``--callgrind``
@@ -42,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import timeit
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,24 +66,42 @@ STRIP = [
 ]
 
 
-def baseline_package() -> ModuleType:
-    """A copy of streamlib/ without the profiling hook, imported as ``streamlib_baseline``."""
-    if "streamlib_baseline" in sys.modules:
-        return sys.modules["streamlib_baseline"]
-    where = Path(tempfile.mkdtemp(prefix="streamlib-baseline-"))
-    shutil.copytree(ROOT / "streamlib", where / "streamlib_baseline", ignore=shutil.ignore_patterns("__pycache__"))
-    actor = where / "streamlib_baseline" / "actor.py"
-    source = actor.read_text()
-    for pattern, replacement in STRIP:
-        source, count = re.subn(pattern, replacement, source)
-        if count != 1:
-            raise RuntimeError(
-                f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/actor.py; "
-                "the profiling hook changed, update STRIP"
-            )
-    actor.write_text(source)
-    sys.path.insert(0, str(where))
-    return importlib.import_module("streamlib_baseline")
+_SNAPSHOT: Path | None = None
+
+
+def snapshot(where: str | None = None) -> Path:
+    """Two frozen copies of this tree's streamlib/: ``streamlib_current`` as it is, and
+    ``streamlib_baseline`` without the profiling hook. Every run of every mode (callgrind's
+    subprocesses too, given ``where``) imports these, so edits made to the tree while the
+    benchmark runs cannot creep into one side of the comparison."""
+    global _SNAPSHOT
+    if where is not None:
+        _SNAPSHOT = Path(where)
+    if _SNAPSHOT is None:
+        root = Path(tempfile.mkdtemp(prefix="streamlib-profiling-bench-"))
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "streamlib", root / "streamlib_current", ignore=ignore)
+        shutil.copytree(root / "streamlib_current", root / "streamlib_baseline", ignore=ignore)
+        actor = root / "streamlib_baseline" / "actor.py"
+        source = actor.read_text()
+        for pattern, replacement in STRIP:
+            source, count = re.subn(pattern, replacement, source)
+            if count != 1:
+                raise RuntimeError(
+                    f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/actor.py; "
+                    "the profiling hook changed, update STRIP"
+                )
+        actor.write_text(source)
+        _SNAPSHOT = root
+    if str(_SNAPSHOT) not in sys.path:
+        sys.path.insert(0, str(_SNAPSHOT))
+    return _SNAPSHOT
+
+
+def package(mode: str) -> ModuleType:
+    """The streamlib copy a mode runs: ``baseline`` the one without the hook, else the current one."""
+    snapshot()
+    return importlib.import_module("streamlib_baseline" if mode == "baseline" else "streamlib_current")
 
 
 def chain_classes(lib: ModuleType) -> tuple[type, type, type]:
@@ -153,34 +175,49 @@ async def chain(lib: ModuleType, n: int) -> Sample:
 
 
 def run_mode(mode: str, n: int, loop: str) -> Sample:
-    import streamlib
-
-    lib = baseline_package() if mode == "baseline" else streamlib
+    lib = package(mode)
     if mode == "on":
-        streamlib.profiling.enable()
+        lib.profiling.enable()
     try:
         sample: Sample = LOOP_RUNNERS[loop](chain(lib, n))
         return sample
     finally:
         if mode == "on":
-            streamlib.profiling.disable()
-            streamlib.profiling.reset()
+            lib.profiling.disable()
+            lib.profiling.reset()
 
 
-def callgrind_per_message(mode: str, small: int = 1000, large: int = 3000) -> float:
-    """Instructions per message of ``mode``'s chain (asyncio loop, message-driven stages)."""
-    counts = {}
-    for n in (small, large):
-        cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-               str(Path(__file__).resolve()), "--single", mode, "--n", str(n)]
-        # Same dict layouts in every run, and no watchdog thread, whose wake-ups follow the wall clock.
-        env = {**os.environ, "PYTHONHASHSEED": "0", "STREAMLIB_BLOCKING_THRESHOLD": "0"}
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-        match = re.search(r"Collected : (\d+)", done.stderr)
-        if done.returncode != 0 or match is None:
-            raise RuntimeError(f"callgrind run of {mode} failed:\n{done.stderr[-2000:]}")
-        counts[n] = int(match.group(1))
-    return (counts[large] - counts[small]) / (large - small)
+def callgrind_count(mode: str, n: int) -> int:
+    """Instructions callgrind counts for one run of ``mode``'s chain with ``n`` messages."""
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+           str(Path(__file__).resolve()), "--single", mode, "--n", str(n), "--snapshot", str(snapshot())]
+    # Same dict layouts in every run, and no watchdog thread, whose wake-ups follow the wall clock.
+    env = {**os.environ, "PYTHONHASHSEED": "0", "STREAMLIB_BLOCKING_THRESHOLD": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    match = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or match is None:
+        raise RuntimeError(f"callgrind run of {mode} failed:\n{done.stderr[-2000:]}")
+    return int(match.group(1))
+
+
+def callgrind_per_message(
+    modes: tuple[str, ...] = ("baseline", "off"), reps: int = 3, small: int = 1000, large: int = 3000
+) -> dict[str, tuple[float, float, float]]:
+    """Per mode: instructions per message as ``(median, lowest, highest)`` over ``reps`` pairs of
+    runs, each ``(count(large) - count(small)) / (large - small)`` so start-up cancels out.
+
+    Even so a run's count moves by a few million instructions from one run to the next (object
+    addresses, and so hashing and memory layout, differ), about 1 % of the per-message figure
+    at these sizes: hence the repetitions, run two at a time."""
+    jobs = [(mode, n) for _ in range(reps) for mode in modes for n in (small, large)]
+    with ThreadPoolExecutor(max(min(os.cpu_count() or 1, 4), 1)) as pool:
+        counts = list(pool.map(lambda job: callgrind_count(*job), jobs))
+    found: dict[str, tuple[float, float, float]] = {}
+    for mode in modes:
+        runs = [c for (m, _), c in zip(jobs, counts, strict=True) if m == mode]  # small, large, small, ...
+        per = [(runs[2 * rep + 1] - runs[2 * rep]) / (large - small) for rep in range(reps)]
+        found[mode] = (statistics.median(per), min(per), max(per))
+    return found
 
 
 def disabled_profile_ns() -> float:
@@ -207,12 +244,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--loop", choices=sorted(LOOP_RUNNERS), default="uvloop")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (n=4000, 3 reps)")
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per message (slow)")
+    parser.add_argument("--callgrind-reps", type=int, default=3, help="pairs of callgrind runs per build")
     parser.add_argument("--single", choices=("baseline", "off", "on"), help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n, reps = (4000, 3) if args.quick else (args.n, args.reps)
 
     if args.single:  # one run for callgrind: asyncio's loop, message-driven stages
-        lib = baseline_package() if args.single == "baseline" else importlib.import_module("streamlib")
+        snapshot(args.snapshot)
+        lib = package(args.single)
         for cls in classes(lib)[1:]:
             cls.default_fps = None
         if args.single == "on":
@@ -221,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return {}
 
     print(f"# bench_profiling_overhead: {n} messages, {STAGES} stages, {reps} rounds, {args.loop} ({describe_tree()})")
-    baseline_package()
+    snapshot()
     modes = ["baseline", "off", "on"]
     samples: dict[str, list[Sample]] = {m: [] for m in modes}
     for _ in range(1):  # warm up imports and caches
@@ -268,18 +308,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if shutil.which("valgrind") is None:
             print("\n(valgrind is not installed: no instruction counts)")
         else:
-            base_ir = callgrind_per_message("baseline")
-            off_ir = callgrind_per_message("off")
+            ir = callgrind_per_message(reps=args.callgrind_reps)
+            base_ir, off_ir = ir["baseline"][0], ir["off"][0]
             pct = (off_ir / base_ir - 1) * 100
             figures["callgrind_ir_per_msg_baseline"] = base_ir
             figures["callgrind_ir_per_msg_off"] = off_ir
             figures["callgrind_off_overhead_pct"] = pct
             figures["profiling_off_overhead_pct"] = max(pct, 0.0)
             print_table(
-                "Instructions per message (callgrind, asyncio loop, message-driven stages; deterministic)",
-                ["build", "instructions/msg"],
-                [["no profiling code", f"{base_ir:,.0f}"], ["profiling off", f"{off_ir:,.0f}"],
-                 ["overhead", f"{pct:+.2f} %"]],
+                f"Instructions per message (callgrind, asyncio loop, message-driven stages; "
+                f"{args.callgrind_reps} pairs of runs each)",
+                ["build", "median", "range"],
+                [
+                    ["no profiling code", f"{base_ir:,.0f}", f"{ir['baseline'][1]:,.0f} - {ir['baseline'][2]:,.0f}"],
+                    ["profiling off", f"{off_ir:,.0f}", f"{ir['off'][1]:,.0f} - {ir['off'][2]:,.0f}"],
+                    ["overhead", f"{pct:+.2f} %", ""],
+                ],
             )
     target = TARGETS[0]
     value = figures[target.key]

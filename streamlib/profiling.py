@@ -108,6 +108,14 @@ class Series:
                 self.max = seconds
             self.recent.append(seconds)
 
+    def clear(self) -> None:
+        with self._lock:
+            self.count = 0
+            self.total = 0.0
+            self.max = -math.inf
+            self.recent.clear()
+            self._cached = None
+
     def summary(self) -> dict[str, float]:
         """``count``, ``mean``, ``p50``, ``p95``, ``p99``, ``max`` (seconds)."""
         cached = self._cached
@@ -178,10 +186,12 @@ def disable() -> None:
 
 
 def reset() -> None:
-    """Forget every recorded sample."""
+    """Forget every recorded sample (running actors keep recording into the same series)."""
     with _lock:
-        _series.clear()
+        found = list(_series.values())
         _events.clear()
+    for s in found:
+        s.clear()
 
 
 def _rebind_all() -> None:

@@ -463,3 +463,37 @@ async def test_framework_options_reach_actor_when_a_base_class_declares_them() -
     child = Child(dispatcher=custom)
     assert child.dispatcher is custom and child.size == 3
     await child.stop()
+
+
+async def test_an_unread_message_ticks_once_instead_of_spinning() -> None:
+    class Ignore(Actor):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["in"] = StreamInput("in", DataMessage)
+
+        async def process(self, tick: TimedTick) -> None:
+            pass  # never reads
+
+    feeder, ignore = Feeder(DataMessage), Ignore()
+    feeder >> ignore
+    await feeder.send(DataMessage(1))
+    await asyncio.sleep(0.05)
+    assert ignore.stats()["ticks"] == 1  # one arrival, one tick: the queued message is not re-ticked
+    await feeder.send(DataMessage(2))
+    await asyncio.sleep(0.02)
+    assert ignore.stats()["ticks"] == 2
+    await ignore.stop()
+
+
+async def test_stopped_actors_can_be_garbage_collected() -> None:
+    import gc
+    import weakref
+
+    refs = []
+    for _ in range(20):
+        actor = Recorder()
+        refs.append(weakref.ref(actor))
+        await actor.stop()
+    del actor
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

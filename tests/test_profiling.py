@@ -129,6 +129,11 @@ async def test_enable_while_running_times_process_latency_and_lateness() -> None
     event = next(e for e in profiling.events() if e["name"] == "source.render")
     assert event["actor"] == "/prof_source" and "frame" in event["labels"] and event["duration"] >= 0
 
+    profiling.reset()  # forgets the samples; running actors keep recording
+    assert profiling.summary() == {}
+    await probe.wait_for(len(probe.messages) + 3)
+    assert profiling.summary()["/prof_probe.latency"]["count"] >= 1
+
     profiling.disable()
     await asyncio.sleep(0.05)
     assert source._core.run_tick == source.process  # back to the plain callable

@@ -59,6 +59,10 @@ class AsyncioDispatcher(Dispatcher):
         if self.blocking_threshold > 0:
             LoopWatchdog.for_loop(asyncio.get_running_loop(), self.blocking_threshold).watch(actor)
 
+    async def detach(self, actor: Actor) -> None:
+        LoopWatchdog.unwatch(asyncio.get_running_loop())
+        await super().detach(actor)
+
 
 class LoopWatchdog:
     """Detects an event loop held by one actor's synchronous code.
@@ -92,6 +96,15 @@ class LoopWatchdog:
                 dog = cls._by_loop[loop] = cls(loop, threshold)
             dog.threshold = min(dog.threshold, threshold)
             return dog
+
+    @classmethod
+    def unwatch(cls, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the current task's actor (it is detaching). The entry must go: its value, the
+        actor, holds its weak key, the actor's task, alive -- and with it the actor and its loop."""
+        dog = cls._by_loop.get(loop)
+        task = asyncio.current_task()
+        if dog is not None and task is not None:
+            dog._actors.pop(task, None)
 
     def watch(self, actor: Actor) -> None:
         task = asyncio.current_task()
