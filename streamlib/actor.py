@@ -235,7 +235,9 @@ class _Core:
         "inherit",
         "last_fps",
         "loop",
+        "name",
         "name_counters",
+        "path",
         "replaced_by",
         "restart",
         "restarts",
@@ -287,6 +289,8 @@ class _Core:
         self.inherit: Actor | None = None
         self.replaced_by: Actor | None = None
         self.deferred = False
+        self.name = ""
+        self.path = ""
         self.connected = False
         self.children_by_name: dict[str, Actor] = {}
         self.name_counters: dict[str, itertools.count[int]] = {}
@@ -460,8 +464,6 @@ class Actor(metaclass=ActorMeta):
         core.explicit_clock = clock
         if clock is not None:
             clock.bind(self)
-        self.name: str
-        self.path: str
         self.parent: Actor | None = parent
         self.children: list[Actor] = []
         self.inputs: PortMap = PortMap(self, StreamInput)
@@ -472,14 +474,14 @@ class Actor(metaclass=ActorMeta):
 
         with _registry_lock:
             if previous is not None:
-                self.name = previous.name
+                core.name = previous.name
                 core.restarts = previous._core.restarts + 1
                 core.inherit = previous
             else:
                 siblings = parent._core.children_by_name if parent is not None else _roots
                 counters = parent._core.name_counters if parent is not None else _root_names
-                self.name = _unique_name(name or _snake(type(self).__name__), siblings, counters, bool(name))
-            self.path = f"{parent.path if parent is not None else ''}/{self.name}"
+                core.name = _unique_name(name or _snake(type(self).__name__), siblings, counters, bool(name))
+            core.path = f"{parent.path if parent is not None else ''}/{core.name}"
             if parent is not None:
                 inherited = parent._core.inherit
                 if previous is None and inherited is not None:
@@ -521,6 +523,30 @@ class Actor(metaclass=ActorMeta):
         self._request_stop(_Cause.END_OF_STREAM)
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def name(self) -> str:
+        """The actor's name, unique among its siblings (``name=`` at construction)."""
+        return self._core.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        raise ActorDefinitionError(
+            f"{type(self).__qualname__}: 'name' is the actor's name in its tree, set by streamlib (pass "
+            f"name=... to the constructor); keep your own value in another attribute"
+        )
+
+    @property
+    def path(self) -> str:
+        """Where the actor sits in its tree, e.g. ``/app/pipeline/encoder``."""
+        return self._core.path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        raise ActorDefinitionError(
+            f"{type(self).__qualname__}: 'path' is the actor's place in its tree, set by streamlib; "
+            f"keep your own value in another attribute"
+        )
 
     @property
     def event_loop(self) -> asyncio.AbstractEventLoop:

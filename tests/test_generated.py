@@ -93,3 +93,9 @@ async def test_a_generated_class_failing_at_runtime_is_contained() -> None:
     assert isinstance(actor.failure, NameError)
     assert feeder.state is LifecycleState.RUNNING
     await feeder.end()
+
+
+async def test_name_and_path_are_reserved_with_a_clear_error() -> None:
+    src = GOOD.replace("self.amount = amount", "self.amount = amount\n        self.name = 'window'")
+    with pytest.raises(ActorDefinitionError, match="'name' is the actor's name"):
+        generate(src, "Brighten")()
