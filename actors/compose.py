@@ -38,10 +38,8 @@ reused once nobody downstream holds them; no per-frame allocation of full frames
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,9 +47,9 @@ from numpy.typing import NDArray
 
 from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.mailbox import EMPTY, Overflow
-from streamlib.ports import PortMap
 
 from .buffer import FramePool, own_thread
+from .layers import Layer, LayerStack, LayerState
 
 try:
     import cv2
@@ -63,19 +61,6 @@ __all__ = ["Compositor", "Layer", "blend_rgba", "classify_alpha", "classify_rgba
 BAND = 16  # rows per alpha-classification band and per cache block of the blend kernel
 
 Region = tuple[str, int, int, int, int, int]  # kind, y0, y1, x0, x1, constant alpha
-
-
-@dataclass(frozen=True, slots=True)
-class Layer:
-    """Where and how a layer is drawn (immutable: :meth:`Compositor.update_layer` replaces it)."""
-
-    name: str
-    z: float = 0.0
-    x: int = 0
-    y: int = 0
-    scale: float = 1.0
-    opacity: float = 1.0
-    visible: bool = True
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -256,13 +241,13 @@ def _draw(
 # ----------------------------------------------------------------------------- the actor
 
 
-class _LayerState:
-    __slots__ = ("frame", "port", "regions", "regions_key", "scaled", "scaled_key", "spec")
+class _LayerState(LayerState):
+    """A layer plus its caches: the scaled image and its alpha regions."""
+
+    __slots__ = ("regions", "regions_key", "scaled", "scaled_key")
 
     def __init__(self, spec: Layer, port: StreamInput) -> None:
-        self.spec = spec
-        self.port = port
-        self.frame: VideoFrame | None = None
+        super().__init__(spec, port)
         self.scaled: NDArray[np.uint8] | None = None
         self.scaled_key: tuple[Any, float] | None = None
         self.regions: list[Region] | None = None
@@ -286,7 +271,7 @@ class _LayerState:
         return self.scaled
 
 
-class Compositor(Actor):
+class Compositor(LayerStack, Actor):
     """Blends layers into one RGB ``'video'`` output (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).
@@ -321,15 +306,11 @@ class Compositor(Actor):
         self.background = tuple(int(c) for c in background)
         self.sync = sync
         self.sync_timeout = sync_timeout
-        self.maxsize = maxsize
-        self.overflow: Overflow = overflow
+        self._init_layers(maxsize, overflow)
         self.outputs["video"] = StreamOutput("video", VideoFrame)
-        self._layers: dict[str, _LayerState] = {}
-        self._order: list[_LayerState] = []
         self._background: NDArray[np.uint8] | None = None
         self._pool = FramePool(6)
         self._last: tuple[str | None, float] | None = None
-        self._constructed = False
         self.frames_out = 0
         self.sync_timeouts = 0
         if base is not None:
@@ -340,111 +321,11 @@ class Compositor(Actor):
     def default_fps(self) -> float | None:  # type: ignore[override]
         return self.fps
 
-    # -- layers (callable from any thread) ---------------------------------------------
-
-    def add_layer(
-        self,
-        name: str,
-        *,
-        z: float | None = None,
-        x: int = 0,
-        y: int = 0,
-        scale: float = 1.0,
-        opacity: float = 1.0,
-        visible: bool = True,
-        maxsize: int | None = None,
-        overflow: Overflow | None = None,
-    ) -> StreamInput:
-        """Create a layer and its input port (named ``name``) and return the port, for ``>>``.
-        ``z`` defaults to one above the current top layer."""
-        if name in self._layers:
-            raise ValueError(f"{self.path} already has a layer {name!r}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
-        if z is None:
-            z = max((s.spec.z for s in self._layers.values()), default=-1.0) + 1.0
-        spec = Layer(name, float(z), int(x), int(y), float(scale), _clamp01(opacity), visible)
-        port = StreamInput(name, VideoFrame, maxsize=maxsize or self.maxsize, overflow=overflow or self.overflow)
-        self._set_layers({**self._layers, name: _LayerState(spec, port)})
-        self._replace_inputs(add=port)
-        return port
-
-    def remove_layer(self, name: str) -> None:
-        """Remove a layer: it disappears from the next frame, and its port is disconnected."""
-        layers = dict(self._layers)
-        state = layers.pop(name, None)
-        if state is None:
-            raise KeyError(f"{self.path} has no layer {name!r}; layers: {', '.join(self._layers) or 'none'}")
-        self._set_layers(layers)
-        if self._constructed:
-            _remember(self.path, layers)
-        port = state.port
-        if self.inputs.get(name) is port:
-            self._replace_inputs(remove=name)
-        for upstream in port.upstreams:
-            upstream.disconnect(port)  # tells the runtime this actor's wiring changed
-        port.mailbox.close()  # releases any sender blocked on it
-
-    def update_layer(self, name: str, **changes: Any) -> Layer:
-        """Change a layer's ``z``, ``x``, ``y``, ``scale``, ``opacity`` or ``visible``; returns the new spec."""
-        state = self._layers.get(name)
-        if state is None:
-            raise KeyError(f"{self.path} has no layer {name!r}")
-        unknown = set(changes) - {"z", "x", "y", "scale", "opacity", "visible"}
-        if unknown:
-            raise TypeError(f"update_layer() cannot change {', '.join(sorted(unknown))}")
-        for key, cast in (("x", int), ("y", int), ("z", float), ("scale", float), ("visible", bool)):
-            if key in changes:
-                changes[key] = cast(changes[key])
-        if "opacity" in changes:
-            changes["opacity"] = _clamp01(changes["opacity"])
-        if "scale" in changes and not changes["scale"] > 0:
-            raise ValueError(f"scale must be > 0, got {changes['scale']!r}")
-        state.spec = dataclasses.replace(state.spec, **changes)
-        self._set_layers(dict(self._layers))
-        if self._constructed:
-            _remember(self.path, self._layers)
-        return state.spec
-
-    @property
-    def layers(self) -> list[Layer]:
-        """The layers, bottom to top."""
-        return [s.spec for s in self._order]
-
-    def _set_layers(self, layers: dict[str, _LayerState]) -> None:
-        self._layers = layers  # rebinding is atomic: process() works on a snapshot
-        self._order = sorted(layers.values(), key=lambda s: s.spec.z)
-
-    def _replace_inputs(self, add: StreamInput | None = None, remove: str | None = None) -> None:
-        """Add or remove an input port from any thread, while the runtime may be iterating
-        ``self.inputs`` on the loop: build a new port map and swap it in (one atomic rebinding)."""
-        ports = PortMap(self, StreamInput)
-        for name, port in self.inputs.items():
-            if name != remove:
-                dict.__setitem__(ports, name, port)
-        if add is not None:
-            add.owner = self
-            dict.__setitem__(ports, add.name, add)
-        self.inputs = ports
-        if add is not None:
-            ports[add.name] = add  # through PortMap: tells the runtime the wiring changed
-        if self._constructed:
-            _remember(self.path, self._layers)
+    def _layer_state(self, spec: Layer, port: StreamInput) -> _LayerState:
+        return _LayerState(spec, port)
 
     async def on_start(self) -> None:
-        # A supervisor's restart builds a fresh instance that adopts the old one's ports
-        # (and so its wiring): bring back the layers of those ports, with their geometry.
-        remembered = _layer_specs.get(self.path, {})
-        layers = dict(self._layers)
-        for name, port in self.inputs.items():
-            state = layers.get(name)
-            if state is None:
-                spec = remembered.get(name) or Layer(name, z=max((s.spec.z for s in layers.values()), default=-1) + 1)
-                layers[name] = _LayerState(spec, port)
-            elif state.port is not port:
-                state.port = port
-                state.spec = remembered.get(name, state.spec)
-        self._set_layers(layers)
+        self._restore_layers()
 
     # -- per tick ------------------------------------------------------------------------
 
@@ -580,19 +461,7 @@ class Compositor(Actor):
         return regions == [("const", 0, height, 0, width, 255)]
 
 
-# Layer geometry by compositor path, so that a restarted compositor (which adopts the old
-# instance's ports) can restore layers added at runtime. Names and numbers only.
-_layer_specs: dict[str, dict[str, Layer]] = {}
-
-
-def _remember(path: str, layers: dict[str, _LayerState]) -> None:
-    _layer_specs[path] = {name: state.spec for name, state in layers.items()}
-
-
 def _alpha(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """The alpha plane of an RGBA image, contiguous."""
     return cv2.extractChannel(rgba, 3)  # type: ignore[return-value]
 
-
-def _clamp01(value: float) -> float:
-    return min(max(float(value), 0.0), 1.0)

@@ -26,32 +26,18 @@ input delivers).
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.gpu import GPUContext, GPUImage, upload
 from streamlib.mailbox import Overflow
-from streamlib.ports import PortMap
 
+from ..layers import Layer, LayerStack
 from .shader import ShaderProgram, gpu_dispatcher
 
+GPULayer = Layer  # the same layer model as the CPU compositor
+
 __all__ = ["GPUCompositor", "GPULayer"]
-
-
-@dataclass(frozen=True, slots=True)
-class GPULayer:
-    """Where and how a layer is drawn (immutable: :meth:`GPUCompositor.update_layer` replaces it)."""
-
-    name: str
-    z: float = 0.0
-    x: int = 0
-    y: int = 0
-    scale: float = 1.0
-    opacity: float = 1.0
-    visible: bool = True
 
 
 def _blend_source(n: int) -> str:
@@ -84,19 +70,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {{
 """
 
 
-class _LayerState:
-    __slots__ = ("frame", "port", "spec")
-
-    def __init__(self, spec: GPULayer, port: StreamInput) -> None:
-        self.spec = spec
-        self.port = port
-        self.frame: VideoFrame | None = None
-
-
-_layer_specs: dict[str, dict[str, GPULayer]] = {}
-
-
-class GPUCompositor(Actor):
+class GPUCompositor(LayerStack, Actor):
     """Blends GPU layers into one RGB ``'video'`` output on the GPU (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).
@@ -127,16 +101,11 @@ class GPUCompositor(Actor):
         self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
         self.fps = fps
         self.background = tuple(int(c) for c in background)
-        self.maxsize = maxsize
-        self.overflow: Overflow = overflow
+        self._init_layers(maxsize, overflow)
         self.base = base
         self.outputs["video"] = StreamOutput("video", VideoFrame, memory="gpu")
-        self._layers: dict[str, _LayerState] = {}
-        self._order: list[_LayerState] = []
         self._programs: dict[int, ShaderProgram] = {}
         self._last: tuple[str | None, float] | None = None
-        self._lock = threading.Lock()
-        self._constructed = False
         self.frames_out = 0
         if base is not None:
             self.add_layer(base, z=0)
@@ -147,109 +116,11 @@ class GPUCompositor(Actor):
     def default_fps(self) -> float | None:  # type: ignore[override]
         return self.fps
 
-    # -- layers (any thread) -------------------------------------------------------------
-
-    def add_layer(
-        self,
-        name: str,
-        *,
-        z: float | None = None,
-        x: int = 0,
-        y: int = 0,
-        scale: float = 1.0,
-        opacity: float = 1.0,
-        visible: bool = True,
-        maxsize: int | None = None,
-        overflow: Overflow | None = None,
-    ) -> StreamInput:
-        """Create a layer and its GPU input port (named ``name``); returns the port, for ``>>``.
-        ``z`` defaults to one above the current top layer."""
-        with self._lock:
-            if name in self._layers:
-                raise ValueError(f"{self.path} already has a layer {name!r}")
-            if not scale > 0:
-                raise ValueError(f"scale must be > 0, got {scale!r}")
-            if z is None:
-                z = max((s.spec.z for s in self._layers.values()), default=-1.0) + 1.0
-            spec = GPULayer(name, float(z), int(x), int(y), float(scale), _clamp01(opacity), bool(visible))
-            port = StreamInput(
-                name, VideoFrame, maxsize=maxsize or self.maxsize, overflow=overflow or self.overflow, memory="gpu"
-            )
-            self._set_layers({**self._layers, name: _LayerState(spec, port)})
-            self._replace_inputs(add=port)
-        return port
-
-    def remove_layer(self, name: str) -> None:
-        """Remove a layer: it disappears from the next frame, and its port is disconnected."""
-        with self._lock:
-            layers = dict(self._layers)
-            state = layers.pop(name, None)
-            if state is None:
-                raise KeyError(f"{self.path} has no layer {name!r}")
-            self._set_layers(layers)
-            self._replace_inputs(remove=name)
-        for upstream in state.port.upstreams:
-            upstream.disconnect(state.port)
-        state.port.mailbox.close()
-
-    def update_layer(self, name: str, **changes: Any) -> GPULayer:
-        """Change a layer's ``z``, ``x``, ``y``, ``scale``, ``opacity`` or ``visible``; returns the new spec."""
-        unknown = set(changes) - {"z", "x", "y", "scale", "opacity", "visible"}
-        if unknown:
-            raise TypeError(f"update_layer() cannot change {', '.join(sorted(unknown))}")
-        for key, cast in (("x", int), ("y", int), ("z", float), ("scale", float), ("visible", bool)):
-            if key in changes:
-                changes[key] = cast(changes[key])
-        if "opacity" in changes:
-            changes["opacity"] = _clamp01(changes["opacity"])
-        if "scale" in changes and not changes["scale"] > 0:
-            raise ValueError(f"scale must be > 0, got {changes['scale']!r}")
-        with self._lock:
-            state = self._layers.get(name)
-            if state is None:
-                raise KeyError(f"{self.path} has no layer {name!r}")
-            state.spec = dataclasses.replace(state.spec, **changes)
-            self._set_layers(dict(self._layers))
-            if self._constructed:
-                _layer_specs[self.path] = {n: s.spec for n, s in self._layers.items()}
-        return state.spec
-
-    @property
-    def layers(self) -> list[GPULayer]:
-        """The layers, bottom to top."""
-        return [s.spec for s in self._order]
-
-    def _set_layers(self, layers: dict[str, _LayerState]) -> None:
-        self._layers = layers
-        self._order = sorted(layers.values(), key=lambda s: s.spec.z)
-
-    def _replace_inputs(self, add: StreamInput | None = None, remove: str | None = None) -> None:
-        ports = PortMap(self, StreamInput)
-        for name, port in self.inputs.items():
-            if name != remove:
-                dict.__setitem__(ports, name, port)
-        if add is not None:
-            add.owner = self
-            dict.__setitem__(ports, add.name, add)
-        self.inputs = ports
-        if add is not None:
-            ports[add.name] = add  # through PortMap: tells the runtime the wiring changed
-        else:
-            self._wiring_changed()
-        if self._constructed:
-            _layer_specs[self.path] = {n: s.spec for n, s in self._layers.items()}
+    def _layer_port(self, name: str, maxsize: int, overflow: Overflow) -> StreamInput:
+        return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow, memory="gpu")
 
     async def on_start(self) -> None:
-        # A restarted instance adopts the old one's ports: bring their layers back.
-        remembered = _layer_specs.get(self.path, {}) if self.restarts else {}
-        with self._lock:
-            layers = dict(self._layers)
-            for name, port in self.inputs.items():
-                state = layers.get(name)
-                spec = remembered.get(name) or (state.spec if state is not None else GPULayer(name))
-                if state is None or state.port is not port:
-                    layers[name] = _LayerState(spec, port)
-            self._set_layers(layers)
+        self._restore_layers()
 
     # -- per tick --------------------------------------------------------------------------
 
@@ -316,6 +187,3 @@ class GPUCompositor(Actor):
         except Exception as exc:
             raise ctx.translate(exc) from exc
 
-
-def _clamp01(value: float) -> float:
-    return min(max(float(value), 0.0), 1.0)

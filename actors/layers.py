@@ -1,0 +1,194 @@
+"""The layer stack both compositors share: named layers, each an input port plus where and
+how it is drawn, editable from any thread while the compositor runs.
+
+A compositor mixes in :class:`LayerStack` and says only what differs: the memory space of
+its layer ports (:meth:`LayerStack._layer_port`) and what it keeps per layer
+(:meth:`LayerStack._layer_state`). Layer geometry survives a supervisor restart: the
+restarted instance adopts the old ports and :meth:`LayerStack._restore_layers` brings
+back each one's spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from streamlib import StreamInput, VideoFrame
+from streamlib.mailbox import Overflow
+from streamlib.ports import PortMap
+
+__all__ = ["Layer", "LayerStack", "LayerState"]
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """Where and how a layer is drawn (immutable: ``update_layer`` replaces it)."""
+
+    name: str
+    z: float = 0.0
+    x: int = 0
+    y: int = 0
+    scale: float = 1.0
+    opacity: float = 1.0
+    visible: bool = True
+
+
+class LayerState:
+    """A layer's spec, its port and its latest frame; compositors subclass it to cache more."""
+
+    __slots__ = ("frame", "port", "spec")
+
+    def __init__(self, spec: Layer, port: StreamInput) -> None:
+        self.spec = spec
+        self.port = port
+        self.frame: VideoFrame | None = None
+
+
+# The layer specs of every compositor by path, for its restarted instance to pick up.
+_remembered: dict[str, dict[str, Layer]] = {}
+
+_CHANGEABLE = {"z", "x", "y", "scale", "opacity", "visible"}
+
+
+def clamp01(value: float) -> float:
+    return min(max(float(value), 0.0), 1.0)
+
+
+class LayerStack:
+    """Mixin for an :class:`~streamlib.Actor` whose inputs are layers (see the module docstring)."""
+
+    path: str
+    inputs: PortMap
+    restarts: int
+    maxsize: int
+    overflow: Overflow
+
+    def _init_layers(self, maxsize: int, overflow: Overflow) -> None:
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self._layers: dict[str, LayerState] = {}
+        self._order: list[LayerState] = []
+        self._layers_lock = threading.Lock()
+        self._constructed = False  # until then layer changes are not remembered for restarts
+
+    # -- what a compositor specialises -------------------------------------------------
+
+    def _layer_port(self, name: str, maxsize: int, overflow: Overflow) -> StreamInput:
+        return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow)
+
+    def _layer_state(self, spec: Layer, port: StreamInput) -> LayerState:
+        return LayerState(spec, port)
+
+    # -- layers (callable from any thread) -----------------------------------------------
+
+    def add_layer(
+        self,
+        name: str,
+        *,
+        z: float | None = None,
+        x: int = 0,
+        y: int = 0,
+        scale: float = 1.0,
+        opacity: float = 1.0,
+        visible: bool = True,
+        maxsize: int | None = None,
+        overflow: Overflow | None = None,
+    ) -> StreamInput:
+        """Create a layer and its input port (named ``name``) and return the port, for ``>>``.
+        ``z`` defaults to one above the current top layer."""
+        with self._layers_lock:
+            if name in self._layers:
+                raise ValueError(f"{self.path} already has a layer {name!r}")
+            if not scale > 0:
+                raise ValueError(f"scale must be > 0, got {scale!r}")
+            if z is None:
+                z = self._top_z() + 1.0
+            spec = Layer(name, float(z), int(x), int(y), float(scale), clamp01(opacity), bool(visible))
+            port = self._layer_port(name, maxsize or self.maxsize, overflow or self.overflow)
+            self._set_layers({**self._layers, name: self._layer_state(spec, port)})
+            self._replace_inputs(add=port)
+        return port
+
+    def remove_layer(self, name: str) -> None:
+        """Remove a layer: it disappears from the next frame, and its port is disconnected."""
+        with self._layers_lock:
+            layers = dict(self._layers)
+            state = layers.pop(name, None)
+            if state is None:
+                raise KeyError(f"{self.path} has no layer {name!r}; layers: {', '.join(self._layers) or 'none'}")
+            self._set_layers(layers)
+            if self.inputs.get(name) is state.port:
+                self._replace_inputs(remove=name)
+        port = state.port
+        for upstream in port.upstreams:
+            upstream.disconnect(port)  # tells the runtime this actor's wiring changed
+        port.mailbox.close()  # releases any sender blocked on it
+
+    def update_layer(self, name: str, **changes: Any) -> Layer:
+        """Change a layer's ``z``, ``x``, ``y``, ``scale``, ``opacity`` or ``visible``; returns the new spec."""
+        unknown = set(changes) - _CHANGEABLE
+        if unknown:
+            raise TypeError(f"update_layer() cannot change {', '.join(sorted(unknown))}")
+        for key, cast in (("x", int), ("y", int), ("z", float), ("scale", float), ("visible", bool)):
+            if key in changes:
+                changes[key] = cast(changes[key])
+        if "opacity" in changes:
+            changes["opacity"] = clamp01(changes["opacity"])
+        if "scale" in changes and not changes["scale"] > 0:
+            raise ValueError(f"scale must be > 0, got {changes['scale']!r}")
+        with self._layers_lock:
+            state = self._layers.get(name)
+            if state is None:
+                raise KeyError(f"{self.path} has no layer {name!r}")
+            state.spec = dataclasses.replace(state.spec, **changes)
+            self._set_layers(dict(self._layers))
+        return state.spec
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers, bottom to top."""
+        return [s.spec for s in self._order]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _top_z(self) -> float:
+        return max((s.spec.z for s in self._layers.values()), default=-1.0)
+
+    def _set_layers(self, layers: dict[str, LayerState]) -> None:
+        self._layers = layers  # rebinding is atomic: process() works on a snapshot
+        self._order = sorted(layers.values(), key=lambda s: s.spec.z)
+        if self._constructed:
+            _remembered[self.path] = {name: state.spec for name, state in layers.items()}
+
+    def _replace_inputs(self, add: StreamInput | None = None, remove: str | None = None) -> None:
+        """Add or remove an input port from any thread, while the runtime may be iterating
+        ``self.inputs`` on the loop: build a new port map and swap it in (one atomic rebinding)."""
+        ports = PortMap(self, StreamInput)  # type: ignore[arg-type]
+        for name, port in self.inputs.items():
+            if name != remove:
+                dict.__setitem__(ports, name, port)
+        if add is not None:
+            add.owner = self  # type: ignore[assignment]
+            dict.__setitem__(ports, add.name, add)
+        self.inputs = ports
+        if add is not None:
+            ports[add.name] = add  # through PortMap: tells the runtime the wiring changed
+        else:
+            self._wiring_changed()  # type: ignore[attr-defined]
+
+    def _restore_layers(self) -> None:
+        """In ``on_start``: a supervisor's restart builds a fresh instance that adopts the old
+        one's ports (and so its wiring); bring back the layers of those ports, with their specs."""
+        remembered = _remembered.get(self.path, {})
+        with self._layers_lock:
+            layers = dict(self._layers)
+            for name, port in self.inputs.items():
+                state = layers.get(name)
+                if state is None or state.port is not port:
+                    spec = remembered.get(name) or (state.spec if state is not None else None)
+                    if spec is None:
+                        spec = Layer(name, z=max((s.spec.z for s in layers.values()), default=-1.0) + 1.0)
+                    layers[name] = self._layer_state(spec, port)
+            self._set_layers(layers)
