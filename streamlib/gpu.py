@@ -52,7 +52,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -348,7 +348,7 @@ class TexturePool:
         self.max_free = max_free
         self.max_sizes = max_sizes
         self._free: OrderedDict[tuple[int, int], list[_Slot]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when garbage collection releases an image meanwhile
         self._serials = itertools.count(1)
         self.allocated = 0
         self.reused = 0
@@ -378,9 +378,7 @@ class TexturePool:
             self.in_use += 1
             self.destroyed += len(evicted)
             self.live_bytes -= sum(e.nbytes for e in evicted)
-        for old in evicted:
-            with contextlib.suppress(Exception):
-                old.texture.destroy()
+        self._destroy(old.texture for old in evicted)
         if slot is None:
             slot = self._create(key)
         return GPUImage._make(slot, self, channels)
@@ -413,8 +411,7 @@ class TexturePool:
                 return
             self.destroyed += 1
             self.live_bytes -= slot.nbytes
-        with contextlib.suppress(Exception):  # a lost device: nothing left to free
-            slot.texture.destroy()
+        self._destroy([slot.texture])
 
     def clear(self) -> None:
         """Destroy every idle texture."""
@@ -423,9 +420,15 @@ class TexturePool:
             self._free.clear()
             self.destroyed += len(slots)
             self.live_bytes -= sum(s.nbytes for s in slots)
-        for slot in slots:
-            with contextlib.suppress(Exception):
-                slot.texture.destroy()
+        self._destroy(slot.texture for slot in slots)
+
+    def _destroy(self, textures: Iterable[Any]) -> None:
+        """Free textures now, under the context's lock (this may run in any thread's garbage
+        collection, while the GPU thread is using the queue)."""
+        with self.ctx.lock:
+            for texture in textures:
+                with contextlib.suppress(Exception):  # a lost device: nothing left to free
+                    texture.destroy()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -751,6 +754,12 @@ class GPUContext:
         self._pipelines = LRUCache(128)
         self._layouts = LRUCache(256)
         self._lock = threading.RLock()
+        self.lock = self._lock
+        """Held around every call that touches the device or its queue (encode, submit, write,
+        map, destroy). wgpu-native is not safe against all interleavings of those calls from
+        several threads (a queue write racing a submit from another thread can abort the
+        process), and GPU work here comes from the GPU thread, the readback thread and any
+        thread whose garbage collection releases a texture."""
         self._upload_slots: dict[tuple[int, int, int], _UploadSlot] = {}
         self._download_slots: dict[tuple[int, int, int], _DownloadSlot] = {}
         wgpu = _import_wgpu()
@@ -815,9 +824,10 @@ class GPUContext:
 
     def lose(self, reason: str = "destroyed by GPUContext.lose()") -> None:
         """Destroy the device, as a driver reset would (for tests of recovery)."""
-        self._mark_lost(reason)
-        with contextlib.suppress(Exception):
-            self.device.destroy()
+        with self._lock:  # never in the middle of another thread's queue write or submit
+            self._mark_lost(reason)
+            with contextlib.suppress(Exception):
+                self.device.destroy()
 
     def memory(self) -> dict[str, Any]:
         """What this context holds: the pool's counters plus wgpu's live object counts."""
@@ -958,6 +968,7 @@ class GPUContext:
             if a.shape[2] == 4:
                 a = np.ascontiguousarray(a)
                 with self._lock:
+                    self.check()  # lost meanwhile (lose() holds the lock while it destroys)
                     self.queue.write_texture(
                         {"texture": image.texture},
                         a,
@@ -1076,12 +1087,16 @@ class DownloadJob:
         size = max(4, slot.words * 4)
         begin = time.perf_counter()
         try:
-            target.map_sync(ctx._wgpu.MapMode.READ)
+            with ctx._lock:  # map_async may submit (wgpu-py syncs a buffer's first read that way)
+                ctx.check()
+                promise = target.map_async(ctx._wgpu.MapMode.READ)
+            promise.sync_wait()  # wgpu's poller thread completes it; no lock held meanwhile
             mapped = time.perf_counter()
-            try:
-                data = target.read_mapped(0, size, copy=True)
-            finally:
-                target.unmap()
+            with ctx._lock:
+                try:
+                    data = target.read_mapped(0, size, copy=True)
+                finally:
+                    target.unmap()
         except Exception as exc:
             raise ctx.translate(exc) from exc
         with ctx._lock:

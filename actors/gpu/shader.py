@@ -267,6 +267,20 @@ class ShaderProgram:
         frame_number: int = 0,
     ) -> GPUImage:
         """Encode and submit every pass; return the output image (from the pool)."""
+        with self.ctx.lock:  # see GPUContext.lock
+            result = self._encode(inputs, size, channels, params, t, frame_number)
+        return result
+
+    def _encode(
+        self,
+        inputs: Sequence[GPUImage],
+        size: tuple[int, int],
+        channels: int,
+        params: Mapping[str, Any],
+        t: float,
+        frame_number: int,
+    ) -> GPUImage:
+        self.ctx.check()
         ctx = self.ctx
         device = ctx.device
         width, height = size
