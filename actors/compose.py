@@ -25,21 +25,21 @@ instant produce one output frame. With nothing delivering, it keeps producing fr
 ``fps`` (``fps=None``: only when an input delivers, which keeps a lossless pipeline's
 frame count exact).
 
-Cost. Work is restricted to each layer's visible rectangle. An RGBA layer's alpha is
-classified once per frame in 16-row bands: fully transparent bands are skipped, opaque
-bands are copied, constant-alpha bands use one weighted add, and only mixed bands (and
-only their non-transparent columns) run the per-pixel blend: vectorised uint8 arithmetic
-(OpenCV's SIMD multiply-with-scale and saturating add), 16 rows at a time so the
-intermediates stay in cache. The classification is cached while a layer's frame stays
-the same. The output frame is the canvas itself, taken from a pool of arrays that are
-reused once nobody downstream holds them; no per-frame allocation of full frames.
+Cost. The canvas is RGBA, handled as one ``uint32`` per pixel; each RGBA layer is blended
+onto it by :func:`actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
+skips fully transparent rows, copies fully opaque ones and blends the rest with exact
+integer arithmetic, without holding the GIL. RGB layers are opaque: they are converted
+straight into the canvas (OpenCV), or through a scratch RGBA image when ``opacity`` < 1.
+A single opaque RGB layer that covers the canvas is passed through untouched (no copy).
+The output frame is the canvas itself (``channels=4``) or its RGB conversion
+(``channels=3``, the default), taken from a pool of arrays that are reused once nobody
+downstream holds them: no per-frame allocation of full frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.mailbox import EMPTY, Overflow
 
+from .blend import over, words
 from .buffer import FramePool, own_thread
 from .layers import Layer, LayerStack, LayerState
 
@@ -56,138 +57,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without OpenCV
     raise ImportError("actors.compose needs OpenCV: pip install opencv-python (or streamlib[media])") from exc
 
-__all__ = ["Compositor", "Layer", "blend_rgba", "classify_alpha", "classify_rgba", "composite"]
-
-BAND = 16  # rows per alpha-classification band and per cache block of the blend kernel
-
-Region = tuple[str, int, int, int, int, int]  # kind, y0, y1, x0, x1, constant alpha
+__all__ = ["Compositor", "Layer", "composite"]
 
 
-# ----------------------------------------------------------------------------- kernels
-
-
-def classify_alpha(alpha: NDArray[np.uint8], band: int = BAND) -> list[Region]:
-    """Split an alpha plane into regions: ``const`` (one alpha value, full width) and
-    ``mixed`` (per-pixel alpha; columns trimmed to the non-transparent ones); fully
-    transparent bands are left out. Consecutive bands of one kind are merged."""
-    h, w = alpha.shape
-    colmax = _band_reduce(alpha, band, np.maximum)
-    colmin = _band_reduce(alpha, band, np.minimum)
-    return _regions_from(colmax, colmax.max(axis=1), colmin.min(axis=1), h, w, band)
-
-
-def classify_rgba(rgba: NDArray[np.uint8], band: int = BAND) -> list[Region]:
-    """:func:`classify_alpha` of an RGBA image, without extracting its alpha plane.
-
-    Each pixel is read as one little-endian uint32 whose top byte is alpha, so the
-    maximum (minimum) of the pixel values has the maximum (minimum) alpha: one reduction
-    over contiguous words instead of a strided channel copy. The minimum is only taken
-    over bands that are not fully transparent."""
-    h, w = rgba.shape[:2]
-    try:
-        if sys.byteorder != "little":
-            raise ValueError("big-endian")
-        words = rgba.view(np.uint32)[..., 0]
-    except ValueError:  # not 4 contiguous bytes per pixel (or a big-endian machine)
-        return classify_alpha(_alpha(rgba), band)
-    colmax = _band_reduce(words, band, np.maximum) >> 24
-    bmax = colmax.max(axis=1)
-    live = np.flatnonzero(bmax)
-    bmin = np.zeros_like(bmax)
-    if len(live) * 2 > len(bmax):
-        bmin = _band_reduce(words, band, np.minimum).min(axis=1) >> 24
-    else:
-        for i in live.tolist():
-            bmin[i] = words[i * band : (i + 1) * band].min() >> 24
-    return _regions_from(colmax, bmax, bmin, h, w, band)
-
-
-def _band_reduce(plane: NDArray[Any], band: int, op: np.ufunc) -> NDArray[Any]:
-    """Per band of ``band`` rows, the column-wise reduction of ``plane`` (bands x width)."""
-    h, w = plane.shape
-    full = h - h % band
-    parts = []
-    if full:
-        parts.append(op.reduce(plane[:full].reshape(full // band, band, w), axis=1))
-    if full < h:
-        parts.append(op.reduce(plane[full:], axis=0, keepdims=True))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _regions_from(
-    colmax: NDArray[Any], bmax: NDArray[Any], bmin: NDArray[Any], h: int, w: int, band: int
-) -> list[Region]:
-    nonzero = colmax > 0
-    first = nonzero.argmax(axis=1).tolist()
-    last = (w - nonzero[:, ::-1].argmax(axis=1)).tolist()
-    regions: list[Region] = []
-    for i, (hi, lo) in enumerate(zip(bmax.tolist(), bmin.tolist(), strict=True)):
-        y0, y1 = i * band, min((i + 1) * band, h)
-        if hi == 0:
-            continue
-        if lo == hi:
-            kind, x0, x1, value = "const", 0, w, lo
-        else:
-            kind, x0, x1, value = "mixed", first[i], last[i], 0
-        if regions:
-            pk, py0, py1, px0, px1, pv = regions[-1]
-            if pk == kind and py1 == y0 and pv == value:
-                regions[-1] = (kind, py0, y1, min(px0, x0), max(px1, x1), value)
-                continue
-        regions.append((kind, y0, y1, x0, x1, value))
-    return regions
-
-
-def blend_rgba(dst: NDArray[np.uint8], src: NDArray[np.uint8], opacity: float = 1.0) -> None:
-    """Blend straight-alpha RGBA ``src`` over RGB ``dst`` in place (same height and width;
-    rows may be strided views).
-
-    ``out = src * a / 255 + dst * (255 - a) / 255`` in uint8 SIMD arithmetic (OpenCV's
-    saturating multiply-with-scale and add), 16 rows at a time so every intermediate stays
-    in cache. Alpha 255 gives ``src`` and 0 gives ``dst`` exactly; in between the error
-    versus exact float blending is at most 1.
-    """
-    h = dst.shape[0]
-    if h == 0 or dst.shape[1] == 0:
-        return
-    for r in range(0, h, BAND):
-        s = src[r : r + BAND]
-        a = cv2.extractChannel(s, 3)
-        if opacity < 1.0:
-            a = cv2.convertScaleAbs(a, alpha=opacity)
-        a3 = cv2.cvtColor(a, cv2.COLOR_GRAY2RGB)
-        s3 = cv2.cvtColor(s, cv2.COLOR_RGBA2RGB)
-        cv2.multiply(s3, a3, dst=s3, scale=1 / 255)
-        cv2.bitwise_not(a3, a3)
-        d = dst[r : r + BAND]
-        cv2.multiply(d, a3, dst=d, scale=1 / 255)
-        cv2.add(d, s3, dst=d)
-
-
-def _paste_rgb(dst: NDArray[np.uint8], src: NDArray[np.uint8], opacity: float) -> None:
-    """An RGB (or gray) layer: opaque, or mixed with ``opacity``."""
-    if src.ndim == 2 or src.shape[2] == 1:
-        src = cv2.cvtColor(src, cv2.COLOR_GRAY2RGB)  # type: ignore[assignment]
-    if opacity >= 1.0:
-        np.copyto(dst, src)
-    else:
-        cv2.addWeighted(src, opacity, dst, 1.0 - opacity, 0.0, dst=dst)
-
-
-def _paste_rgba(dst: NDArray[np.uint8], src: NDArray[np.uint8], opacity: float, regions: list[Region]) -> None:
-    for kind, y0, y1, x0, x1, value in regions:
-        d, s = dst[y0:y1, x0:x1], src[y0:y1, x0:x1]
-        if kind == "mixed":
-            blend_rgba(d, s, opacity)
-            continue
-        weight = value / 255 * opacity
-        if weight >= 1.0:
-            cv2.cvtColor(s, cv2.COLOR_RGBA2RGB, dst=d)
-        elif weight > 0.0:
-            for r in range(0, y1 - y0, 4 * BAND):  # in blocks, so the RGB copy stays in cache
-                block = d[r : r + 4 * BAND]
-                rgb = cv2.cvtColor(s[r : r + 4 * BAND], cv2.COLOR_RGBA2RGB)
-                cv2.addWeighted(rgb, weight, block, 1.0 - weight, 0.0, dst=block)
+# ----------------------------------------------------------------------------- drawing
 
 
 def _visible_rect(
@@ -199,59 +72,62 @@ def _visible_rect(
     return x0, y0, x1, y1
 
 
+def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8]) -> None:
+    """Draw one layer onto the opaque RGBA canvas at its position, with its opacity."""
+    if layer.opacity <= 0.0:
+        return
+    if image.ndim == 3 and image.shape[2] == 4:
+        over(words(canvas), words(image), layer.x, layer.y, layer.opacity)
+        return
+    ch, cw = canvas.shape[:2]
+    h, w = image.shape[:2]
+    rect = _visible_rect(cw, ch, layer.x, layer.y, w, h)
+    if rect is None:
+        return
+    x0, y0, x1, y1 = rect
+    src = image[y0 - layer.y : y1 - layer.y, x0 - layer.x : x1 - layer.x]
+    code = cv2.COLOR_GRAY2RGBA if image.ndim == 2 or image.shape[2] == 1 else cv2.COLOR_RGB2RGBA
+    if layer.opacity >= 1.0:
+        cv2.cvtColor(src, code, dst=canvas[y0:y1, x0:x1])  # opaque: straight into the canvas
+    else:
+        over(words(canvas), words(cv2.cvtColor(src, code)), x0, y0, layer.opacity)
+
+
+def _fill(canvas: NDArray[np.uint8], background: tuple[int, ...]) -> None:
+    r, g, b = background[:3]
+    words(canvas)[...] = np.uint32(0xFF000000 | (b << 16) | (g << 8) | r)
+
+
 def composite(
     size: tuple[int, int],
     layers: list[tuple[Layer, NDArray[np.uint8]]],
     background: tuple[int, int, int] = (0, 0, 0),
+    channels: int = 3,
 ) -> NDArray[np.uint8]:
-    """Blend ``(layer, image)`` pairs (bottom first, images already scaled) onto a new RGB
-    canvas of ``size`` = (width, height). The stateless form of what :class:`Compositor`
-    does per frame (which adds caching and buffer reuse)."""
+    """Blend ``(layer, image)`` pairs (bottom first, images already scaled) onto a new
+    canvas of ``size`` = (width, height), RGB (``channels=3``) or opaque RGBA (4). The
+    stateless form of what :class:`Compositor` does per frame (which adds caching and
+    buffer reuse)."""
     width, height = size
-    canvas = np.empty((height, width, 3), np.uint8)
-    canvas[...] = background
+    canvas = np.empty((height, width, 4), np.uint8)
+    _fill(canvas, background)
     for layer, image in layers:
-        _draw(canvas, layer, image, None)
-    return canvas
-
-
-def _draw(
-    canvas: NDArray[np.uint8],
-    layer: Layer,
-    image: NDArray[np.uint8],
-    regions: list[Region] | None,
-) -> None:
-    """Draw one layer onto the RGB canvas, restricted to its visible rectangle."""
-    ch, cw = canvas.shape[:2]
-    h, w = image.shape[:2]
-    rect = _visible_rect(cw, ch, layer.x, layer.y, w, h)
-    if rect is None or layer.opacity <= 0.0:
-        return
-    x0, y0, x1, y1 = rect
-    dst = canvas[y0:y1, x0:x1]
-    src = image[y0 - layer.y : y1 - layer.y, x0 - layer.x : x1 - layer.x]
-    if image.ndim == 3 and image.shape[2] == 4:
-        if regions is None:
-            regions = classify_rgba(src)
-        _paste_rgba(dst, src, layer.opacity, regions)
-    else:
-        _paste_rgb(dst, src, layer.opacity)
+        _draw(canvas, layer, image)
+    return canvas if channels == 4 else cv2.cvtColor(canvas, cv2.COLOR_RGBA2RGB)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- the actor
 
 
 class _LayerState(LayerState):
-    """A layer plus its caches: the scaled image and its alpha regions."""
+    """A layer plus its cache: the scaled image."""
 
-    __slots__ = ("regions", "regions_key", "scaled", "scaled_key")
+    __slots__ = ("scaled", "scaled_key")
 
     def __init__(self, spec: Layer, port: StreamInput) -> None:
         super().__init__(spec, port)
         self.scaled: NDArray[np.uint8] | None = None
         self.scaled_key: tuple[Any, float] | None = None
-        self.regions: list[Region] | None = None
-        self.regions_key: tuple[Any, ...] | None = None
 
     def image(self) -> NDArray[np.uint8] | None:
         """The latest frame, scaled (cached per frame)."""
@@ -272,9 +148,11 @@ class _LayerState(LayerState):
 
 
 class Compositor(LayerStack, Actor):
-    """Blends layers into one RGB ``'video'`` output (see the module docstring).
+    """Blends layers into one ``'video'`` output (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).
+    ``channels``: 3 for RGB frames out (the default), 4 for opaque RGBA (one conversion
+    less per frame, for consumers that take RGBA: FileSink, Drawing, Display).
     ``base``: name of the input created at construction as the bottom layer (z=0), so
     ``source >> comp`` works while it is the only input; ``None`` for none.
     ``maxsize``/``overflow``: defaults for the layer inputs (``overflow="block"`` for
@@ -288,6 +166,7 @@ class Compositor(LayerStack, Actor):
         *,
         fps: float | None = 30.0,
         background: tuple[int, int, int] = (0, 0, 0),
+        channels: int = 3,
         base: str | None = "base",
         sync: bool = True,
         sync_timeout: float | None = None,
@@ -303,13 +182,16 @@ class Compositor(LayerStack, Actor):
             raise ValueError(f"fps must be > 0 or None, got {fps!r}")
         self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
         self.fps = fps
+        if channels not in (3, 4):
+            raise ValueError(f"channels must be 3 (RGB) or 4 (RGBA), got {channels!r}")
         self.background = tuple(int(c) for c in background)
+        self.channels = channels
         self.sync = sync
         self.sync_timeout = sync_timeout
         self._init_layers(maxsize, overflow)
         self.outputs["video"] = StreamOutput("video", VideoFrame)
-        self._background: NDArray[np.uint8] | None = None
-        self._pool = FramePool(6)
+        self._canvas = FramePool(6)  # RGBA canvases (the output frames when channels=4)
+        self._pool = FramePool(6)  # RGB output frames
         self._last: tuple[str | None, float] | None = None
         self.frames_out = 0
         self.sync_timeouts = 0
@@ -392,7 +274,7 @@ class Compositor(LayerStack, Actor):
                 self._take(state, tick)
 
     def render(self, order: list[_LayerState] | None = None) -> NDArray[np.uint8] | None:
-        """Composite the layers' current frames into a new (pooled) RGB array."""
+        """Composite the layers' current frames into a new (pooled) RGB or RGBA array."""
         order = self._order if order is None else order
         if self.size is None:
             first = next((s.frame for s in order if s.frame is not None), None)
@@ -406,19 +288,18 @@ class Compositor(LayerStack, Actor):
                 image = state.image()
                 if image is not None:
                     drawn.append((state, image))
-        canvas = self._pool.get((height, width, 3))  # drawn in place: the output frame itself
+        if len(drawn) == 1 and self._passes_through(drawn[0][0], drawn[0][1], width, height):
+            return drawn[0][1]  # frames are immutable: the one opaque layer is the output
+        canvas = self._canvas.get((height, width, 4))
         if not (drawn and self._covers(drawn[0][0], drawn[0][1], width, height)):
-            np.copyto(canvas, self._background_image(width, height))
+            _fill(canvas, self.background)
         for state, image in drawn:
-            _draw(canvas, state.spec, image, self._regions(state, image, width, height))
-        return canvas
-
-    def _background_image(self, width: int, height: int) -> NDArray[np.uint8]:
-        bg = self._background
-        if bg is None or bg.shape[:2] != (height, width):
-            bg = self._background = np.empty((height, width, 3), np.uint8)
-            bg[...] = self.background
-        return bg
+            _draw(canvas, state.spec, image)
+        if self.channels == 4:
+            return canvas
+        out = self._pool.get((height, width, 3))
+        cv2.cvtColor(canvas, cv2.COLOR_RGBA2RGB, dst=out)
+        return out
 
     def render_frames(self, frames: dict[str, VideoFrame]) -> NDArray[np.uint8] | None:
         """Make ``frames`` (by layer name) the layers' current frames and composite them,
@@ -431,37 +312,23 @@ class Compositor(LayerStack, Actor):
             state.frame = frame
         return self.render()
 
-    def _regions(self, state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> list[Region] | None:
-        """The alpha classification of the layer's visible part, cached per frame and position."""
-        if image.ndim != 3 or image.shape[2] != 4:
-            return None
-        spec = state.spec
-        rect = _visible_rect(width, height, spec.x, spec.y, image.shape[1], image.shape[0])
-        if rect is None:
-            return []
-        key = (image, rect, spec.x, spec.y)
-        cached = state.regions_key
-        if cached is not None and cached[0] is image and cached[1:] == key[1:]:
-            return state.regions
-        x0, y0, x1, y1 = rect
-        visible = image[y0 - spec.y : y1 - spec.y, x0 - spec.x : x1 - spec.x]
-        state.regions = classify_rgba(visible)
-        state.regions_key = key
-        return state.regions
-
-    def _covers(self, state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
-        """Does this layer paint every canvas pixel opaquely (so no background fill is needed)?"""
+    @staticmethod
+    def _covers(state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
+        """Does this opaque (RGB or gray) layer paint every canvas pixel, so no background fill is needed?"""
         spec = state.spec
         h, w = image.shape[:2]
-        if spec.opacity < 1.0 or spec.x > 0 or spec.y > 0 or spec.x + w < width or spec.y + h < height:
-            return False
-        if image.ndim == 2 or image.shape[2] != 4:
-            return True
-        regions = self._regions(state, image, width, height)
-        return regions == [("const", 0, height, 0, width, 255)]
+        opaque = image.ndim == 2 or image.shape[2] != 4
+        return opaque and spec.opacity >= 1.0 and spec.x <= 0 and spec.y <= 0 and spec.x + w >= width \
+            and spec.y + h >= height
 
-
-def _alpha(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """The alpha plane of an RGBA image, contiguous."""
-    return cv2.extractChannel(rgba, 3)  # type: ignore[return-value]
-
+    def _passes_through(self, state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
+        """Is the output exactly this layer's image (one opaque layer, in the output's layout)?"""
+        spec = state.spec
+        return (
+            self.channels == 3
+            and image.dtype == np.uint8
+            and image.shape == (height, width, 3)
+            and spec.x == 0
+            and spec.y == 0
+            and spec.opacity >= 1.0
+        )

@@ -597,6 +597,10 @@ class FileSink(Actor):
         stream.height = height + self._pad[0]
         stream.pix_fmt = self.pix_fmt or ("bgr0" if self.codec == "ffv1" else "yuv420p")
         stream.codec_context.time_base = _VIDEO_TIME_BASE
+        # Frame threads, not PyAV's default of slice threads: libx264 encodes several frames
+        # at once that way, ~1.4x the throughput on 2 cores (what the ffmpeg CLI does), at
+        # the cost of a few frames of encoder latency, which a file never notices.
+        stream.codec_context.thread_type = "AUTO"
         stream.time_base = _VIDEO_TIME_BASE
         if self.codec == "libx265" and self.format in ("mp4", "mov"):
             stream.codec_tag = "hvc1"  # what Apple players need to recognise HEVC

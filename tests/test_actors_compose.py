@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from actors.blend import over, words
 from actors.buffer import FramePool
-from actors.compose import Compositor, Layer, blend_rgba, classify_alpha, classify_rgba, composite
-from streamlib import Supervisor, TimedTick, VideoFrame
+from actors.compose import Compositor, Layer, composite
+from streamlib import ActorInitError, Supervisor, TimedTick, VideoFrame
 from streamlib.testing import Feeder, ManualClock, Probe
 
 rng = np.random.default_rng(7)
@@ -38,59 +39,52 @@ def rgba(h: int, w: int) -> np.ndarray:
     return rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
 
 
+def opaque_canvas(h: int, w: int) -> np.ndarray:
+    canvas = rgba(h, w)
+    canvas[..., 3] = 255
+    return canvas
+
+
 @pytest.mark.parametrize("opacity", [1.0, 0.7, 0.25])
 def test_blend_kernel_matches_float_reference(opacity: float) -> None:
-    dst = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    canvas = opaque_canvas(37, 53)
     src = rgba(37, 53)
     src[0, :5, 3] = (0, 255, 1, 254, 128)
-    before = dst.copy()
-    expected = reference((53, 37), [(Layer("d"), dst.copy()), (Layer("s", opacity=opacity), src)])
-    blend_rgba(dst, src, opacity)
-    assert np.abs(dst - expected).max() <= (1.0 if opacity == 1.0 else 1.5)  # opacity rounds alpha once more
-    assert tuple(dst[0, 0]) == tuple(before[0, 0])  # alpha 0: exactly the destination
+    src[5] = 0  # a fully transparent row (skipped)
+    src[6, :, 3] = 255  # a fully opaque row (copied)
+    before = canvas.copy()
+    expected = reference((53, 37), [(Layer("d"), before[..., :3]), (Layer("s", opacity=opacity), src)])
+    over(words(canvas), words(src), opacity=opacity)
+    assert np.abs(canvas[..., :3] - expected).max() <= (1.0 if opacity == 1.0 else 1.5)  # opacity rounds once more
+    assert (canvas[..., 3] == 255).all()  # the canvas stays opaque
+    assert tuple(canvas[0, 0]) == tuple(before[0, 0]) and np.array_equal(canvas[5], before[5])  # alpha 0: untouched
     if opacity == 1.0:
-        assert tuple(dst[0, 1]) == tuple(src[0, 1, :3])  # alpha 255: exactly the source
+        assert tuple(canvas[0, 1, :3]) == tuple(src[0, 1, :3])  # alpha 255: exactly the source
+        assert np.array_equal(canvas[6, :, :3], src[6, :, :3])
 
 
-def test_blend_kernel_on_strided_views() -> None:
-    canvas = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+def test_blend_kernel_places_and_clips_the_source() -> None:
+    canvas = opaque_canvas(40, 60)
     before = canvas.copy()
     src = rgba(30, 20)
-    blend_rgba(canvas[5:35, 30:50], src)  # a view with strided rows, taller than one 16-row block
-    assert np.array_equal(canvas[:5], before[:5]) and np.array_equal(canvas[:, :30], before[:, :30])
-    expected = reference((20, 30), [(Layer("d"), before[5:35, 30:50]), (Layer("s"), src)])
-    assert np.abs(canvas[5:35, 30:50] - expected).max() <= 1.0
+    over(words(canvas), words(src), x=50, y=-5)  # partly off the right and top edges
+    visible = reference((10, 25), [(Layer("d"), before[:25, 50:, :3]), (Layer("s"), src[5:, :10])])
+    assert np.abs(canvas[:25, 50:, :3] - visible).max() <= 1.0
+    assert np.array_equal(canvas[25:], before[25:]) and np.array_equal(canvas[:, :50], before[:, :50])
+    over(words(canvas), words(src), x=100, y=0)  # entirely off-canvas: nothing happens
+    over(words(canvas), words(src), opacity=0.0)
+    assert np.array_equal(canvas[:, :50], before[:, :50])
 
 
-def test_classify_alpha_regions() -> None:
-    a = np.zeros((64, 100), np.uint8)
-    assert classify_alpha(a) == []
-    a[:32] = 255
-    assert classify_alpha(a) == [("const", 0, 32, 0, 100, 255)]  # two opaque bands merged
-    a[40:44, 10:20] = 128
-    a[41, 15] = 255
-    assert classify_alpha(a) == [("const", 0, 32, 0, 100, 255), ("mixed", 32, 48, 10, 20, 0)]
-    b = np.full((20, 30), 77, np.uint8)
-    assert classify_alpha(b) == [("const", 0, 16, 0, 30, 77), ("const", 16, 20, 0, 30, 77)] or classify_alpha(
-        b
-    ) == [("const", 0, 20, 0, 30, 77)]
-
-
-def test_classify_rgba_agrees_with_the_alpha_plane() -> None:
-    img = np.zeros((75, 90, 4), np.uint8)
-    img[..., :3] = rng.integers(0, 256, (75, 90, 3), dtype=np.uint8)  # colour must not matter
-    img[3:9, 40:50, 3] = 255
-    img[20:60, 5:30, 3] = rng.integers(0, 256, (40, 25), dtype=np.uint8)
-    img[64:, :, 3] = 90
-    expected = classify_alpha(np.ascontiguousarray(img[..., 3]))
-    assert classify_rgba(img) == expected
-    assert classify_rgba(img[:, ::-1][:, ::-1]) == expected  # a view
-    assert classify_rgba(img[10:70, 3:80]) == classify_alpha(np.ascontiguousarray(img[10:70, 3:80, 3]))
-    bgra_view = img[..., [2, 1, 0, 3]][..., :]  # a copy with the same alpha
-    assert classify_rgba(bgra_view) == expected
-    strided = np.zeros((75, 90, 8), np.uint8)[..., ::2]  # 4 channels, not contiguous: falls back
-    strided[...] = img
-    assert classify_rgba(strided) == expected
+def test_blend_kernel_rejects_what_it_cannot_blend() -> None:
+    canvas = words(opaque_canvas(8, 8))
+    with pytest.raises(ValueError, match="uint32"):
+        over(canvas, np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        over(canvas, words(rgba(8, 16))[:, ::2])
+    with pytest.raises(ValueError, match=r"\(h, w, 4\) uint8"):
+        words(np.zeros((8, 8, 3), np.uint8))
+    assert words(rgba(8, 16)[:, ::2]).flags.c_contiguous  # a strided image is copied, not refused
 
 
 def test_composite_matches_reference_with_offsets_scaling_and_opacity() -> None:
@@ -222,6 +216,23 @@ async def test_own_clock_without_inputs_and_output_buffers_are_reused() -> None:
     # every frame is still referenced by probe.messages, so none was overwritten
     assert all(tuple(f.data[3, 3]) == (0, 0, 255) for f in probe.messages)
     assert len({id(f.data) for f in probe.messages}) == len(probe.messages)
+
+
+async def test_rgba_output_and_a_single_opaque_layer_passes_through() -> None:
+    base = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    sprite = rgba(8, 8)
+    rgb = Compositor(32, 24, fps=None)
+    assert rgb.render_frames({"base": VideoFrame(base)}) is base  # nothing to blend: no copy at all
+    four = Compositor(32, 24, fps=None, channels=4)
+    four.add_layer("sprite", z=1, x=4, y=4)
+    out = four.render_frames({"base": VideoFrame(base), "sprite": VideoFrame(sprite)})
+    assert out is not None and out.shape == (24, 32, 4) and (out[..., 3] == 255).all()
+    expected = reference((32, 24), [(Layer("base"), base), (Layer("sprite", x=4, y=4), sprite)])
+    assert np.abs(out[..., :3] - expected).max() <= 1.0
+    with pytest.raises(ActorInitError, match="channels"):
+        Compositor(32, 24, channels=2)
+    await rgb.stop()
+    await four.stop()
 
 
 def test_frame_pool_reuses_only_released_arrays() -> None:
