@@ -294,7 +294,9 @@ class Drawing(Actor):
         ``None`` (after reporting) if the code raised."""
         program = self._program
         recorder = skia.PictureRecorder()
-        canvas = recorder.beginRecording(skia.Rect.MakeWH(ctx.width, ctx.height))
+        # An R-tree makes the picture's cullRect() the bounds of what was drawn, so drawing
+        # over RGB video converts only that part of the frame (see draw_over).
+        canvas = recorder.beginRecording(skia.Rect.MakeWH(ctx.width, ctx.height), skia.RTreeFactory()())
         try:
             if program.fn is not None:
                 program.fn(canvas, ctx)
@@ -369,10 +371,31 @@ class Drawing(Actor):
             self._work_surface = skia.Surface(
                 work, colorType=skia.kRGBA_8888_ColorType, alphaType=skia.kPremul_AlphaType
             )
-        _to_rgba(data, work)
-        self._work_surface.getCanvas().drawPicture(picture)
         out = self._pool.get((h, w, 3))
-        _to_rgb(work, out)
+        if data.ndim == 2 or data.shape[2] == 1:
+            _to_rgba(data, work)  # grey: drawn over in colour, so RGB out
+            _to_rgb(work, out)
+            data = out
+        # Skia draws on RGBA: convert only the part the drawing covers, there and back;
+        # the rest of the frame is copied as it is.
+        bounds = picture.cullRect().roundOut()
+        x0, y0 = max(bounds.left(), 0), max(bounds.top(), 0)
+        x1, y1 = min(bounds.right(), w), min(bounds.bottom(), h)
+        if x0 >= x1 or y0 >= y1:
+            if out is not data:
+                np.copyto(out, data)
+            return out
+        if out is not data:
+            for rows, cols in ((slice(0, y0), slice(None)), (slice(y1, h), slice(None)),
+                               (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, w))):
+                np.copyto(out[rows, cols], data[rows, cols])
+        _to_rgba(data[y0:y1, x0:x1], work[y0:y1, x0:x1])
+        canvas = self._work_surface.getCanvas()
+        canvas.save()
+        canvas.clipRect(skia.Rect.MakeLTRB(x0, y0, x1, y1))
+        canvas.drawPicture(picture)
+        canvas.restore()
+        _to_rgb(work[y0:y1, x0:x1], out[y0:y1, x0:x1])
         return out
 
     async def process(self, tick: TimedTick) -> None:

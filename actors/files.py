@@ -28,7 +28,10 @@ import io
 import logging
 import math
 import os
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -391,6 +394,54 @@ def _check_pair(owner: str, fmt: str, codec: str, path: str) -> None:
         raise MediaError(f"{owner}: cannot write {codec} into {path!r}: {exc}") from exc
 
 
+class _Writer:
+    """The thread a sink encodes and muxes on, in arrival order.
+
+    A frame-threaded x264 encode call returns in a few milliseconds most of the time, but
+    blocks for several frame periods now and then (while its threads finish earlier
+    frames). Handing the writes to this thread keeps the sink's tick short and the actor
+    responsive (its other input, stop, end of stream); ``depth`` bounds what may wait
+    here, and beyond it :meth:`put` blocks, so a sink that really falls behind drops at
+    (or back-pressures through) its input as before. An exception in a write is raised
+    by the next :meth:`put` or by :meth:`close`; later writes are skipped.
+    """
+
+    def __init__(self, name: str, depth: int) -> None:
+        self._jobs: queue.Queue[Frame | AudioBuffer | None] = queue.Queue(maxsize=depth)
+        self._write: Any = None
+        self.error: BaseException | None = None
+        self.seconds: deque[float] = deque(maxlen=10_000)  # duration of each write, newest last
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, write: Any) -> None:
+        self._write = write
+        self._thread.start()
+
+    def put(self, msg: Frame | AudioBuffer) -> None:
+        if self.error is not None:
+            raise self.error
+        self._jobs.put(msg)
+
+    def close(self) -> None:
+        """Wait until everything handed over is written; raise what a write raised."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (msg := self._jobs.get()) is not None:
+            if self.error is not None:
+                continue
+            start = time.perf_counter()
+            try:
+                self._write(msg)
+            except BaseException as exc:
+                self.error = exc
+            self.seconds.append(time.perf_counter() - start)
+
+
 class FileSink(Actor):
     """Encodes ``'video'`` (and ``'audio'``, when connected) into a media file.
 
@@ -493,6 +544,7 @@ class FileSink(Actor):
         self._warned: set[str] = set()
         self.frames_written = 0
         self.audio_samples_written = 0
+        self.writer = _Writer(f"streamlib-write:{self.file.name}", depth=8)
 
     def _encoder(self, name: str, table: Mapping[str, str], option: str) -> str:
         encoder = table.get(name.lower())
@@ -522,8 +574,10 @@ class FileSink(Actor):
                 return
             batch, self._pending = self._pending, []
             self._open(batch)
+            self.writer.start(self._write)
         for msg in batch:
-            self._write(msg)
+            self._check(msg)  # a bad message fails the actor here, with the message that was wrong
+            self.writer.put(msg)
 
     def _ready(self) -> bool:
         """Whether every connected input has shown what it carries (or kept us waiting long enough)."""
@@ -680,6 +734,15 @@ class FileSink(Actor):
         """Whether to force a keyframe here (HLS segments must start on one)."""
         return False
 
+    def _check(self, msg: Frame | AudioBuffer) -> None:
+        """Validate a message on the actor's thread (cheap), so a bad one fails the actor
+        at once, named, rather than later on the writer thread."""
+        if isinstance(msg, Frame):
+            if self._vstream is not None:
+                self._check_frame(msg, np.asarray(msg.data))
+        elif self._astream is not None:
+            self._checked_audio(msg)
+
     def _audio_data(self, buf: AudioBuffer) -> np.ndarray:
         data = np.asarray(buf.data)
         if data.ndim == 1:
@@ -691,15 +754,19 @@ class FileSink(Actor):
             )
         return data
 
-    def _write_audio(self, buf: AudioBuffer) -> None:
-        stream = self._astream
-        assert stream is not None and self._out is not None and self._audio_pts is not None
+    def _checked_audio(self, buf: AudioBuffer) -> np.ndarray:
         data = self._audio_data(buf)
         if buf.sample_rate != self._audio_rate or data.shape[1] != self._audio_channels:
             raise ValueError(
                 f"{self.path}: audio block {buf.frame_number} is {buf.sample_rate} Hz x {data.shape[1]} channels but "
                 f"{self.file.name} was started at {self._audio_rate} Hz x {self._audio_channels} channels"
             )
+        return data
+
+    def _write_audio(self, buf: AudioBuffer) -> None:
+        stream = self._astream
+        assert stream is not None and self._out is not None and self._audio_pts is not None
+        data = self._checked_audio(buf)
         if not data.shape[0]:
             return
         planar = np.ascontiguousarray(np.clip(data, -1.0, 1.0).T, dtype=np.float32)
@@ -719,6 +786,10 @@ class FileSink(Actor):
             return
         self._finalized = True
         pending, self._pending = self._pending, []
+        try:
+            self.writer.close()  # what was handed over is written before the trailer
+        except Exception as exc:
+            log.error("%s: while writing %s: %s", self.path, self.file, exc)
         try:
             if self._out is None and pending:
                 self._open(pending)

@@ -106,6 +106,25 @@ async def test_draws_over_incoming_video_keeping_layout_and_metadata() -> None:
     assert [f.frame_number for f in probe.messages] == sorted(f.frame_number for f in probe.messages)
 
 
+async def test_only_the_drawn_part_of_an_rgb_frame_changes() -> None:
+    feed, probe = Feeder(VideoFrame), Probe(VideoFrame)
+    drawing = Drawing("canvas.drawRect(skia.Rect(30, 20, 50, 30), skia.Paint(Color=skia.Color(255, 0, 0, 128)))")
+    feed >> drawing >> probe
+    rgb = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    grey = rgb[..., 0].copy()
+    await feed.send(VideoFrame(rgb, 1.0, 1, "x", 30.0))
+    await feed.send(VideoFrame(grey, 2.0, 2, "x", 30.0))
+    await probe.wait_for(2)
+    for out, expect in ((probe.messages[0].data, rgb), (probe.messages[1].data, np.repeat(grey[..., None], 3, 2))):
+        assert out.shape == (48, 64, 3)
+        outside = np.ones((48, 64), bool)
+        outside[20:30, 30:50] = False
+        np.testing.assert_array_equal(out[outside], expect[outside])  # above, below, left, right: untouched
+        blended = expect[20:30, 30:50].astype(int) * 127 // 255 + np.array([128, 0, 0])
+        assert np.abs(out[20:30, 30:50].astype(int) - blended).max() <= 2  # half-transparent red over the video
+    await drawing.stop()
+
+
 async def test_draws_over_rgba_frames() -> None:
     feed, probe = Feeder(VideoFrame), Probe(VideoFrame)
     drawing = Drawing(RED_DOT)

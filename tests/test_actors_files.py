@@ -214,6 +214,55 @@ async def test_realtime_sink_drops_rather_than_blocks_by_default(tmp_path: Path)
     assert not (tmp_path / "a.mp4").exists()  # no frames: no file, rather than an unplayable one
 
 
+async def test_a_slow_encode_does_not_hold_the_sinks_tick_and_stop_writes_everything(tmp_path: Path) -> None:
+    path = tmp_path / "slow.mkv"
+    sink = FileSink(path, codec="ffv1", lossless=True)
+    write = sink._write
+
+    def slow_write(msg: Any) -> None:  # an encoder stalling for several frame periods
+        time.sleep(0.15)
+        write(msg)
+
+    sink._write = slow_write  # type: ignore[method-assign]
+    feeder = Feeder(VideoFrame)
+    feeder >> sink
+    start = time.perf_counter()
+    for n in range(4):  # within the writer's depth: handed over without waiting for the encoder
+        await feeder.send(VideoFrame(solid((n * 40, 0, 0)), timestamp=n / 30, frame_number=n))
+    while sink.inputs["video"].mailbox.received < 4 or len(sink.inputs["video"].mailbox):
+        await asyncio.sleep(0.005)
+    handed_over = time.perf_counter() - start
+    assert handed_over < 0.3 and sink.frames_written < 4, (handed_over, sink.frames_written)
+    await feeder.end()
+    assert await asyncio.wait_for(sink.join(), 10) is LifecycleState.STOPPED
+    assert sink.frames_written == 4 and len(sink.writer.seconds) == 4
+    _, images, _ = decode_video(path)
+    assert [int(img[0, 0, 0]) for img in images] == [0, 40, 80, 120]  # in order, all of them
+
+
+async def test_an_encoder_error_fails_the_sink_and_keeps_what_was_written(tmp_path: Path) -> None:
+    path = tmp_path / "broken.mp4"
+    sink = FileSink(path)
+    write = sink._write
+
+    def flaky_write(msg: Any) -> None:
+        if msg.frame_number == 3:
+            raise RuntimeError("the encoder gave up")
+        write(msg)
+
+    sink._write = flaky_write  # type: ignore[method-assign]
+    feeder = Feeder(VideoFrame)
+    feeder >> sink
+    for n in range(10):
+        await feeder.send(VideoFrame(solid(RED), timestamp=n / 30, frame_number=n))
+        await asyncio.sleep(0.02)
+    assert await asyncio.wait_for(sink.join(), 10) is LifecycleState.FAILED
+    assert "the encoder gave up" in str(sink.failure)
+    _, images, _ = decode_video(path)
+    assert len(images) == 3  # frames 0..2, finalized into a playable file
+    await feeder.stop()
+
+
 # ------------------------------------------------------------------- killed mid-way: still playable
 
 
