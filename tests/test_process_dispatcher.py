@@ -326,8 +326,10 @@ async def test_a_full_dropping_input_keeps_its_policy_and_exact_counters(dispatc
     feeder, slow, probe = Feeder(int), Slow(dispatcher=dispatcher), Probe(int)
     feeder >> slow >> probe
     await feeder.send(0)
-    await asyncio.sleep(0.05)  # the worker is busy with 0 while 1..9 arrive
-    for i in range(1, 10):
+    deadline = time.monotonic() + 10
+    while slow.inputs["in"].mailbox.taken < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)  # until the worker (a fresh fork: slow on a busy machine) has taken 0
+    for i in range(1, 10):  # the worker is busy with 0 while 1..9 arrive
         await feeder.send(i)
     assert await probe.wait_for(3) == [0, 8, 9]  # the overflow dropped the oldest, in the parent
     port = slow.inputs["in"]
