@@ -197,7 +197,6 @@ class Compositor(LayerStack, Actor):
         self.sync_timeouts = 0
         if base is not None:
             self.add_layer(base, z=0)
-        self._constructed = True  # from now on, layer changes are remembered for restarts
 
     @property
     def default_fps(self) -> float | None:  # type: ignore[override]
@@ -205,9 +204,6 @@ class Compositor(LayerStack, Actor):
 
     def _layer_state(self, spec: Layer, port: StreamInput) -> _LayerState:
         return _LayerState(spec, port)
-
-    async def on_start(self) -> None:
-        self._restore_layers()
 
     # -- per tick ------------------------------------------------------------------------
 

@@ -274,6 +274,13 @@ class Drawing(Actor):
         """Update user variables (seen from the next frame)."""
         self.variables.update(values)
 
+    def on_restart(self, previous: Actor) -> None:
+        """Keep the code and variables set at runtime (an agent's latest drawing survives a
+        crash elsewhere in the actor; errors in the drawing code itself never crash it)."""
+        if isinstance(previous, Drawing):
+            self._program = previous._program
+            self.variables = dict(previous.variables)
+
     # -- drawing -----------------------------------------------------------------------------
 
     def _report(self, error: DrawingError) -> None:

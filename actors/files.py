@@ -545,6 +545,9 @@ class FileSink(Actor):
         self.frames_written = 0
         self.audio_samples_written = 0
         self.writer = _Writer(f"streamlib-write:{self.file.name}", depth=8)
+        self.first_file = self.file
+        self.part = 1  # a restarted sink writes part 2, 3, ... (see on_restart)
+        self.opened = False
 
     def _encoder(self, name: str, table: Mapping[str, str], option: str) -> str:
         encoder = table.get(name.lower())
@@ -557,6 +560,21 @@ class FileSink(Actor):
                 f"{self.path}: {option} {name!r} needs the {encoder} encoder, missing here: {exc}"
             ) from exc
         return encoder
+
+    def on_restart(self, previous: Actor) -> None:
+        """Never overwrite what the failed instance wrote (it finalized its file when it
+        stopped): continue in a new part, ``<name>.part2.mp4``, ``.part3``, ..."""
+        if isinstance(previous, FileSink) and previous.opened:
+            self.first_file = previous.first_file
+            self.part = previous.part + 1
+            self._next_part()
+        elif isinstance(previous, FileSink):
+            self.first_file, self.part = previous.first_file, previous.part
+
+    def _next_part(self) -> None:
+        first = self.first_file
+        self.file = first.with_name(f"{first.stem}.part{self.part}{first.suffix}")
+        log.info("%s: restarted; writing %s", self.path, self.file)
 
     # -- the stream -------------------------------------------------------------------
 
@@ -605,6 +623,7 @@ class FileSink(Actor):
         except (av.error.FFmpegError, OSError) as exc:
             raise MediaError(f"{self.path}: cannot create {str(self.file)!r}: {exc}") from exc
         self._out = out
+        self.opened = True
         try:
             if video is not None:
                 self._add_video(out, video)
@@ -871,6 +890,12 @@ class HLSSink(FileSink):
         self.segment_seconds = segment_seconds
         self.playlist_size = playlist_size
         self._segment_ticks = round(segment_seconds / _VIDEO_TIME_BASE)
+
+    def _next_part(self) -> None:
+        """A restarted HLS sink appends to the same playlist (after a discontinuity marker),
+        numbering its segments on from the last one."""
+        self.container_options["hls_flags"] = self.container_options.get("hls_flags", "") + "+append_list"
+        log.info("%s: restarted; appending to %s", self.path, self.file)
 
     def _keyframe_due(self, pts: int) -> bool:
         if pts >= self._next_key_pts:

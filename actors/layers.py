@@ -4,8 +4,8 @@ how it is drawn, editable from any thread while the compositor runs.
 A compositor mixes in :class:`LayerStack` and says only what differs: the memory space of
 its layer ports (:meth:`LayerStack._layer_port`) and what it keeps per layer
 (:meth:`LayerStack._layer_state`). Layer geometry survives a supervisor restart: the
-restarted instance adopts the old ports and :meth:`LayerStack._restore_layers` brings
-back each one's spec.
+restarted instance adopts the old ports, and :meth:`LayerStack.on_restart` brings back
+each one's spec, including layers added or moved while it ran.
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ class LayerState:
         self.frame: VideoFrame | None = None
 
 
-# The layer specs of every compositor by path, for its restarted instance to pick up.
-_remembered: dict[str, dict[str, Layer]] = {}
-
 _CHANGEABLE = {"z", "x", "y", "scale", "opacity", "visible"}
 
 
@@ -71,7 +68,6 @@ class LayerStack:
         self._layers: dict[str, LayerState] = {}
         self._order: list[LayerState] = []
         self._layers_lock = threading.Lock()
-        self._constructed = False  # until then layer changes are not remembered for restarts
 
     # -- what a compositor specialises -------------------------------------------------
 
@@ -159,8 +155,6 @@ class LayerStack:
     def _set_layers(self, layers: dict[str, LayerState]) -> None:
         self._layers = layers  # rebinding is atomic: process() works on a snapshot
         self._order = sorted(layers.values(), key=lambda s: s.spec.z)
-        if self._constructed:
-            _remembered[self.path] = {name: state.spec for name, state in layers.items()}
 
     def _replace_inputs(self, add: StreamInput | None = None, remove: str | None = None) -> None:
         """Add or remove an input port from any thread, while the runtime may be iterating
@@ -178,10 +172,12 @@ class LayerStack:
         else:
             self._wiring_changed()  # type: ignore[attr-defined]
 
-    def _restore_layers(self) -> None:
-        """In ``on_start``: a supervisor's restart builds a fresh instance that adopts the old
-        one's ports (and so its wiring); bring back the layers of those ports, with their specs."""
-        remembered = _remembered.get(self.path, {})
+    def on_restart(self, previous: Any) -> None:
+        """A supervisor's restart: this instance has adopted ``previous``'s ports (and so
+        its wiring); bring back the layers of those ports with their specs, as they were
+        at the crash (layers added or changed at runtime included)."""
+        super().on_restart(previous)  # type: ignore[misc]
+        remembered = {name: state.spec for name, state in previous._layers.items()}
         with self._layers_lock:
             layers = dict(self._layers)
             for name, port in self.inputs.items():

@@ -508,6 +508,17 @@ class Actor(metaclass=ActorMeta):
         Runs on the actor's dispatcher, once per tick, never concurrently with itself.
         An exception here fails the actor (a supervisor may restart it)."""
 
+    def on_restart(self, previous: Actor) -> None:
+        """Called on a supervisor's restart, once this fresh instance has adopted the ports
+        (mailboxes, wiring) of ``previous``, the instance it replaces, and before
+        ``on_start``; on the thread that built it.
+
+        A restart rebuilds the actor from its constructor arguments: Erlang's clean slate,
+        which is what undoes a corrupted state. Override this to carry over what was
+        *configured* at runtime and must survive a crash: code or shaders swapped in live,
+        layer geometry, the next part number of a file. Not the state that may have caused
+        the crash. The default carries nothing."""
+
     async def on_start(self) -> None:
         """Called once before the first tick, where the dispatcher runs ``process``.
         Open files and devices here rather than in ``__init__``, so a restarted actor
@@ -670,6 +681,10 @@ class Actor(metaclass=ActorMeta):
                 if child._core.replaced_by is None and child._core.deferred:
                     child._end_streams()
             core.inherit = None
+            try:
+                self.on_restart(old)
+            except Exception:  # a restart must not fail over what it carries
+                log.exception("%s: on_restart raised; starting with the constructor's configuration", core.path)
         loop = core.loop
         if asyncio._get_running_loop() is loop:
             self._create_task()

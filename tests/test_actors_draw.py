@@ -3,16 +3,18 @@ recovery with the user's line number, hot code swap, syntax errors."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from typing import Any
 
 import numpy as np
 import pytest
+import skia  # type: ignore[import-not-found]
 
 from actors.draw import DrawContext, Drawing, DrawingError
 from actors.video import TestPattern, smpte_bars
-from streamlib import ActorInitError, VideoFrame
+from streamlib import ActorInitError, Supervisor, TimedTick, VideoFrame
 from streamlib.testing import Feeder, ManualClock, Probe
 
 RED_DOT = """
@@ -193,3 +195,30 @@ async def test_syntax_error_is_rejected_and_old_code_keeps_running() -> None:
 def test_syntax_error_at_construction() -> None:
     with pytest.raises(ActorInitError, match="SyntaxError"):
         Drawing("canvas.drawCircle(1, 1,")
+
+
+async def test_a_restart_keeps_the_code_and_variables_set_at_runtime() -> None:
+    sup = Supervisor(max_restarts=3)
+    drawing = sup.spawn(Drawing, "canvas.drawRect(skia.Rect(0, 0, 4, 4), paint)")
+    feed, probe = Feeder(VideoFrame), Probe(VideoFrame)
+    feed >> drawing >> probe
+    green = np.zeros((48, 64, 3), np.uint8)
+    green[..., 1] = 255
+    drawing.set_code("paint.setColor(colour)\ncanvas.drawCircle(ctx.width / 2, ctx.height / 2, 10, paint)")
+    drawing.set_variables(colour=skia.ColorBLUE)
+
+    async def crash(tick: TimedTick) -> None:
+        raise RuntimeError("boom")
+
+    drawing.process = crash  # type: ignore[method-assign]
+    for n in range(100):
+        await feed.send(VideoFrame(green, n / 30, n, "x", 30.0))
+        await asyncio.sleep(0.02)
+        if probe.messages:
+            break
+    restarted = sup.children[0]
+    assert restarted is not drawing and restarted.restarts == 1
+    assert tuple(probe.messages[-1].data[24, 32]) == (0, 0, 255)  # the runtime code, with its variable
+    assert tuple(probe.messages[-1].data[0, 0]) == (0, 255, 0)  # not the constructor's white square
+    for actor in (feed, sup, probe):
+        await actor.stop()

@@ -389,6 +389,50 @@ SIGINT_SCRIPT = textwrap.dedent(
 )
 
 
+async def restart_mid_stream(sink_type: type, path: Path, **kw: Any) -> tuple[Any, Any]:
+    """Feed a supervised sink 40 frames, one of them of the wrong size (the sink fails on it
+    and is restarted); return (first instance, restarted instance) once both have stopped."""
+    sup = Supervisor(max_restarts=3)
+    first = sup.spawn(sink_type, path, lossless=True, **kw)
+    feeder = Feeder(VideoFrame)
+    feeder >> first
+    for n in range(40):
+        data = solid(RED if n < 20 else BLUE) if n != 20 else solid(RED, h=H // 2)
+        await feeder.send(VideoFrame(data, timestamp=n / 30, frame_number=n))
+        if n == 20:
+            while not sup.children or sup.children[0] is first:
+                await asyncio.sleep(0.01)  # the bad frame failed it; the supervisor restarts it
+    restarted = sup.children[0]
+    await feeder.end()
+    assert await asyncio.wait_for(restarted.join(), 20) is LifecycleState.STOPPED
+    await sup.stop()
+    return first, restarted
+
+
+async def test_a_restarted_sink_writes_a_new_part_and_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    first, restarted = await restart_mid_stream(FileSink, path)
+    assert first.state is LifecycleState.FAILED and restarted.restarts == 1
+    assert restarted.file == tmp_path / "clip.part2.mp4" and restarted.part == 2
+    _, before, _ = decode_video(path)  # the first instance's file, finalized when it failed
+    _, after, _ = decode_video(restarted.file)
+    assert len(before) == 20 and all(close_to(img, RED) for img in before)
+    assert len(after) == 19 and all(close_to(img, BLUE) for img in after)
+
+
+async def test_a_restarted_hls_sink_appends_to_its_playlist(tmp_path: Path) -> None:
+    playlist = tmp_path / "live.m3u8"
+    _, restarted = await restart_mid_stream(HLSSink, playlist, segment_seconds=0.5)
+    text = playlist.read_text()
+    assert "#EXT-X-DISCONTINUITY" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
+    listed = restarted.segments()
+    assert sorted(listed) == sorted(tmp_path.glob("*.ts")) and len(set(listed)) == len(listed)
+    with av.open(str(playlist)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 39  # 20 red before the crash, 19 blue after: none overwritten
+    assert close_to(frames[0], RED) and close_to(frames[-1], BLUE)
+
+
 def test_sigint_leaves_a_playable_file(tmp_path: Path) -> None:
     path = tmp_path / "sigint.mp4"
     proc = subprocess.Popen(

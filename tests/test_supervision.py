@@ -202,3 +202,48 @@ async def test_stopping_the_supervisor_does_not_restart_children() -> None:
 def test_bad_supervisor_arguments_are_rejected() -> None:
     with pytest.raises(Exception, match="strategy"):
         Supervisor(strategy="one_for_some")  # type: ignore[arg-type]
+
+
+class Configurable(Crashy):
+    """A Crashy whose runtime setting survives restarts through on_restart."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.setting = "from the constructor"
+        self.seen_at_start: str | None = None
+        self.previous: Actor | None = None
+
+    def on_restart(self, previous: Actor) -> None:
+        assert isinstance(previous, Configurable)
+        if previous.setting == "explode":
+            raise RuntimeError("cannot carry this")
+        self.previous = previous
+        self.setting = previous.setting
+
+    async def on_start(self) -> None:
+        self.seen_at_start = self.setting
+
+
+async def test_on_restart_carries_runtime_configuration_before_on_start(caplog: pytest.LogCaptureFixture) -> None:
+    sup = Supervisor(max_restarts=5)
+    worker = sup.spawn(Configurable)
+    feeder = Feeder(DataMessage)
+    feeder >> worker
+    await wait_until(lambda: worker.seen_at_start is not None)
+    assert worker.previous is None and worker.seen_at_start == "from the constructor"  # a first start
+    worker.setting = "set at runtime"
+    await feeder.send(DataMessage("boom"))
+    await wait_until(lambda: sup.children[0] is not worker and sup.children[0].seen_at_start is not None)
+    second = sup.children[0]
+    assert isinstance(second, Configurable)
+    assert second.previous is worker and second.seen_at_start == "set at runtime"
+
+    second.setting = "explode"  # on_restart raises: logged, and the restart still happens
+    await feeder.send(DataMessage("boom"))
+    await wait_until(lambda: sup.children[0] is not second and sup.children[0].seen_at_start is not None)
+    third = sup.children[0]
+    assert isinstance(third, Configurable) and third.state is LifecycleState.RUNNING
+    assert third.seen_at_start == "from the constructor" and third.restarts == 2
+    assert any("on_restart raised" in r.getMessage() for r in caplog.records)
+    await feeder.stop()
+    await sup.stop()

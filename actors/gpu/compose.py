@@ -110,7 +110,6 @@ class GPUCompositor(LayerStack, Actor):
         if base is not None:
             self.add_layer(base, z=0)
             self.driving_input = base  # type: ignore[misc]
-        self._constructed = True
 
     @property
     def default_fps(self) -> float | None:  # type: ignore[override]
@@ -118,9 +117,6 @@ class GPUCompositor(LayerStack, Actor):
 
     def _layer_port(self, name: str, maxsize: int, overflow: Overflow) -> StreamInput:
         return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow, memory="gpu")
-
-    async def on_start(self) -> None:
-        self._restore_layers()
 
     # -- per tick --------------------------------------------------------------------------
 

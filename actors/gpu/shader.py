@@ -351,10 +351,6 @@ def prelude(layout: UniformLayout, textures: Sequence[str]) -> str:
 
 # ----------------------------------------------------------------------------- the actor
 
-# Latest good (source, params) by actor path, so that a restarted instance keeps them.
-_remembered: dict[str, tuple[str, dict[str, Any]]] = {}
-
-
 class ShaderActor(Actor):
     """Runs a WGSL compute shader over its input frame(s) (see the module docstring).
 
@@ -458,8 +454,6 @@ class ShaderActor(Actor):
         UniformLayout({**self._params, **values})  # raises on a bad value, in the caller
         with self._lock:
             self._params = {**self._params, **values}
-        if self.restarts or self._program is not None:
-            _remembered[self.path] = (self.shader_source, dict(self._params))
 
     # -- live rewrite ------------------------------------------------------------------
 
@@ -490,7 +484,6 @@ class ShaderActor(Actor):
         self._source = source
         self.version += 1
         self.last_error = None
-        _remembered[self.path] = (source, dict(self._params))
         self._status(ShaderStatus(True, self.version, None, time.monotonic()))
         return self.version
 
@@ -500,11 +493,13 @@ class ShaderActor(Actor):
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def on_restart(self, previous: Actor) -> None:
+        """Keep the shader and parameters that were running (the last good ones)."""
+        if isinstance(previous, ShaderActor):
+            self._source = previous._source
+            self._params = dict(previous._params)
+
     async def on_start(self) -> None:
-        remembered = _remembered.get(self.path) if self.restarts else None
-        if remembered is not None:
-            self._source, params = remembered
-            self._params = dict(params)
         if self._program is None or self._program.ctx is not self._context():
             self._program = self._compile(self._source, self._params)
 
