@@ -7,9 +7,10 @@ blend per pixel in one pass, compiled by Numba (LLVM) into SIMD code, without th
 (so a compositor on its own thread runs beside the encoder and the other actors).
 
 Pixels are handled as little-endian ``uint32`` words ``0xAABBGGRR`` and blended two
-channels at a time in 16-bit lanes (``0x00BB00RR`` and ``0x00AA00GG``): exact integer
-arithmetic, ``round((src * a + dst * (255 - a)) / 255)`` per channel, so alpha 255 gives
-the source and alpha 0 the canvas bit for bit.
+channels at a time in 16-bit lanes (``0x00BB00RR`` and ``0x00AA00GG``) as
+``dst + (src - dst) * a / 256``, with alpha mapped from 0..255 onto 0..256: one multiply
+per two channels, rounded, within one level of the exact ``(src * a + dst * (255 - a)) / 255``,
+and exact at the ends (alpha 255 gives the source and alpha 0 the canvas, bit for bit).
 
 Each row is taken in runs of :data:`RUN` pixels; a run whose alpha is 0 everywhere is
 skipped after reading it, and a fully opaque run is copied, so an overlay that covers a
@@ -32,7 +33,7 @@ RUN = 480  # pixels per transparency/opacity test: two AVX-512 vectors of words
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)
-_HALF = _U(0x00800080)
+_HALF = _U(0x00800080)  # rounds each lane's product to nearest
 _ALPHA = _U(0xFF000000)
 
 
@@ -55,24 +56,28 @@ def _over(
         lo = _U(0xFFFFFFFF)
         hi = _U(0)
         for i in range(width):  # (an index loop: iterating the array itself does not vectorise)
-            lo &= s[i]
-            hi |= s[i]
+            lo = _U(lo & s[i])
+            hi = _U(hi | s[i])
         if hi >> _U(24) == _U(0):
             continue  # a transparent row: the canvas shows through
         if lo >> _U(24) == _U(255) and op == _U(256):
             for i in range(width):
-                d[i] = s[i] | _ALPHA
+                d[i] = _U(s[i] | _ALPHA)
             continue
         for i in range(width):
+            # Every intermediate is cut back to uint32 (Numba computes in 64 bits otherwise,
+            # and LLVM then vectorises half as wide, with slow 64-bit multiplies).
             sp = s[i]
             dp = d[i]
-            a = ((sp >> _U(24)) * op) >> _U(8)
-            na = _U(255) - a
-            rb = (sp & _RB) * a + (dp & _RB) * na + _HALF
-            rb = ((rb + ((rb >> _U(8)) & _RB)) >> _U(8)) & _RB
-            g = ((sp >> _U(8)) & _U(255)) * a + ((dp >> _U(8)) & _U(255)) * na + _U(128)
-            g = ((g + (g >> _U(8))) >> _U(8)) & _U(255)
-            d[i] = rb | (g << _U(8)) | _ALPHA
+            a = _U(sp >> _U(24))
+            if op != _U(256):
+                a = _U(_U(_U(a * op) + _U(128)) >> _U(8))
+            a = _U(a + _U(a >> _U(7)))  # 0..255 -> 0..256, so 255 gives the source exactly
+            drb = _U(dp & _RB)
+            dga = _U(_U(dp >> _U(8)) & _RB)
+            rb = _U(_U(drb + _U(_U(_U(_U(_U(sp & _RB) - drb) * a) + _HALF) >> _U(8))) & _RB)
+            ga = _U(_U(dga + _U(_U(_U(_U(_U(_U(sp >> _U(8)) & _RB) - dga) * a) + _HALF) >> _U(8))) & _RB)
+            d[i] = _U(rb | _U(ga << _U(8)) | _ALPHA)
 
 
 def words(rgba: NDArray[np.uint8]) -> NDArray[np.uint32]:
