@@ -456,7 +456,9 @@ class FileSink(Actor):
     its ``timestamp`` minus the first message's, in a 90 kHz time base, so a live
     source's irregular timing is kept (variable frame rate). Frames whose timestamp does
     not advance get the nominal period (``fps=``, else the frame's ``clock_rate``).
-    Audio is written as one continuous stream placed at its first buffer's time.
+    Audio is written as one continuous stream placed at its first buffer's time; where
+    buffers are missing (dropped upstream, a source that paused), the gap is filled with
+    silence up to the next buffer's timestamp, so sound stays in sync with the picture.
 
     The streams of a file are fixed when its header is written, so the sink opens the
     file once every connected input has delivered its first message (or, if one stays
@@ -544,6 +546,7 @@ class FileSink(Actor):
         self._warned: set[str] = set()
         self.frames_written = 0
         self.audio_samples_written = 0
+        self.audio_gap_samples = 0  # silence written where audio buffers were missing
         self.writer = _Writer(f"streamlib-write:{self.file.name}", depth=8)
         self.first_file = self.file
         self.part = 1  # a restarted sink writes part 2, 3, ... (see on_restart)
@@ -788,13 +791,22 @@ class FileSink(Actor):
         data = self._checked_audio(buf)
         if not data.shape[0]:
             return
+        due = round((buf.timestamp - self._t0) * buf.sample_rate)
+        gap = due - self._audio_pts
+        if gap > max(data.shape[0] // 2, buf.sample_rate // 100):  # more than jitter: a hole
+            self._encode_audio(np.zeros((gap, data.shape[1]), np.float32), buf.sample_rate)
+            self.audio_gap_samples += gap
+        self._encode_audio(data, buf.sample_rate)
+
+    def _encode_audio(self, data: np.ndarray, rate: int) -> None:
+        assert self._astream is not None and self._out is not None and self._audio_pts is not None
         planar = np.ascontiguousarray(np.clip(data, -1.0, 1.0).T, dtype=np.float32)
         af = AudioFrame.from_ndarray(planar, format="fltp", layout=_layout(self._audio_channels))
-        af.sample_rate = buf.sample_rate
+        af.sample_rate = rate
         af.pts = self._audio_pts
-        af.time_base = Fraction(1, buf.sample_rate)
+        af.time_base = Fraction(1, rate)
         self._audio_pts += data.shape[0]
-        self._out.mux(stream.encode(af))
+        self._out.mux(self._astream.encode(af))
         self.audio_samples_written += data.shape[0]
 
     # -- the end ------------------------------------------------------------------------

@@ -433,6 +433,30 @@ async def test_a_restarted_hls_sink_appends_to_its_playlist(tmp_path: Path) -> N
     assert close_to(frames[0], RED) and close_to(frames[-1], BLUE)
 
 
+async def test_missing_audio_buffers_become_silence_so_sound_stays_in_sync(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.mkv"
+    sink = FileSink(path, codec="ffv1", audio_codec="pcm", lossless=True)
+    video, audio = Feeder(VideoFrame), Feeder(AudioBuffer)
+    video >> sink.inputs["video"]
+    audio >> sink.inputs["audio"]
+    rate, block = 48000, 1024
+    await video.send(VideoFrame(solid(RED), timestamp=0.0))
+    for n in range(10):
+        if n in (4, 5, 6):
+            continue  # dropped upstream
+        tone = np.full((block, 1), (n + 1) / 20, np.float32)
+        await audio.send(AudioBuffer(tone, rate, timestamp=n * block / rate, frame_number=n))
+    await video.end()
+    await audio.end()
+    assert await asyncio.wait_for(sink.join(), 10) is LifecycleState.STOPPED
+    assert sink.audio_gap_samples == 3 * block
+    with av.open(str(path)) as c:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)]) / 32768  # s16 PCM
+    assert len(samples) == 10 * block
+    levels = [float(np.round(samples[n * block : (n + 1) * block].mean() * 20, 2)) for n in range(10)]
+    assert levels == [1, 2, 3, 4, 0, 0, 0, 8, 9, 10]  # each buffer at its own time, silence in the hole
+
+
 def test_sigint_leaves_a_playable_file(tmp_path: Path) -> None:
     path = tmp_path / "sigint.mp4"
     proc = subprocess.Popen(
