@@ -268,43 +268,31 @@ class ShaderProgram:
     ) -> GPUImage:
         """Encode and submit every pass; return the output image (from the pool)."""
         with self.ctx.lock:  # see GPUContext.lock
-            result = self._encode(inputs, size, channels, params, t, frame_number)
-        return result
-
-    def _encode(
-        self,
-        inputs: Sequence[GPUImage],
-        size: tuple[int, int],
-        channels: int,
-        params: Mapping[str, Any],
-        t: float,
-        frame_number: int,
-    ) -> GPUImage:
-        self.ctx.check()
-        ctx = self.ctx
-        device = ctx.device
-        width, height = size
-        wx, wy = self.workgroup
-        encoder = device.create_command_encoder()
-        hold: list[GPUImage] = list(inputs)
-        current = list(inputs)
-        for k in range(self.passes):
-            out = ctx.pool.acquire(width, height, channels)
-            hold.append(out)
-            ctx.queue.write_buffer(self.uniforms[k], 0, self.layout.pack(size, t, frame_number, k, params))
-            cpass = encoder.begin_compute_pass()
-            cpass.set_pipeline(self.pipeline)
-            cpass.set_bind_group(0, self._params[k])
-            cpass.set_bind_group(1, self._output_group(out))
-            if current:
-                cpass.set_bind_group(2, self._inputs_group(current))
-            cpass.dispatch_workgroups((width + wx - 1) // wx, (height + wy - 1) // wy, 1)
-            cpass.end()
-            current = [out, *current[1:]] if current else []
-            result = out
-        ctx.queue.submit([encoder.finish()])
-        del hold  # the textures go back to the pool; later work is queued after this submit
-        return result
+            self.ctx.check()
+            ctx = self.ctx
+            device = ctx.device
+            width, height = size
+            wx, wy = self.workgroup
+            encoder = device.create_command_encoder()
+            hold: list[GPUImage] = list(inputs)
+            current = list(inputs)
+            for k in range(self.passes):
+                out = ctx.pool.acquire(width, height, channels)
+                hold.append(out)
+                ctx.queue.write_buffer(self.uniforms[k], 0, self.layout.pack(size, t, frame_number, k, params))
+                cpass = encoder.begin_compute_pass()
+                cpass.set_pipeline(self.pipeline)
+                cpass.set_bind_group(0, self._params[k])
+                cpass.set_bind_group(1, self._output_group(out))
+                if current:
+                    cpass.set_bind_group(2, self._inputs_group(current))
+                cpass.dispatch_workgroups((width + wx - 1) // wx, (height + wy - 1) // wy, 1)
+                cpass.end()
+                current = [out, *current[1:]] if current else []
+                result = out
+            ctx.queue.submit([encoder.finish()])
+            del hold  # the textures go back to the pool; later work is queued after this submit
+            return result
 
     def _output_group(self, image: GPUImage) -> Any:
         """The output texture's bind group, kept with the texture: its layout is shared by
