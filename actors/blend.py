@@ -12,9 +12,9 @@ channels at a time in 16-bit lanes (``0x00BB00RR`` and ``0x00AA00GG``) as
 per two channels, rounded, within one level of the exact ``(src * a + dst * (255 - a)) / 255``,
 and exact at the ends (alpha 255 gives the source and alpha 0 the canvas, bit for bit).
 
-Each row is taken in runs of :data:`RUN` pixels; a run whose alpha is 0 everywhere is
-skipped after reading it, and a fully opaque run is copied, so an overlay that covers a
-tenth of the frame costs little more than reading it. Everything else is blended.
+A row whose alpha is 0 everywhere is skipped after reading it, and a fully opaque row
+is copied, so an overlay that covers a tenth of the frame costs little more than reading
+it. Everything else is blended.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - numba is a dependency of streamlib[media]
     raise ImportError("actors.blend needs Numba: pip install numba (or streamlib[media])") from exc
 
-__all__ = ["RUN", "over", "words"]
-
-RUN = 480  # pixels per transparency/opacity test: two AVX-512 vectors of words
+__all__ = ["over", "words"]
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)
@@ -48,27 +46,40 @@ def _over(
     width: int,
     height: int,
     opacity: int,
+    fill: bool,
+    background: int,
 ) -> None:  # pragma: no cover - compiled; run by the tests through over()
     op = _U(opacity)
+    bg = _U(background)
     for row in range(height):
         d = canvas[dy + row, dx : dx + width]
         s = src[sy + row, sx : sx + width]
-        lo = _U(0xFFFFFFFF)
-        hi = _U(0)
-        for i in range(width):  # (an index loop: iterating the array itself does not vectorise)
-            lo = _U(lo & s[i])
-            hi = _U(hi | s[i])
-        if hi >> _U(24) == _U(0):
-            continue  # a transparent row: the canvas shows through
-        if lo >> _U(24) == _U(255) and op == _U(256):
-            for i in range(width):
-                d[i] = _U(s[i] | _ALPHA)
-            continue
+        # Three samples settle most rows at once: one alpha strictly between 0 and 255, or
+        # both 0 and 255, means a row to blend; only a row that looks uniformly transparent
+        # or opaque is read in full to make sure before it is skipped or copied.
+        first = s[0] >> _U(24)
+        uniform = first == s[width // 2] >> _U(24) == s[width - 1] >> _U(24) and (
+            first == _U(0) or first == _U(255)
+        )
+        if uniform:
+            lo = _U(0xFFFFFFFF)
+            hi = _U(0)
+            for i in range(width):  # (an index loop: iterating the array itself does not vectorise)
+                lo = _U(lo & s[i])
+                hi = _U(hi | s[i])
+            if hi >> _U(24) == _U(0):
+                if fill:
+                    d[:] = bg
+                continue  # a transparent row: the canvas shows through
+            if lo >> _U(24) == _U(255) and op == _U(256):
+                for i in range(width):
+                    d[i] = _U(s[i] | _ALPHA)
+                continue
         for i in range(width):
             # Every intermediate is cut back to uint32 (Numba computes in 64 bits otherwise,
             # and LLVM then vectorises half as wide, with slow 64-bit multiplies).
             sp = s[i]
-            dp = d[i]
+            dp = bg if fill else d[i]
             a = _U(sp >> _U(24))
             if op != _U(256):
                 a = _U(_U(_U(a * op) + _U(128)) >> _U(8))
@@ -94,10 +105,15 @@ def over(
     x: int = 0,
     y: int = 0,
     opacity: float = 1.0,
+    background: int | None = None,
 ) -> None:
     """Blend ``src`` (straight-alpha RGBA words) onto ``canvas`` (opaque RGBA words) in place,
     with ``src``'s top-left corner at canvas ``(x, y)`` (may lie partly outside) and its
-    alpha times ``opacity`` (0..1). Both arrays must be C-contiguous ``(h, w)`` uint32."""
+    alpha times ``opacity`` (0..1). Both arrays must be C-contiguous ``(h, w)`` uint32.
+
+    ``background`` (an RGBA word): blend over that colour instead of the canvas's pixels,
+    which are then not read, only written -- the bottom layer over a plain background
+    needs no pass to paint the background first. Only the part ``src`` covers is written."""
     if canvas.dtype != np.uint32 or src.dtype != np.uint32 or canvas.ndim != 2 or src.ndim != 2:
         raise ValueError("over() takes (h, w) uint32 pixel arrays (see words())")
     if not (canvas.flags.c_contiguous and src.flags.c_contiguous):
@@ -106,6 +122,9 @@ def over(
     sh, sw = src.shape
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + sw, cw), min(y + sh, ch)
     level = round(min(max(opacity, 0.0), 1.0) * 256)
-    if x0 >= x1 or y0 >= y1 or level == 0:
+    if x0 >= x1 or y0 >= y1:
         return
-    _over(canvas, src, x0, y0, x0 - x, y0 - y, x1 - x0, y1 - y0, level)
+    if level == 0 and background is None:
+        return
+    fill = background is not None
+    _over(canvas, src, x0, y0, x0 - x, y0 - y, x1 - x0, y1 - y0, level, fill, int(background or 0) & 0xFFFFFFFF)

@@ -72,12 +72,13 @@ def _visible_rect(
     return x0, y0, x1, y1
 
 
-def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8]) -> None:
-    """Draw one layer onto the opaque RGBA canvas at its position, with its opacity."""
+def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8], background: int | None) -> None:
+    """Draw one layer onto the opaque RGBA canvas at its position, with its opacity (over
+    ``background``, an RGBA word, instead of the canvas's pixels when given)."""
     if layer.opacity <= 0.0:
         return
     if image.ndim == 3 and image.shape[2] == 4:
-        over(words(canvas), words(image), layer.x, layer.y, layer.opacity)
+        over(words(canvas), words(image), layer.x, layer.y, layer.opacity, background)
         return
     ch, cw = canvas.shape[:2]
     h, w = image.shape[:2]
@@ -90,12 +91,27 @@ def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8]) -> 
     if layer.opacity >= 1.0:
         cv2.cvtColor(src, code, dst=canvas[y0:y1, x0:x1])  # opaque: straight into the canvas
     else:
-        over(words(canvas), words(cv2.cvtColor(src, code)), x0, y0, layer.opacity)
+        over(words(canvas), words(cv2.cvtColor(src, code)), x0, y0, layer.opacity, background)
 
 
-def _fill(canvas: NDArray[np.uint8], background: tuple[int, ...]) -> None:
+def _paint(
+    canvas: NDArray[np.uint8], layers: list[tuple[Layer, NDArray[np.uint8]]], background: tuple[int, ...]
+) -> None:
+    """Paint the background and the layers (bottom first) onto the RGBA canvas. When the
+    bottom layer spans the whole canvas it is blended over the background colour directly,
+    which saves the pass that would paint the background first."""
     r, g, b = background[:3]
-    words(canvas)[...] = np.uint32(0xFF000000 | (b << 16) | (g << 8) | r)
+    colour = 0xFF000000 | (b << 16) | (g << 8) | r
+    height, width = canvas.shape[:2]
+    spans = False
+    if layers:
+        bottom, image = layers[0]
+        h, w = image.shape[:2]
+        spans = bottom.x <= 0 and bottom.y <= 0 and bottom.x + w >= width and bottom.y + h >= height
+    if not spans:
+        words(canvas)[...] = np.uint32(colour)
+    for i, (layer, image) in enumerate(layers):
+        _draw(canvas, layer, image, colour if spans and i == 0 else None)
 
 
 def composite(
@@ -110,9 +126,7 @@ def composite(
     buffer reuse)."""
     width, height = size
     canvas = np.empty((height, width, 4), np.uint8)
-    _fill(canvas, background)
-    for layer, image in layers:
-        _draw(canvas, layer, image)
+    _paint(canvas, layers, background)
     return canvas if channels == 4 else cv2.cvtColor(canvas, cv2.COLOR_RGBA2RGB)  # type: ignore[return-value]
 
 
@@ -287,10 +301,7 @@ class Compositor(LayerStack, Actor):
         if len(drawn) == 1 and self._passes_through(drawn[0][0], drawn[0][1], width, height):
             return drawn[0][1]  # frames are immutable: the one opaque layer is the output
         canvas = self._canvas.get((height, width, 4))
-        if not (drawn and self._covers(drawn[0][0], drawn[0][1], width, height)):
-            _fill(canvas, self.background)
-        for state, image in drawn:
-            _draw(canvas, state.spec, image)
+        _paint(canvas, [(state.spec, image) for state, image in drawn], self.background)
         if self.channels == 4:
             return canvas
         out = self._pool.get((height, width, 3))
@@ -307,15 +318,6 @@ class Compositor(LayerStack, Actor):
                 raise KeyError(f"{self.path} has no layer {name!r}")
             state.frame = frame
         return self.render()
-
-    @staticmethod
-    def _covers(state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
-        """Does this opaque (RGB or gray) layer paint every canvas pixel, so no background fill is needed?"""
-        spec = state.spec
-        h, w = image.shape[:2]
-        opaque = image.ndim == 2 or image.shape[2] != 4
-        return opaque and spec.opacity >= 1.0 and spec.x <= 0 and spec.y <= 0 and spec.x + w >= width \
-            and spec.y + h >= height
 
     def _passes_through(self, state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
         """Is the output exactly this layer's image (one opaque layer, in the output's layout)?"""

@@ -76,6 +76,19 @@ def test_blend_kernel_places_and_clips_the_source() -> None:
     assert np.array_equal(canvas[:, :50], before[:, :50])
 
 
+def test_blend_kernel_over_a_background_colour_never_reads_the_canvas() -> None:
+    canvas = opaque_canvas(20, 30)  # garbage: must not show through
+    src = rgba(20, 30)
+    src[3] = 0  # a transparent row: the background colour
+    src[4, :, 3] = 255  # an opaque row: the source
+    over(words(canvas), words(src), background=0xFF000000 | (30 << 16) | (20 << 8) | 10)
+    flat = np.empty((20, 30, 3), np.uint8)
+    flat[...] = (10, 20, 30)
+    expected = reference((30, 20), [(Layer("bg"), flat), (Layer("s"), src)])
+    assert np.abs(canvas[..., :3] - expected).max() <= 1.0
+    assert (canvas[3, :, :3] == (10, 20, 30)).all() and np.array_equal(canvas[4, :, :3], src[4, :, :3])
+
+
 def test_blend_kernel_rejects_what_it_cannot_blend() -> None:
     canvas = words(opaque_canvas(8, 8))
     with pytest.raises(ValueError, match="uint32"):
