@@ -348,6 +348,12 @@ class TexturePool:
         self.max_free = max_free
         self.max_sizes = max_sizes
         self._free: OrderedDict[tuple[int, int], list[_Slot]] = OrderedDict()
+        # Every slot handed out, by serial. The pool must hold the in-use textures itself:
+        # when garbage collection frees a reference cycle that holds a GPUImage, everything
+        # reachable only from that cycle is finalized together, and wgpu's finalizers release
+        # the native texture and bind groups -- while GPUImage.__del__ hands the same slot back
+        # for reuse. A slot reachable from the pool is never part of such garbage.
+        self._in_use: dict[int, _Slot] = {}
         self._lock = threading.RLock()  # re-entered when garbage collection releases an image meanwhile
         self._serials = itertools.count(1)
         self.allocated = 0
@@ -375,6 +381,7 @@ class TexturePool:
             slot = free.pop() if free else None
             if slot is not None:
                 self.reused += 1
+                self._in_use[slot.serial] = slot
             self.in_use += 1
             self.destroyed += len(evicted)
             self.live_bytes -= sum(e.nbytes for e in evicted)
@@ -400,10 +407,13 @@ class TexturePool:
         with self._lock:
             self.allocated += 1
             self.live_bytes += key[0] * key[1] * 4
-            return _Slot(texture, key, next(self._serials))
+            slot = _Slot(texture, key, next(self._serials))
+            self._in_use[slot.serial] = slot
+            return slot
 
     def _release(self, slot: _Slot) -> None:
         with self._lock:
+            self._in_use.pop(slot.serial, None)
             self.in_use -= 1
             free = self._free.get(slot.key)
             if free is not None and (self.max_free is None or len(free) < self.max_free) and not self.ctx.lost:
