@@ -245,6 +245,7 @@ class _Core:
         "silence_mark",
         "silence_timer",
         "spec",
+        "state",
         "stop_requested",
         "synced",
         "task",
@@ -294,6 +295,7 @@ class _Core:
         self.connected = False
         self.children_by_name: dict[str, Actor] = {}
         self.name_counters: dict[str, itertools.count[int]] = {}
+        self.state = LifecycleState.RUNNING
 
 
 @functools.cache
@@ -470,7 +472,6 @@ class Actor(metaclass=ActorMeta):
         self.outputs: PortMap = PortMap(self, StreamOutput)
         self.dispatcher: Dispatcher = resolve_dispatcher(dispatcher)
         self.clock: Clock | None = clock
-        self.state = LifecycleState.RUNNING
 
         with _registry_lock:
             if previous is not None:
@@ -557,6 +558,18 @@ class Actor(metaclass=ActorMeta):
         raise ActorDefinitionError(
             f"{type(self).__qualname__}: 'path' is the actor's place in its tree, set by streamlib; "
             f"keep your own value in another attribute"
+        )
+
+    @property
+    def state(self) -> LifecycleState:
+        """``RUNNING`` from construction, then ``STOPPED`` or ``FAILED`` for good."""
+        return self._core.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        raise ActorDefinitionError(
+            f"{type(self).__qualname__}: 'state' is the actor's lifecycle state (a LifecycleState), kept by "
+            f"streamlib; keep your own state in another attribute (self.data, self.counts, ...)"
         )
 
     @property
@@ -909,7 +922,7 @@ class Actor(metaclass=ActorMeta):
         """Settle the actor's fate: restarted by its supervisor, or ended for good."""
         core = self._core
         failed = core.failure is not None
-        self.state = LifecycleState.FAILED if failed else LifecycleState.STOPPED
+        self._core.state = LifecycleState.FAILED if failed else LifecycleState.STOPPED
         cause = core.cause or _Cause.STOP
         parent = self.parent
         restarting: bool | None

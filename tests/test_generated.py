@@ -99,3 +99,15 @@ async def test_name_and_path_are_reserved_with_a_clear_error() -> None:
     src = GOOD.replace("self.amount = amount", "self.amount = amount\n        self.name = 'window'")
     with pytest.raises(ActorDefinitionError, match="'name' is the actor's name"):
         generate(src, "Brighten")()
+
+
+async def test_state_is_reserved_with_a_clear_error() -> None:
+    # "self.state" is what generated code reaches for first for its own data: it must not
+    # silently replace the lifecycle state the runtime relies on.
+    src = GOOD.replace("self.amount = amount", "self.amount = amount\n        self.state = {'count': 0}")
+    with pytest.raises(ActorDefinitionError, match="'state' is the actor's lifecycle state"):
+        generate(src, "Brighten")()
+    actor = generate(GOOD, "Brighten")()
+    assert actor.state is LifecycleState.RUNNING
+    await actor.stop()
+    assert actor.state is LifecycleState.STOPPED
