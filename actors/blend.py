@@ -35,7 +35,14 @@ _HALF = _U(0x00800080)  # rounds each lane's product to nearest
 _ALPHA = _U(0xFF000000)
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)  # type: ignore[misc]
+# Compiled when this module is imported (and cached on disk), not at the first frame: a
+# compile takes about a second, which would stall a live compositor's first frame.
+@numba.njit(
+    "void(uint32[:, ::1], uint32[:, ::1], int64, int64, int64, int64, int64, int64, int64, boolean, int64)",
+    cache=True,
+    nogil=True,
+    boundscheck=False,
+)  # type: ignore[misc]
 def _over(
     canvas: NDArray[np.uint32],
     src: NDArray[np.uint32],
