@@ -297,6 +297,7 @@ class Compositor(LayerStack, Actor):
             if state.spec.visible and state.spec.opacity > 0.0:
                 image = state.image()
                 if image is not None:
+                    self._check_layer(state, image)
                     drawn.append((state, image))
         if len(drawn) == 1 and self._passes_through(drawn[0][0], drawn[0][1], width, height):
             return drawn[0][1]  # frames are immutable: the one opaque layer is the output
@@ -318,6 +319,13 @@ class Compositor(LayerStack, Actor):
                 raise KeyError(f"{self.path} has no layer {name!r}")
             state.frame = frame
         return self.render()
+
+    def _check_layer(self, state: _LayerState, image: NDArray[np.uint8]) -> None:
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+            raise ValueError(
+                f"{self.path}: layer {state.spec.name!r} got a frame of shape {image.shape} and dtype {image.dtype}; "
+                f"layers take uint8 frames: (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA"
+            )
 
     def _passes_through(self, state: _LayerState, image: NDArray[np.uint8], width: int, height: int) -> bool:
         """Is the output exactly this layer's image (one opaque layer, in the output's layout)?"""

@@ -414,8 +414,14 @@ class Drawing(Actor):
             data = self.draw_layer(self._context(tick, None, self.width, self.height))
             out = VideoFrame.at(tick, data=data)
         else:
+            data = frame.data
+            if data.dtype != np.uint8 or not (data.ndim == 2 or (data.ndim == 3 and data.shape[2] in (1, 3, 4))):
+                raise ValueError(
+                    f"{self.path}: video frame {frame.frame_number} has shape {data.shape} and dtype {data.dtype}; "
+                    f"Drawing draws over uint8 frames: (h, w) grey, (h, w, 3) RGB or (h, w, 4) RGBA"
+                )
             ctx = self._context(tick, frame, frame.width, frame.height)
-            out = frame.with_data(self.draw_over(ctx, frame.data))
+            out = frame.with_data(self.draw_over(ctx, data))
         self.frames_drawn += 1
         await self.outputs["video"].send(out)
 

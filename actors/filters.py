@@ -95,8 +95,17 @@ class FrameFilter(Actor):
 
     async def process(self, tick: TimedTick) -> None:
         frame = self.inputs["video"].read_nowait()
-        if frame is not None:
-            await self.outputs["video"].send(frame.with_data(self.apply(frame.data)))
+        if frame is None:
+            return
+        try:
+            data = self.apply(frame.data)
+        except cv2.error as exc:  # OpenCV's message names its C++ function, not the frame
+            cause = (getattr(exc, "err", "") or str(exc)).strip().splitlines()[0].rstrip(":")
+            raise ValueError(
+                f"{self.path}: cannot process video frame {frame.frame_number} of shape "
+                f"{np.shape(frame.data)} and dtype {np.asarray(frame.data).dtype}: {cause}"
+            ) from exc
+        await self.outputs["video"].send(frame.with_data(data))
 
 
 class Resize(FrameFilter):

@@ -12,7 +12,7 @@ import pytest
 from actors.blend import over, words
 from actors.buffer import FramePool
 from actors.compose import Compositor, Layer, composite
-from streamlib import ActorInitError, Supervisor, TimedTick, VideoFrame
+from streamlib import ActorInitError, LifecycleState, Supervisor, TimedTick, VideoFrame
 from streamlib.testing import Feeder, ManualClock, Probe
 
 rng = np.random.default_rng(7)
@@ -288,3 +288,16 @@ async def test_restart_keeps_runtime_layers() -> None:
     assert [(layer.name, layer.x) for layer in new.layers] == [("base", 0), ("extra", 4)]  # type: ignore[attr-defined]
     assert probe.messages[-1].frame_number == 2 and probe.messages[-1].data[0, 5, 0] == 52
     await sup.stop()
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 2), np.uint8)])
+async def test_a_frame_of_the_wrong_type_fails_the_compositor_naming_the_layer(bad: np.ndarray) -> None:
+    comp = Compositor(10, 10, fps=None)
+    feeder = Feeder(VideoFrame)
+    feeder >> comp
+    await feeder.send(VideoFrame(bad))
+    assert await asyncio.wait_for(comp.join(), 5) is LifecycleState.FAILED
+    message = str(comp.failure)
+    assert comp.path in message and "'base'" in message and str(bad.dtype) in message and "uint8" in message
+    await feeder.stop()
+

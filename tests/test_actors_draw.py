@@ -14,7 +14,7 @@ import skia  # type: ignore[import-not-found]
 
 from actors.draw import DrawContext, Drawing, DrawingError
 from actors.video import TestPattern, smpte_bars
-from streamlib import ActorInitError, Supervisor, TimedTick, VideoFrame
+from streamlib import ActorInitError, LifecycleState, Supervisor, TimedTick, VideoFrame
 from streamlib.testing import Feeder, ManualClock, Probe
 
 RED_DOT = """
@@ -222,3 +222,13 @@ async def test_a_restart_keeps_the_code_and_variables_set_at_runtime() -> None:
     assert tuple(probe.messages[-1].data[0, 0]) == (0, 255, 0)  # not the constructor's white square
     for actor in (feed, sup, probe):
         await actor.stop()
+
+
+async def test_a_frame_of_the_wrong_type_fails_the_drawing_clearly() -> None:
+    feed = Feeder(VideoFrame)
+    drawing = Drawing(RED_DOT)
+    feed >> drawing
+    await feed.send(VideoFrame(np.zeros((48, 64, 3), np.float32), 1.0, 3, "x", 30.0))
+    assert await asyncio.wait_for(drawing.join(), 5) is LifecycleState.FAILED
+    assert drawing.path in str(drawing.failure) and "float32" in str(drawing.failure)
+    await feed.stop()

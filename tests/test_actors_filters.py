@@ -13,7 +13,16 @@ import pytest
 from actors.buffer import BufferActor
 from actors.filters import Blur, ColorConvert, Resize
 from actors.video import TestPattern
-from streamlib import Actor, ActorInitError, DataMessage, StreamOutput, Supervisor, TimedTick, VideoFrame
+from streamlib import (
+    Actor,
+    ActorInitError,
+    DataMessage,
+    LifecycleState,
+    StreamOutput,
+    Supervisor,
+    TimedTick,
+    VideoFrame,
+)
 from streamlib.testing import Feeder, Probe
 
 rng = np.random.default_rng(3)
@@ -152,3 +161,14 @@ async def test_crashing_filter_is_restarted_and_the_pipeline_survives() -> None:
     assert len(probe.messages) == 12 - 3  # every other frame went through the restarted instances
     assert sup.children[0].inputs["video"].lost == 3  # the frames in hand at each crash
     await sup.stop()
+
+
+async def test_a_frame_opencv_cannot_take_fails_the_filter_naming_the_frame() -> None:
+    feeder, convert = Feeder(VideoFrame), ColorConvert("rgb2gray")
+    feeder >> convert
+    await feeder.send(VideoFrame(np.zeros((8, 8, 2), np.uint8), frame_number=4))
+    assert await asyncio.wait_for(convert.join(), 5) is LifecycleState.FAILED
+    message = str(convert.failure)
+    assert message.startswith(f"{convert.path}: cannot process video frame 4 of shape (8, 8, 2)")
+    assert "channels" in message
+    await feeder.stop()
