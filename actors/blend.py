@@ -19,6 +19,8 @@ it. Everything else is blended.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -28,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - numba is a dependency of stream
     raise ImportError("actors.blend needs Numba: pip install numba (or streamlib[media])") from exc
 
 __all__ = ["over", "words"]
+
+if sys.byteorder != "little":  # pragma: no cover - every platform streamlib targets is little-endian
+    raise ImportError("actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian")
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,3 +72,16 @@ def frame(value: int = 10, n: int = 0, ts: float = 0.0, clock: str | None = "tes
 @pytest.fixture
 def make_frame() -> Any:
     return frame
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds (polling); fail after ``timeout`` seconds.
+
+    For what *must* happen soon: a fixed sleep before the assertion fails on a loaded
+    machine, where "soon" can take ten times longer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {getattr(predicate, '__name__', predicate)}")
+        await asyncio.sleep(0.005)
+

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Counter, Invert, Relay, frame
+from conftest import Counter, Invert, Relay, eventually, frame
 
 from streamlib import (
     Actor,
@@ -50,9 +50,8 @@ class Recorder(Actor):
 
 async def test_constructing_an_actor_starts_it() -> None:
     rec = Recorder()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(rec.tick_log) >= 2)
     assert rec.events == ["start"]
-    assert len(rec.tick_log) >= 2
     assert rec.state is LifecycleState.RUNNING
     assert await rec.stop() is LifecycleState.STOPPED
     assert rec.events == ["start", "stop"]
@@ -189,7 +188,7 @@ async def test_with_several_upstreams_the_first_to_deliver_drives_the_others_are
     await asyncio.sleep(0.02)
     assert len(pair.seen) == 1  # b's arrivals did not tick the actor
     await fa.send(DataMessage("a1", clock_source_id="A"))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: len(pair.seen) == 2)
     assert pair.seen == [("A", None), ("A", "b0")]
     await pair.stop()
 
@@ -202,11 +201,13 @@ async def test_silent_upstream_falls_back_to_the_own_clock_then_resyncs() -> Non
     feeder, watch = Feeder(DataMessage), Watch()
     feeder >> watch
     await feeder.send(DataMessage(0, clock_source_id="cam", clock_rate=100.0))
-    await asyncio.sleep(0.02)
-    assert [t.clock_source_id for t in watch.seen_ticks] == ["cam"]
-    await asyncio.sleep(0.25)  # silence: 3 periods of 10 ms, then the own clock ticks
-    own = [t for t in watch.seen_ticks if t.clock_source_id == f"clock:{watch.path}"]
-    assert len(own) >= 5
+    await eventually(lambda: len(watch.seen_ticks) >= 1)
+    assert watch.seen_ticks[0].clock_source_id == "cam"
+
+    def own() -> list[TimedTick]:  # silence: 3 periods of 10 ms, then the own clock ticks
+        return [t for t in watch.seen_ticks if t.clock_source_id == f"clock:{watch.path}"]
+
+    await eventually(lambda: len(own()) >= 5)
     await feeder.send(DataMessage(1, clock_source_id="cam", clock_rate=100.0))
     await asyncio.sleep(0.005)
     before = len(watch.seen_ticks)
@@ -267,8 +268,8 @@ async def test_on_end_of_stream_can_be_overridden_to_keep_running() -> None:
     feeder >> keep
     await feeder.send(DataMessage(1))
     await feeder.end()
-    await asyncio.sleep(0.05)
-    assert keep.ended_once and keep.state is LifecycleState.RUNNING
+    await eventually(lambda: keep.ended_once)
+    assert keep.state is LifecycleState.RUNNING
     await keep.stop()
 
 
@@ -322,8 +323,7 @@ async def test_a_failing_actor_is_contained_and_logged_with_its_path(caplog: pyt
     assert "kaboom" in record.getMessage() and record.exc_info is not None
     assert src.state is LifecycleState.RUNNING and bystander.state is LifecycleState.RUNNING
     n = len(bystander.tick_log)
-    await asyncio.sleep(0.05)
-    assert len(bystander.tick_log) > n
+    await eventually(lambda: len(bystander.tick_log) > n)
     assert boom.inputs["in"].mailbox.closed  # gone for good: senders can never block on it
     await src.stop()
     await bystander.stop()
@@ -385,8 +385,8 @@ async def test_a_message_driven_actor_switches_away_from_a_quiet_driver() -> Non
     for i in range(10):
         await asyncio.sleep(0.01)
         await fb.send(DataMessage(i, clock_source_id="B", clock_rate=100.0))
-    await asyncio.sleep(0.02)
-    assert pair.sources[0] == "A" and pair.sources.count("B") >= 5
+    await eventually(lambda: pair.sources.count("B") >= 5)
+    assert pair.sources[0] == "A"
     await pair.stop()
 
 
@@ -441,7 +441,7 @@ async def test_driving_input_names_the_input_that_drives_while_it_is_live() -> N
     await asyncio.sleep(0.02)
     assert comp.sources == []
     await base.send(DataMessage(0, clock_source_id="B"))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: comp.sources != [])
     assert comp.sources == ["B"]
     await comp.stop()
 
@@ -477,9 +477,11 @@ async def test_an_unread_message_ticks_once_instead_of_spinning() -> None:
     feeder, ignore = Feeder(DataMessage), Ignore()
     feeder >> ignore
     await feeder.send(DataMessage(1))
+    await eventually(lambda: ignore.stats()["ticks"] >= 1)
     await asyncio.sleep(0.05)
     assert ignore.stats()["ticks"] == 1  # one arrival, one tick: the queued message is not re-ticked
     await feeder.send(DataMessage(2))
+    await eventually(lambda: ignore.stats()["ticks"] >= 2)
     await asyncio.sleep(0.02)
     assert ignore.stats()["ticks"] == 2
     await ignore.stop()

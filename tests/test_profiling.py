@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import eventually
 
 from streamlib import Actor, StreamInput, StreamOutput, TimedTick, VideoFrame, profiling
 from streamlib.profiling import profile
@@ -135,8 +136,7 @@ async def test_enable_while_running_times_process_latency_and_lateness() -> None
     assert profiling.summary()["/prof_probe.latency"]["count"] >= 1
 
     profiling.disable()
-    await asyncio.sleep(0.05)
-    assert source._core.run_tick == source.process  # back to the plain callable
+    await eventually(lambda: source._core.run_tick == source.process)  # back to the plain callable
     for actor in (source, slow, probe):
         await actor.stop()
 

@@ -142,9 +142,11 @@ async def test_past_the_restart_intensity_the_supervisor_fails_and_escalates() -
     worker = inner.spawn(Crashy, name="worker")
     feeder, probe = Feeder(DataMessage), Probe(DataMessage)
     feeder >> worker >> probe
-    for _ in range(3):
+    for n in range(3):
         await feeder.send(DataMessage("boom"))
-        await asyncio.sleep(0.03)
+        if n < 2:  # the next "boom" must reach a restarted worker
+            await wait_until(lambda n=n: inner.children and inner.children[0].restarts == n + 1, timeout=5)
+    await wait_until(lambda: inner.failure is not None and root.children[0] is not inner, timeout=5)
     assert isinstance(inner.failure, RestartIntensityExceeded)
     assert inner.state is LifecycleState.FAILED
     new_inner = root.children[0]
@@ -169,8 +171,8 @@ async def test_an_unsupervised_failure_is_logged_and_siblings_keep_running(caplo
         await encoder.join()
     assert any("/app/pipeline/encoder" in r.getMessage() and r.exc_info for r in caplog.records)
     count = sibling.count
-    await asyncio.sleep(0.05)
-    assert sibling.count > count and pipeline.state is LifecycleState.RUNNING
+    await wait_until(lambda: sibling.count > count, timeout=5)
+    assert pipeline.state is LifecycleState.RUNNING
     await app.stop()
 
 
