@@ -106,7 +106,7 @@ WINDOW_SCRIPT = textwrap.dedent(
                 await asyncio.sleep(1 / 30)
 
         player = asyncio.create_task(play())
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while display.window_rect is None:
             assert time.monotonic() < deadline, "no frame was shown"
             await asyncio.sleep(0.02)
@@ -121,9 +121,9 @@ WINDOW_SCRIPT = textwrap.dedent(
             raw = subprocess.run(grab, capture_output=True, timeout=20, check=True).stdout
             centre = np.frombuffer(raw, np.uint8).reshape(h, w, 3)[h // 2, w // 2].tolist()
         xdotool("key", "--window", window, "a")
-        await keys.wait_for(1, timeout=5)
+        await keys.wait_for(1, timeout=15)
         xdotool("mousemove", str(x + 40), str(y + 30), "click", "1")
-        await mouse.wait_for(1, timeout=5)
+        await mouse.wait_for(1, timeout=15)
         player.cancel()
         await display.stop()
         print(json.dumps({

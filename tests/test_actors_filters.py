@@ -84,9 +84,10 @@ async def test_blur_matches_opencv_and_smooths() -> None:
 
 
 async def test_filters_chain_on_a_test_pattern_until_end_of_stream() -> None:
-    src = TestPattern("gradient", 64, 32, fps=200, frames=5)
+    src = TestPattern("gradient", 64, 32, fps=200, frames=5, realtime=False)  # lossless: every frame
     probe = Probe(VideoFrame)
-    src >> Resize(scale=0.5) >> Blur(3) >> ColorConvert("RGB2BGR") >> probe
+    lossless = {"overflow": "block"}
+    src >> Resize(scale=0.5, **lossless) >> Blur(3, **lossless) >> ColorConvert("RGB2BGR", **lossless) >> probe
     await asyncio.wait_for(probe.join(), 5)
     assert len(probe.messages) == 5 and probe.messages[0].data.shape == (16, 32, 3)
 
