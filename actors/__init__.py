@@ -52,7 +52,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
-_MODULES = {"skia-python": "skia", "opencv-python": "cv2", "av": "av", "numpy": "numpy", "wgpu": "wgpu"}
+_MODULES = {
+    "skia-python": "skia",
+    "opencv-python": "cv2",
+    "av": "av",
+    "numpy": "numpy",
+    "wgpu": "wgpu",
+    "numba": "numba",
+}
 
 __all__ = sorted(_EXPORTS)
 
