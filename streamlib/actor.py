@@ -47,7 +47,7 @@ from abc import ABCMeta, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
 from . import profiling as _profiling
 from .clock import Clock, SoftwareClock
@@ -209,6 +209,38 @@ async def _ended(actor: Actor) -> LifecycleState:
 
     done.add_done_callback(lambda state: _call_soon(loop, settle, state))
     return await waiter
+
+
+_T = TypeVar("_T")
+
+
+class _RuntimeAttribute(Generic[_T]):
+    """An actor attribute the runtime keeps (in the actor's ``_core``): readable, and
+    assigning it raises :class:`ActorDefinitionError` at once, saying what it is -- so code
+    that reuses the name for its own data (``self.state = {...}``, as generated code often
+    does) fails clearly instead of quietly breaking the actor."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.__doc__ = what[0].upper() + what[1:] + "."
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, actor: None, owner: type | None = None) -> _RuntimeAttribute[_T]: ...
+    @overload
+    def __get__(self, actor: object, owner: type | None = None) -> _T: ...
+    def __get__(self, actor: object | None, owner: type | None = None) -> _T | _RuntimeAttribute[_T]:
+        if actor is None:
+            return self
+        return getattr(actor._core, self.name)  # type: ignore[attr-defined, no-any-return]
+
+    def __set__(self, actor: object, value: Any) -> None:
+        raise ActorDefinitionError(
+            f"{type(actor).__qualname__}: {self.name!r} is {self.what}, kept by streamlib; "
+            f"keep your own value in another attribute (self.data, self.counts, ...)"
+        )
 
 
 class _Core:
@@ -536,41 +568,15 @@ class Actor(metaclass=ActorMeta):
 
     # ------------------------------------------------------------------ public API
 
-    @property
-    def name(self) -> str:
-        """The actor's name, unique among its siblings (``name=`` at construction)."""
-        return self._core.name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        raise ActorDefinitionError(
-            f"{type(self).__qualname__}: 'name' is the actor's name in its tree, set by streamlib (pass "
-            f"name=... to the constructor); keep your own value in another attribute"
-        )
-
-    @property
-    def path(self) -> str:
-        """Where the actor sits in its tree, e.g. ``/app/pipeline/encoder``."""
-        return self._core.path
-
-    @path.setter
-    def path(self, value: str) -> None:
-        raise ActorDefinitionError(
-            f"{type(self).__qualname__}: 'path' is the actor's place in its tree, set by streamlib; "
-            f"keep your own value in another attribute"
-        )
-
-    @property
-    def state(self) -> LifecycleState:
-        """``RUNNING`` from construction, then ``STOPPED`` or ``FAILED`` for good."""
-        return self._core.state
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        raise ActorDefinitionError(
-            f"{type(self).__qualname__}: 'state' is the actor's lifecycle state (a LifecycleState), kept by "
-            f"streamlib; keep your own state in another attribute (self.data, self.counts, ...)"
-        )
+    name: _RuntimeAttribute[str] = _RuntimeAttribute(
+        "the actor's name in its tree, unique among its siblings (pass name=... to the constructor)"
+    )
+    path: _RuntimeAttribute[str] = _RuntimeAttribute(
+        "the actor's place in its tree, e.g. /app/pipeline/encoder"
+    )
+    state: _RuntimeAttribute[LifecycleState] = _RuntimeAttribute(
+        "the actor's lifecycle state (a LifecycleState): RUNNING from construction, then STOPPED or FAILED"
+    )
 
     @property
     def event_loop(self) -> asyncio.AbstractEventLoop:
