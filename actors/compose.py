@@ -190,19 +190,12 @@ class Compositor(LayerStack, Actor):
         **kw: Any,
     ) -> None:
         super().__init__(dispatcher=own_thread(dispatcher), **kw)
-        if (width is None) != (height is None):
-            raise ValueError("give both width and height, or neither (the first frame's size)")
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be > 0 or None, got {fps!r}")
-        self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
-        self.fps = fps
+        self._init_layers(width, height, fps, background, maxsize, overflow)
         if channels not in (3, 4):
             raise ValueError(f"channels must be 3 (RGB) or 4 (RGBA), got {channels!r}")
-        self.background = tuple(int(c) for c in background)
         self.channels = channels
         self.sync = sync
         self.sync_timeout = sync_timeout
-        self._init_layers(maxsize, overflow)
         self.outputs["video"] = StreamOutput("video", VideoFrame)
         self._canvas = FramePool(6)  # RGBA canvases (the output frames when channels=4)
         self._pool = FramePool(6)  # RGB output frames
@@ -211,10 +204,6 @@ class Compositor(LayerStack, Actor):
         self.sync_timeouts = 0
         if base is not None:
             self.add_layer(base, z=0)
-
-    @property
-    def default_fps(self) -> float | None:  # type: ignore[override]
-        return self.fps
 
     def _layer_state(self, spec: Layer, port: StreamInput) -> _LayerState:
         return _LayerState(spec, port)

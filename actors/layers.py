@@ -62,12 +62,33 @@ class LayerStack:
     maxsize: int
     overflow: Overflow
 
-    def _init_layers(self, maxsize: int, overflow: Overflow) -> None:
+    def _init_layers(
+        self,
+        width: int | None,
+        height: int | None,
+        fps: float | None,
+        background: tuple[int, int, int],
+        maxsize: int,
+        overflow: Overflow,
+    ) -> None:
+        """The canvas (``None`` size: the first frame's), the rate without input, and the
+        defaults of the layer inputs; what every compositor checks and keeps alike."""
+        if (width is None) != (height is None):
+            raise ValueError("give both width and height, or neither (the first frame's size)")
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be > 0 or None, got {fps!r}")
+        self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
+        self.fps = fps
+        self.background = tuple(int(c) for c in background)
         self.maxsize = maxsize
         self.overflow = overflow
         self._layers: dict[str, LayerState] = {}
         self._order: list[LayerState] = []
         self._layers_lock = threading.Lock()
+
+    @property
+    def default_fps(self) -> float | None:
+        return self.fps
 
     # -- what a compositor specialises -------------------------------------------------
 

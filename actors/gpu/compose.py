@@ -94,14 +94,7 @@ class GPUCompositor(LayerStack, Actor):
         **kw: Any,
     ) -> None:
         super().__init__(dispatcher=gpu_dispatcher(dispatcher), **kw)
-        if (width is None) != (height is None):
-            raise ValueError("give both width and height, or neither (the first frame's size)")
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be > 0 or None, got {fps!r}")
-        self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
-        self.fps = fps
-        self.background = tuple(int(c) for c in background)
-        self._init_layers(maxsize, overflow)
+        self._init_layers(width, height, fps, background, maxsize, overflow)
         self.base = base
         self.outputs["video"] = StreamOutput("video", VideoFrame, memory="gpu")
         self._programs: dict[int, ShaderProgram] = {}
@@ -110,10 +103,6 @@ class GPUCompositor(LayerStack, Actor):
         if base is not None:
             self.add_layer(base, z=0)
             self.driving_input = base  # type: ignore[misc]
-
-    @property
-    def default_fps(self) -> float | None:  # type: ignore[override]
-        return self.fps
 
     def _layer_port(self, name: str, maxsize: int, overflow: Overflow) -> StreamInput:
         return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow, memory="gpu")
