@@ -786,8 +786,7 @@ class FileSink(Actor):
         return data
 
     def _write_audio(self, buf: AudioBuffer) -> None:
-        stream = self._astream
-        assert stream is not None and self._out is not None and self._audio_pts is not None
+        assert self._audio_pts is not None
         data = self._checked_audio(buf)
         if not data.shape[0]:
             return

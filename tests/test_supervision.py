@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import Counter, Relay
+from conftest import Counter, Relay, eventually
 
 from streamlib import (
     Actor,
@@ -52,14 +52,6 @@ class Idle(Actor):
         pass
 
 
-async def wait_until(predicate: Any, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.005)
-
-
 async def test_one_for_one_restart_keeps_mailboxes_and_wiring_and_counts_the_lost_message() -> None:
     sup = Supervisor(name="sup1")
     feeder = Feeder(DataMessage)
@@ -94,7 +86,7 @@ async def test_restart_policies() -> None:
     assert names["temporary"].state is LifecycleState.STOPPED
     await feeders["transient"].send(DataMessage("boom"))  # never reached: it is gone
     await feeders["permanent"].send(DataMessage("boom"))
-    await wait_until(lambda: sup.children[0].restarts == 2)
+    await eventually(lambda: sup.children[0].restarts == 2)
     await sup.stop()
 
 
@@ -104,7 +96,7 @@ async def test_transient_child_is_restarted_after_a_failure() -> None:
     w = sup.spawn(Crashy, restart="transient")
     f >> w
     await f.send(DataMessage("boom"))
-    await wait_until(lambda: sup.children[0] is not w)
+    await eventually(lambda: sup.children[0] is not w)
     assert sup.children[0].state is LifecycleState.RUNNING
     await sup.stop()
 
@@ -128,7 +120,7 @@ async def test_strategies_restart_the_right_siblings(strategy: str, restarted: l
     feeder = Feeder(DataMessage)
     feeder >> crashy
     await feeder.send(DataMessage("boom"))
-    await wait_until(lambda: sup.children[1] is not crashy and all(c.state is LifecycleState.RUNNING
+    await eventually(lambda: sup.children[1] is not crashy and all(c.state is LifecycleState.RUNNING
                                                                      for c in sup.children))
     await asyncio.sleep(0.02)
     assert [new is not old for new, old in zip(sup.children, [first, crashy, last], strict=True)] == restarted
@@ -145,8 +137,8 @@ async def test_past_the_restart_intensity_the_supervisor_fails_and_escalates() -
     for n in range(3):
         await feeder.send(DataMessage("boom"))
         if n < 2:  # the next "boom" must reach a restarted worker
-            await wait_until(lambda n=n: inner.children and inner.children[0].restarts == n + 1, timeout=5)
-    await wait_until(lambda: inner.failure is not None and root.children[0] is not inner, timeout=5)
+            await eventually(lambda n=n: inner.children and inner.children[0].restarts == n + 1, timeout=5)
+    await eventually(lambda: inner.failure is not None and root.children[0] is not inner, timeout=5)
     assert isinstance(inner.failure, RestartIntensityExceeded)
     assert inner.state is LifecycleState.FAILED
     new_inner = root.children[0]
@@ -171,7 +163,7 @@ async def test_an_unsupervised_failure_is_logged_and_siblings_keep_running(caplo
         await encoder.join()
     assert any("/app/pipeline/encoder" in r.getMessage() and r.exc_info for r in caplog.records)
     count = sibling.count
-    await wait_until(lambda: sibling.count > count, timeout=5)
+    await eventually(lambda: sibling.count > count, timeout=5)
     assert pipeline.state is LifecycleState.RUNNING
     await app.stop()
 
@@ -231,18 +223,18 @@ async def test_on_restart_carries_runtime_configuration_before_on_start(caplog: 
     worker = sup.spawn(Configurable)
     feeder = Feeder(DataMessage)
     feeder >> worker
-    await wait_until(lambda: worker.seen_at_start is not None)
+    await eventually(lambda: worker.seen_at_start is not None)
     assert worker.previous is None and worker.seen_at_start == "from the constructor"  # a first start
     worker.setting = "set at runtime"
     await feeder.send(DataMessage("boom"))
-    await wait_until(lambda: sup.children[0] is not worker and sup.children[0].seen_at_start is not None)
+    await eventually(lambda: sup.children[0] is not worker and sup.children[0].seen_at_start is not None)
     second = sup.children[0]
     assert isinstance(second, Configurable)
     assert second.previous is worker and second.seen_at_start == "set at runtime"
 
     second.setting = "explode"  # on_restart raises: logged, and the restart still happens
     await feeder.send(DataMessage("boom"))
-    await wait_until(lambda: sup.children[0] is not second and sup.children[0].seen_at_start is not None)
+    await eventually(lambda: sup.children[0] is not second and sup.children[0].seen_at_start is not None)
     third = sup.children[0]
     assert isinstance(third, Configurable) and third.state is LifecycleState.RUNNING
     assert third.seen_at_start == "from the constructor" and third.restarts == 2

@@ -254,7 +254,7 @@ class _ActorImage:
 
 
 # Attributes of an actor that belong to the parent's runtime, never to the worker.
-_RUNTIME_ATTRS = frozenset({"_core", "parent", "children", "inputs", "outputs", "dispatcher", "clock", "state"})
+_RUNTIME_ATTRS = frozenset({"_core", "parent", "children", "inputs", "outputs", "dispatcher", "clock"})
 
 
 @dataclass(slots=True)
