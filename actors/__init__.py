@@ -1,10 +1,10 @@
 """Ready-made actors for streamlib: sources, filters, drawing, compositing, files, display, audio.
 
-Names are imported lazily, so ``from actors import TestPattern`` does not load skia or
+Names are imported lazily, so ``from streamlib.actors import TestPattern`` does not load skia or
 PyAV, and a missing optional library fails with an :class:`ImportError` that names the
 pip package to install (all of them come with ``pip install streamlib[media]``)::
 
-    from actors import TestPattern, Drawing, Compositor, FileSink
+    from streamlib.actors import TestPattern, Drawing, Compositor, FileSink
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def __getattr__(name: str) -> Any:
     try:
         module_name, package = _EXPORTS[name]
     except KeyError:
-        raise AttributeError(f"module 'actors' has no attribute {name!r}") from None
+        raise AttributeError(f"module 'streamlib.actors' has no attribute {name!r}") from None
     try:
         module = importlib.import_module(f".{module_name}", __name__)
     except ImportError as exc:
@@ -79,7 +79,7 @@ def __getattr__(name: str) -> Any:
             package = by_module.get(missing, package)
             extra = "gpu" if package == "wgpu" else "media"
             raise ImportError(
-                f"actors.{name} needs the {package!r} package: pip install {package} "
+                f"streamlib.actors.{name} needs the {package!r} package: pip install {package} "
                 f"(or pip install streamlib[{extra}])"
             ) from exc
         raise

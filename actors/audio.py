@@ -2,7 +2,7 @@
 
 Audio travels as :class:`~streamlib.AudioBuffer` blocks of float32 ``(samples,
 channels)`` in [-1, 1]. File audio in and out goes through
-:class:`~actors.files.FileSource` and :class:`~actors.files.FileSink`.
+:class:`~streamlib.actors.files.FileSource` and :class:`~streamlib.actors.files.FileSink`.
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ from numpy.typing import NDArray
 try:
     import numba
 except ImportError as exc:  # pragma: no cover - numba is a dependency of streamlib[media]
-    raise ImportError("actors.blend needs Numba: pip install numba (or streamlib[media])") from exc
+    raise ImportError("streamlib.actors.blend needs Numba: pip install numba (or streamlib[media])") from exc
 
 __all__ = ["over", "words"]
 
 if sys.byteorder != "little":  # pragma: no cover - every platform streamlib targets is little-endian
-    raise ImportError("actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian")
+    raise ImportError("streamlib.actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian")
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)

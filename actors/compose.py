@@ -26,7 +26,7 @@ instant produce one output frame. With nothing delivering, it keeps producing fr
 frame count exact).
 
 Cost. The canvas is RGBA, handled as one ``uint32`` per pixel; each RGBA layer is blended
-onto it by :func:`actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
+onto it by :func:`streamlib.actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
 skips fully transparent rows, copies fully opaque ones and blends the rest with exact
 integer arithmetic, without holding the GIL. RGB layers are opaque: they are converted
 straight into the canvas (OpenCV), or through a scratch RGBA image when ``opacity`` < 1.
@@ -55,7 +55,7 @@ from .layers import Layer, LayerStack, LayerState
 try:
     import cv2
 except ImportError as exc:  # pragma: no cover - exercised only without OpenCV
-    raise ImportError("actors.compose needs OpenCV: pip install opencv-python (or streamlib[media])") from exc
+    raise ImportError("streamlib.actors.compose needs OpenCV: pip install opencv-python (or streamlib[media])") from exc
 
 __all__ = ["Compositor", "Layer", "composite"]
 

@@ -95,7 +95,7 @@ def _pyav_loaded_first() -> str | None:
     The pip wheels of both bundle X11/xcb libraries under identical names; whichever
     package is imported first provides them to the other, and when PyAV's copies reach
     OpenCV's Qt plugin, the first window livelocks at 100 % CPU (PyAV issue #978,
-    OpenCV issue #21952). Importing ``cv2`` before ``av`` avoids it (``actors.files``
+    OpenCV issue #21952). Importing ``cv2`` before ``av`` avoids it (``streamlib.actors.files``
     does), so this detects the bad order and lets the display fail clearly instead."""
     if "av" not in sys.modules or not sys.platform.startswith("linux"):
         return None
@@ -169,7 +169,7 @@ class Display(Actor):
         if clash is not None:
             raise RuntimeError(
                 f"{self.path}: PyAV was imported before OpenCV and provided {clash} to OpenCV's GUI, which makes "
-                "its windows freeze (PyAV #978); import cv2 (or actors.display, actors.files) before av"
+                "its windows freeze (PyAV #978); import cv2 (or streamlib.actors.display, streamlib.actors.files) before av"
             )
         self.title = title
         self.keep_open = keep_open

@@ -55,7 +55,7 @@ from .buffer import FramePool, own_thread
 try:
     import skia  # type: ignore[import-not-found]
 except ImportError as exc:  # pragma: no cover - exercised only without skia
-    raise ImportError("actors.draw needs skia: pip install skia-python (or streamlib[media])") from exc
+    raise ImportError("streamlib.actors.draw needs skia: pip install skia-python (or streamlib[media])") from exc
 
 cv2: Any
 try:

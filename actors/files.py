@@ -37,7 +37,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-# OpenCV must load its X11 libraries before PyAV, or its windows freeze (see actors.display);
+# OpenCV must load its X11 libraries before PyAV, or its windows freeze (see streamlib.actors.display);
 # FileSink also uses its fast RGB->YUV conversion.
 import cv2  # isort: skip
 import av  # isort: skip

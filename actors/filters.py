@@ -23,7 +23,7 @@ try:
     import cv2
 except ImportError as exc:  # pragma: no cover - exercised only without OpenCV
     raise ImportError(
-        "actors.filters needs OpenCV: pip install opencv-python (or streamlib[media])"
+        "streamlib.actors.filters needs OpenCV: pip install opencv-python (or streamlib[media])"
     ) from exc
 
 __all__ = ["CONVERSIONS", "INTERPOLATIONS", "Blur", "ColorConvert", "FrameFilter", "Resize"]

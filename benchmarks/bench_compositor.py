@@ -37,8 +37,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from actors.compose import Compositor
 from streamlib import VideoFrame
+from streamlib.actors.compose import Compositor
 
 W, H = 1920, 1080
 

@@ -85,7 +85,7 @@ def opencv_stages() -> list[Callable[[np.ndarray], np.ndarray]]:
 
 def cpu_numpy() -> Callable[[np.ndarray], np.ndarray]:
     """The same maths as the shaders, in numpy float32 (the effects' reference functions)."""
-    from actors.gpu import GaussianBlur, Grade, Invert
+    from streamlib.actors.gpu import GaussianBlur, Grade, Invert
 
     def run(x: np.ndarray) -> np.ndarray:
         return GaussianBlur.reference(Grade.reference(Invert.reference(x), **GRADE), SIGMA)
@@ -161,7 +161,7 @@ async def run_chain(stages: list[Actor], frames: list[VideoFrame], sink_memory: 
 
 
 def gpu_chain() -> list[Actor]:
-    from actors.gpu import GaussianBlur, Grade, Invert
+    from streamlib.actors.gpu import GaussianBlur, Grade, Invert
 
     return [Invert(**LOSSLESS), Grade(**GRADE, **LOSSLESS), GaussianBlur(sigma=SIGMA, **LOSSLESS)]
 
@@ -234,7 +234,7 @@ async def memory_check(n: int, size: tuple[int, int]) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from actors.gpu import TransferWarning
+    from streamlib.actors.gpu import TransferWarning
 
     warnings.simplefilter("ignore", TransferWarning)  # the costs are measured and printed below
     ctx = gpu.context()

@@ -29,12 +29,12 @@ from typing import Any
 
 import av
 
-from actors.cli import format_summary, percentile, summary_rows, timed
-from actors.compose import Compositor
-from actors.draw import Drawing
-from actors.files import FileSink
-from actors.video import TestPattern
 from streamlib import Actor
+from streamlib.actors.compose import Compositor
+from streamlib.actors.draw import Drawing
+from streamlib.actors.files import FileSink
+from streamlib.actors.video import TestPattern
+from streamlib.cli import format_summary, percentile, summary_rows, timed
 from streamlib.eventloop import new_event_loop
 from streamlib.mailbox import Overflow
 

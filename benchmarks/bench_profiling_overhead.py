@@ -222,7 +222,7 @@ def callgrind_per_message(
 
 def disabled_profile_ns() -> float:
     """Nanoseconds per ``with profile("x"):`` while profiling is off."""
-    from streamlib.profiling import profile
+    from streamlib.observe.profiling import profile
 
     def body() -> None:
         with profile("section", frame=1):

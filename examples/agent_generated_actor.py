@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 import streamlib
-from actors.draw import Drawing
-from actors.files import FileSink
-from actors.video import TestPattern
+from streamlib.actors.draw import Drawing
+from streamlib.actors.files import FileSink
+from streamlib.actors.video import TestPattern
 
 # What an agent might generate: a complete actor class, using only the public API.
 ACTOR_SOURCE = '''

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from actors.audio import AudioGenerator
-from actors.files import FileSink
 from streamlib import Actor, StreamOutput, TimedTick, VideoFrame
+from streamlib.actors.audio import AudioGenerator
+from streamlib.actors.files import FileSink
 
 
 class MovingBar(Actor):

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-from actors.display import Display, screen_available  # OpenCV before PyAV (see actors.display)
-from actors.files import FileSink, FileSource
 from streamlib import Actor, ActorInitError, KeyEvent, MouseEvent, StreamInput, TimedTick
+from streamlib.actors.display import Display, screen_available  # OpenCV before PyAV (see actors.display)
+from streamlib.actors.files import FileSink, FileSource
 
 try:
     from audio_video_mux import MovingBar
@@ -64,7 +64,7 @@ async def open_source(spec: str | None, loop: bool) -> Actor:
     if spec is not None and not spec.isdigit():
         print(f"showing {spec}{' (looped)' if loop else ''}")
         return FileSource(spec, loop=loop, audio=False)
-    from actors.capture import Camera
+    from streamlib.actors.capture import Camera
 
     try:
         camera = Camera(int(spec or 0))

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from actors.audio import AudioGenerator
-from actors.files import HLSSink
+from streamlib.actors.audio import AudioGenerator
+from streamlib.actors.files import HLSSink
 
 try:  # run as a script: the sibling example is importable
     from audio_video_mux import MovingBar

@@ -18,10 +18,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from actors.compose import Compositor
-from actors.draw import Drawing
-from actors.files import FileSink
-from actors.video import TestPattern
+from streamlib.actors.compose import Compositor
+from streamlib.actors.draw import Drawing
+from streamlib.actors.files import FileSink
+from streamlib.actors.video import TestPattern
 
 BORDER = """
 edge = skia.Paint(AntiAlias=True, Style=skia.Paint.kStroke_Style, StrokeWidth=6, Color=skia.Color(255, 200, 0))

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from actors.filters import FrameFilter
-from actors.video import TestPattern
 from streamlib import Actor, Dispatcher, StreamInput, Supervisor, TimedTick, VideoFrame
+from streamlib.actors.filters import FrameFilter
+from streamlib.actors.video import TestPattern
 
 # The supervisor logs every restart with a traceback; keep the example's output short.
 logging.basicConfig(level=logging.CRITICAL)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import av
 
-from actors.draw import Drawing
-from actors.files import FileSink, FileSource
-from actors.video import TestPattern
+from streamlib.actors.draw import Drawing
+from streamlib.actors.files import FileSink, FileSource
+from streamlib.actors.video import TestPattern
 
 OVERLAY = """
 w, h = ctx.width, ctx.height

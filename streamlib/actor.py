@@ -49,16 +49,17 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar, overload
 
-from . import profiling as _profiling
 from .clock import Clock, SoftwareClock
+from .current import current_actor, set_current_actor
 from .dispatch import Dispatcher, resolve_dispatcher
 from .errors import ActorDefinitionError, ActorInitError, EndOfStream
 from .eventloop import current_loop, is_worker_loop
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
 from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
+from .rendering import render
 
-__all__ = ["Actor", "ActorSpec", "Completion", "LifecycleState", "RestartPolicy", "actors", "current_actor"]
+__all__ = ["Actor", "ActorSpec", "Completion", "LifecycleState", "RestartPolicy", "current_actor", "running_actors"]
 
 log = logging.getLogger("streamlib")
 
@@ -69,7 +70,6 @@ RESTART_POLICIES = ("permanent", "transient", "temporary")
 FRAMEWORK_OPTIONS = frozenset({"parent", "dispatcher", "name", "clock", "restart"})
 
 _options: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("_options", default=None)
-_current_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("current_actor", default=None)
 _registry_lock = threading.RLock()
 _roots: dict[str, Actor] = {}  # running top-level actors, by name
 _root_names: dict[str, itertools.count[int]] = {}
@@ -128,7 +128,7 @@ class Completion:
 
     def __await__(self) -> Generator[Any, None, LifecycleState]:
         actor = self._actor
-        if not actor._core.done.done() and _current_actor.get() is actor:
+        if not actor._core.done.done() and current_actor() is actor:
             raise RuntimeError(
                 f"{actor.path} awaited its own stop()/join() from its own code, which would wait forever "
                 "(it ends only after this hook returns); call self.stop() without 'await'"
@@ -410,19 +410,45 @@ def _home_loop() -> asyncio.AbstractEventLoop:
     loop = asyncio._get_running_loop()
     if loop is not None and not is_worker_loop(loop):
         return loop
-    creator = _current_actor.get()
+    creator = current_actor()
     return creator._core.loop if creator is not None else current_loop()
 
 
-def current_actor() -> Actor | None:
-    """The actor whose hook is running in this task or worker thread, if any."""
-    return _current_actor.get()
-
-
-def actors() -> list[Actor]:
+def running_actors() -> list[Actor]:
     """The running top-level actors of this process (roots of their trees)."""
     with _registry_lock:
         return list(_roots.values())
+
+
+TickFn = Callable[[TimedTick], "Awaitable[None] | None"]
+"""An actor's per-tick callable, as its dispatcher binds it."""
+
+TickInstrument = Callable[["Actor", TickFn], TickFn]
+"""Wraps an actor's per-tick callable (a profiler's timer, a tracer's span)."""
+
+_tick_instrument: TickInstrument | None = None
+_stats_sections: dict[str, Callable[[Actor], Any]] = {}
+
+
+def set_tick_instrument(instrument: TickInstrument | None) -> None:
+    """Wrap every actor's per-tick callable with ``instrument(actor, run_tick)`` (``None``:
+    unwrap). Running actors re-bind between two of their ticks; actors bind when they start.
+
+    The seam :mod:`streamlib.observe.profiling` uses: with no instrument set, a tick runs the
+    dispatcher's callable directly and pays nothing."""
+    global _tick_instrument
+    _tick_instrument = instrument
+    stack = running_actors()
+    while stack:
+        actor = stack.pop()
+        stack.extend(actor.children)
+        if not actor._core.done.done():
+            actor._rebind_tick()
+
+
+def add_stats_section(key: str, section: Callable[[Actor], Any]) -> None:
+    """Add ``key: section(actor)`` to every :meth:`Actor.stats` (omitted when it returns a falsy value)."""
+    _stats_sections[key] = section
 
 
 _A = TypeVar("_A", bound="Actor")
@@ -605,7 +631,7 @@ class Actor(metaclass=ActorMeta):
     def stop(self) -> Completion:
         """Request a stop. Await the result (or ``.wait()`` it) to wait until this actor and
         its children have stopped and every ``on_stop`` has run."""
-        self._request_stop(_Cause.SELF if _current_actor.get() is self else _Cause.STOP)
+        self._request_stop(_Cause.SELF if current_actor() is self else _Cause.STOP)
         return Completion(self)
 
     def join(self) -> Completion:
@@ -652,17 +678,19 @@ class Actor(metaclass=ActorMeta):
         }
         if core.failure is not None:
             found["failure"] = f"{type(core.failure).__name__}: {core.failure}"
-        if _profiling.enabled():
-            found["profile"] = _profiling.actor_summary(self)
+        for key, section in _stats_sections.items():
+            extra = section(self)
+            if extra:
+                found[key] = extra
         if recursive:
             found["children"] = [child.stats(recursive=True) for child in list(self.children)]
         return found
 
-    def _repr_html_(self) -> str:
-        """Jupyter: the actor's counters, its subtree and the graph of its connections."""
-        from .views import actor_html
-
-        return actor_html(self)
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the actor's counters, its subtree and the graph of its connections
+        (drawn by the renderer :mod:`streamlib.observe` registers; see :mod:`.rendering`)."""
+        html: str | None = render(self, "text/html")
+        return html
 
     def __rshift__(self, other: Any) -> Any:
         return connect(self, other)
@@ -800,7 +828,7 @@ class Actor(metaclass=ActorMeta):
     async def _run(self) -> None:
         core = self._core
         dispatcher = self.dispatcher
-        _current_actor.set(self)
+        set_current_actor(self)
         attached = False
         try:
             await dispatcher.attach(self)
@@ -868,11 +896,11 @@ class Actor(metaclass=ActorMeta):
             self._finish()
 
     def _bind_tick(self) -> Callable[[TimedTick], Awaitable[None] | None]:
-        """The per-tick callable of the run loop: the dispatcher's, wrapped in a timer only
-        while profiling is on -- so profiling that is off adds nothing to a tick."""
+        """The per-tick callable of the run loop: the dispatcher's, wrapped by the tick
+        instrument only while one is set -- so profiling that is off adds nothing to a tick."""
         run_tick = self.dispatcher.bind(self)
-        if _profiling.enabled():
-            run_tick = _profiling.instrument(self, run_tick)
+        if _tick_instrument is not None:
+            run_tick = _tick_instrument(self, run_tick)
         self._core.run_tick = run_tick
         return run_tick
 
@@ -1170,7 +1198,7 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
     loop = _background
     if loop is None or loop.is_closed() or not loop.is_running():
         return
-    roots = [a for a in actors() if a._core.loop is loop]
+    roots = [a for a in running_actors() if a._core.loop is loop]
     for actor in roots:
         actor._request_stop(_Cause.STOP)
     deadline = time.monotonic() + timeout

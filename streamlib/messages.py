@@ -20,6 +20,8 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from .rendering import render
+
 __all__ = [
     "AudioBuffer",
     "DataMessage",
@@ -130,13 +132,12 @@ class VideoFrame(Message):
         return getattr(self.data, "memory", None) == "gpu"
 
     def _repr_png_(self) -> bytes | None:
-        """Jupyter shows a frame as its image (PNG, encoded with zlib alone); a GPU frame
-        as its text (showing it would mean a download: ``await gpu.download_async(...)``)."""
-        from .views import encode_png
-
+        """Jupyter shows a frame as its image (the PNG renderer :mod:`streamlib.observe`
+        registers); a GPU frame as its text (showing it would mean a download)."""
         if self.is_gpu():
             return None
-        return encode_png(self.data)
+        png: bytes | None = render(self, "image/png")
+        return png
 
 
 @dataclass(slots=True, eq=False)

@@ -355,7 +355,7 @@ class StreamOutput:
         if factory is None:
             raise TypeError(
                 f"cannot connect {self.path} ({self.memory} memory) >> {port.path} ({port.memory} memory): "
-                f"no {self.memory}->{port.memory} transfer is registered (import actors.gpu, which registers "
+                f"no {self.memory}->{port.memory} transfer is registered (import streamlib.actors.gpu, which registers "
                 "the Upload/Download actors, or put a transfer actor between them)"
             )
         transfer = factory(self, port)

@@ -39,8 +39,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .actor import Actor, LifecycleState, actors, current_actor
-from .eventloop import new_event_loop
+from streamlib import Actor, LifecycleState, current_actor, running_actors
+from streamlib.eventloop import new_event_loop
 
 __all__ = ["ActorPathFilter", "configure_logging", "run"]
 
@@ -86,7 +86,7 @@ def _as_roots(result: Any, before: set[Actor], loop: asyncio.AbstractEventLoop) 
     if isinstance(result, Actor):
         return [result]
     if result is None:
-        return [a for a in actors() if a not in before and a.event_loop is loop]
+        return [a for a in running_actors() if a not in before and a.event_loop is loop]
     if isinstance(result, Iterable) and not isinstance(result, str | bytes):
         found = list(result)
         if all(isinstance(a, Actor) for a in found):
@@ -130,7 +130,7 @@ async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_sign
             except (NotImplementedError, RuntimeError):  # pragma: no cover - e.g. Windows
                 pass
     try:
-        before = set(actors())
+        before = set(running_actors())
         result = main()
         if inspect.isawaitable(result):
             result = await result

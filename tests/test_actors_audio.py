@@ -12,9 +12,9 @@ import av
 import numpy as np
 import pytest
 
-from actors.audio import AudioGenerator, AudioMixer
-from actors.files import FileSink
 from streamlib import Actor, ActorInitError, AudioBuffer, LifecycleState, StreamOutput, TimedTick, VideoFrame
+from streamlib.actors.audio import AudioGenerator, AudioMixer
+from streamlib.actors.files import FileSink
 from streamlib.testing import Feeder, Probe
 
 

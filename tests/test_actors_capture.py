@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from actors.capture import Camera
 from streamlib import ActorInitError, LifecycleState, VideoFrame
+from streamlib.actors.capture import Camera
 from streamlib.testing import Probe
 
 H, W = 120, 160

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from actors.blend import over, words
-from actors.buffer import FramePool
-from actors.compose import Compositor, Layer, composite
 from streamlib import ActorInitError, LifecycleState, Supervisor, TimedTick, VideoFrame
+from streamlib.actors.blend import over, words
+from streamlib.actors.buffer import FramePool
+from streamlib.actors.compose import Compositor, Layer, composite
 from streamlib.testing import Feeder, ManualClock, Probe
 
 rng = np.random.default_rng(7)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.display import Display, screen_available
 from streamlib import ActorInitError
+from streamlib.actors.display import Display, screen_available
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ WINDOW_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, shutil, subprocess, time
     import numpy as np
-    from actors.display import Display
+    from streamlib.actors.display import Display
     from streamlib import KeyEvent, MouseEvent, VideoFrame
     from streamlib.testing import Feeder, Probe
 
@@ -114,7 +114,7 @@ WINDOW_SCRIPT = textwrap.dedent(
         await asyncio.sleep(0.3)  # let it paint
         x, y, w, h = display.window_rect
         centre = None
-        if shutil.which("ffmpeg"):  # a screenshot of where the image should be (not PyAV: see actors.display)
+        if shutil.which("ffmpeg"):  # a screenshot of where the image should be (not PyAV: see streamlib.actors.display)
             grab = ["ffmpeg", "-loglevel", "error", "-f", "x11grab", "-video_size", f"{w}x{h}"]
             grab += ["-i", f"{os.environ['DISPLAY']}+{x},{y}", "-frames:v", "1"]
             grab += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
@@ -164,7 +164,7 @@ def test_window_shows_frames_and_reports_keys_and_clicks(xvfb: str) -> None:
 
 
 def test_pyav_imported_before_opencv_fails_clearly_instead_of_freezing(xvfb: str) -> None:
-    script = "import av\nfrom actors.display import Display\nDisplay()\n"
+    script = "import av\nfrom streamlib.actors.display import Display\nDisplay()\n"
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
     assert "PyAV was imported before OpenCV" in out.stderr and "import cv2" in out.stderr
@@ -174,8 +174,8 @@ def test_files_module_imports_opencv_first_so_windows_work_with_it(xvfb: str) ->
     script = textwrap.dedent(
         """
         import numpy as np
-        import actors.files  # imports av (after cv2)
-        from actors.display import Display, _pyav_loaded_first
+        import streamlib.actors.files  # imports av (after cv2)
+        from streamlib.actors.display import Display, _pyav_loaded_first
         assert _pyav_loaded_first() is None
         import cv2
         cv2.namedWindow("probe")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import skia  # type: ignore[import-not-found]
 
-from actors.draw import DrawContext, Drawing, DrawingError
-from actors.video import TestPattern, smpte_bars
 from streamlib import ActorInitError, LifecycleState, Supervisor, TimedTick, VideoFrame
+from streamlib.actors.draw import DrawContext, Drawing, DrawingError
+from streamlib.actors.video import TestPattern, smpte_bars
 from streamlib.testing import Feeder, ManualClock, Probe
 
 RED_DOT = """

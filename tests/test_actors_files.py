@@ -16,7 +16,6 @@ import av
 import numpy as np
 import pytest
 
-from actors.files import FileSink, FileSource, HLSSink
 from streamlib import (
     Actor,
     ActorInitError,
@@ -27,6 +26,7 @@ from streamlib import (
     TimedTick,
     VideoFrame,
 )
+from streamlib.actors.files import FileSink, FileSource, HLSSink
 from streamlib.testing import Feeder, Probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ SIGINT_SCRIPT = textwrap.dedent(
     import asyncio, math, sys, time
     import numpy as np
     from streamlib import Actor, StreamOutput, VideoFrame
-    from actors.files import FileSink
+    from streamlib.actors.files import FileSink
 
     class Src(Actor):
         default_fps = 60.0

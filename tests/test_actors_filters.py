@@ -10,9 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from actors.buffer import BufferActor
-from actors.filters import Blur, ColorConvert, Resize
-from actors.video import TestPattern
 from streamlib import (
     Actor,
     ActorInitError,
@@ -23,6 +20,9 @@ from streamlib import (
     TimedTick,
     VideoFrame,
 )
+from streamlib.actors.buffer import BufferActor
+from streamlib.actors.filters import Blur, ColorConvert, Resize
+from streamlib.actors.video import TestPattern
 from streamlib.testing import Feeder, Probe
 
 rng = np.random.default_rng(3)

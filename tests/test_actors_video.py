@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from actors.video import PATTERNS, SMPTE_COLORS, TestPattern, smpte_bars
 from streamlib import Supervisor, VideoFrame
+from streamlib.actors.video import PATTERNS, SMPTE_COLORS, TestPattern, smpte_bars
 from streamlib.testing import ManualClock, Probe
 
 

@@ -31,8 +31,7 @@ def test_catalogue_is_up_to_date() -> None:
 
 
 def test_catalogue_covers_every_actor() -> None:
-    import actors
-    from streamlib import Actor
+    from streamlib import Actor, actors
 
     text = (ROOT / "docs" / "catalogue.md").read_text()
     for name in actors.__all__:

@@ -11,10 +11,10 @@ from pathlib import Path
 import av
 import pytest
 
-from actors.cli import TimingDispatcher, build_parser, main, percentile, summary_rows
-from actors.filters import Blur
-from actors.video import TestPattern
 from streamlib import VideoFrame
+from streamlib.actors.filters import Blur
+from streamlib.actors.video import TestPattern
+from streamlib.cli import TimingDispatcher, build_parser, main, percentile, summary_rows
 from streamlib.testing import Probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def command() -> list[str]:
     script = shutil.which("streamlib")
-    return [script] if script else [sys.executable, "-m", "actors.cli"]
+    return [script] if script else [sys.executable, "-m", "streamlib.cli"]
 
 
 def count_frames(path: Path) -> tuple[int, tuple[int, int]]:

@@ -17,7 +17,7 @@ import pytest
 
 import streamlib
 from streamlib import Actor, StreamInput, StreamOutput, Supervisor, TimedTick, VideoFrame, profiling
-from streamlib.dashboard import Dashboard, encode_preview, output_id
+from streamlib.observe.dashboard import Dashboard, encode_preview, output_id
 from streamlib.testing import Probe
 
 aiohttp = pytest.importorskip("aiohttp", reason="the dashboard needs aiohttp: pip install 'streamlib[observe]'")

@@ -21,12 +21,12 @@ TIMEOUT = 120
 
 def needs_screen(path: Path) -> bool:
     text = path.read_text()
-    return "Display(" in text or "actors.display" in text
+    return "Display(" in text or "streamlib.actors.display" in text
 
 
 def screen() -> bool:
     try:
-        from actors.display import screen_available
+        from streamlib.actors.display import screen_available
     except ImportError:
         return False
     return bool(screen_available()[0])

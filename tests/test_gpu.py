@@ -35,7 +35,7 @@ try:
 except gpu.GPUUnavailableError as exc:  # pragma: no cover - only where no adapter exists at all
     pytest.skip(f"no GPU adapter (Mesa lavapipe/llvmpipe not installed): {exc}", allow_module_level=True)
 
-from actors.gpu import (  # noqa: E402 - after the adapter check
+from streamlib.actors.gpu import (  # noqa: E402 - after the adapter check
     Download,
     GPUImage,
     Invert,
@@ -47,7 +47,7 @@ from actors.gpu import (  # noqa: E402 - after the adapter check
 )
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore::actors.gpu.transfer.TransferWarning"),
+    pytest.mark.filterwarnings("ignore::streamlib.actors.gpu.transfer.TransferWarning"),
     # A native crash (wgpu-native or Mesa's software driver aborting the process) is rerun
     # once in a fresh pytest-xdist worker and counted as a rerun in the summary; a failed
     # assertion is not rerun, nor is a crash that happens again. The one crash seen so far
@@ -201,7 +201,7 @@ def test_compile_errors_are_structured() -> None:
 
 
 async def test_three_shader_chain_makes_one_upload_and_one_download() -> None:
-    from actors.gpu import GaussianBlur, Grade
+    from streamlib.actors.gpu import GaussianBlur, Grade
 
     ctx = gpu.context()
     inv, grade, blur = Invert(), Grade(contrast=1.3, saturation=0.5), GaussianBlur(sigma=1.0)
@@ -300,7 +300,7 @@ async def test_gpu_dispatcher_runs_hooks_on_the_gpu_thread() -> None:
 
 async def test_gpu_dispatcher_by_name() -> None:
     from streamlib.dispatch import resolve_dispatcher
-    from streamlib.dispatch.gpu import GPUDispatcher
+    from streamlib.gpu.dispatch import GPUDispatcher
 
     assert isinstance(resolve_dispatcher("gpu"), GPUDispatcher)
     with pytest.raises(ActorInitError, match="dispatcher='gpu'"):
@@ -510,7 +510,7 @@ NOTEBOOK = [
 import numpy as np
 from streamlib import VideoFrame, gpu
 from streamlib.testing import Feeder, Probe
-from actors.gpu import GaussianBlur, Invert
+from streamlib.actors.gpu import GaussianBlur, Invert
 
 feeder, probe = Feeder(VideoFrame), Probe(VideoFrame)
 feeder >> Invert() >> GaussianBlur(sigma=1.0) >> probe   # returns at once; transfers inserted

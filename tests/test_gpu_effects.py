@@ -19,10 +19,10 @@ try:
 except gpu.GPUUnavailableError as exc:  # pragma: no cover - only where no adapter exists at all
     pytest.skip(f"no GPU adapter (Mesa lavapipe/llvmpipe not installed): {exc}", allow_module_level=True)
 
-from actors.gpu import ChromaKey, ColorMatrix, GaussianBlur, GPUCompositor, Grade, Invert  # noqa: E402
+from streamlib.actors.gpu import ChromaKey, ColorMatrix, GaussianBlur, GPUCompositor, Grade, Invert  # noqa: E402
 
 pytestmark = [
-    pytest.mark.filterwarnings("ignore::actors.gpu.transfer.TransferWarning"),
+    pytest.mark.filterwarnings("ignore::streamlib.actors.gpu.transfer.TransferWarning"),
     # A native crash (wgpu-native or Mesa's software driver aborting the process) is rerun
     # once in a fresh pytest-xdist worker and counted as a rerun in the summary; a failed
     # assertion is not rerun, nor is a crash that happens again. The one crash seen so far
@@ -124,7 +124,7 @@ async def test_effect_parameters_change_while_running() -> None:
 
 
 async def test_gpu_compositor_matches_the_cpu_compositor() -> None:
-    compose = pytest.importorskip("actors.compose")
+    compose = pytest.importorskip("streamlib.actors.compose")
     base = rgb()
     overlay = rgba()
     overlay[..., 3] = np.where(RNG.random((H, W)) < 0.3, 0, overlay[..., 3])  # some fully transparent

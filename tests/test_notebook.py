@@ -108,7 +108,7 @@ state = await src.stop()
 await asyncio.wait_for(probe.join(), 5)
 print(f"src={state.name}")
 print(f"probe={probe.state.name}")
-print(f"running={[a.path for a in streamlib.actors()]}")
+print(f"running={[a.path for a in streamlib.running_actors()]}")
 """,
 }
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import eventually
 
 from streamlib import Actor, StreamInput, StreamOutput, TimedTick, VideoFrame, profiling
-from streamlib.profiling import profile
+from streamlib.observe.profiling import profile
 from streamlib.testing import Probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def test_table_and_json_export(tmp_path: Path) -> None:
 SCRIPT = """
 import asyncio
 from streamlib import Actor, StreamOutput, DataMessage
-from streamlib.profiling import profile
+from streamlib.observe.profiling import profile
 from streamlib.testing import Probe
 
 class Src(Actor):

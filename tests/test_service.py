@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import load_factory, main
+from streamlib.cli import load_factory, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ if __name__ == "__main__":
 
 def command() -> list[str]:
     script = shutil.which("streamlib")
-    return [script] if script else [sys.executable, "-m", "actors.cli"]
+    return [script] if script else [sys.executable, "-m", "streamlib.cli"]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 ::
 
-    from actors.gpu import ShaderActor, Invert, Grade, GaussianBlur, ChromaKey, GPUCompositor
+    from streamlib.actors.gpu import ShaderActor, Invert, Grade, GaussianBlur, ChromaKey, GPUCompositor
 
     camera >> Grade(contrast=1.2) >> GaussianBlur(sigma=3) >> display   # one upload, one download
 

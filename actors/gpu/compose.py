@@ -1,6 +1,6 @@
 """GPUCompositor: N GPU video layers blended into one frame, in one compute pass.
 
-The GPU twin of :class:`actors.compose.Compositor`, with the same layer model and API::
+The GPU twin of :class:`streamlib.actors.compose.Compositor`, with the same layer model and API::
 
     comp = GPUCompositor(1920, 1080)
     camera >> comp.inputs["base"]                               # z=0, the background layer

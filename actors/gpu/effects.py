@@ -1,4 +1,4 @@
-"""Ready GPU effects, each a :class:`~actors.gpu.shader.ShaderActor` with its WGSL.
+"""Ready GPU effects, each a :class:`~streamlib.actors.gpu.shader.ShaderActor` with its WGSL.
 
 ``Invert``, ``ColorMatrix``, ``Grade``, ``GaussianBlur`` (separable: two passes) and
 ``ChromaKey``. Their parameters are shader parameters: change them while they run with

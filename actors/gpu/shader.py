@@ -66,7 +66,7 @@ import numpy as np
 
 from streamlib import Actor, DataMessage, Dispatcher, Message, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.dispatch import resolve_dispatcher
-from streamlib.dispatch.gpu import GPUDispatcher, gpu_thread
+from streamlib.gpu import GPUDispatcher, gpu_thread
 from streamlib.gpu import (
     GPUContext,
     GPUImage,

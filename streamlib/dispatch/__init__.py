@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from importlib.metadata import entry_points
 from typing import Any
 
 from .asyncio import AsyncioDispatcher, BlockingWarning
@@ -26,15 +27,17 @@ _factories: dict[str, Any] = {
     "asyncio": AsyncioDispatcher,
     "thread": ThreadPoolDispatcher,
     "process": ProcessPoolDispatcher,
-    "gpu": lambda: _gpu_dispatcher(),
 }
 
+ENTRY_POINT_GROUP = "streamlib.dispatchers"
+"""Installed packages name more dispatchers here (``gpu`` from :mod:`streamlib.gpu`, ``ray``
+from :mod:`streamlib.cluster`): loaded on first use, so the core imports none of them."""
 
-def _gpu_dispatcher() -> Dispatcher:
-    """``dispatcher="gpu"``: imported on first use, so ``import streamlib`` never loads wgpu."""
-    from .gpu import GPUDispatcher
 
-    return GPUDispatcher()
+def _plugin_factory(name: str) -> Any:
+    for found in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        return found.load()
+    return None
 
 
 def register_dispatcher(name: str, factory: Any) -> None:
@@ -57,7 +60,12 @@ def resolve_dispatcher(spec: Dispatcher | str | None) -> Dispatcher:
     if isinstance(spec, str):
         with _lock:
             if spec not in _factories:
-                known = ", ".join(repr(k) for k in sorted(_factories))
+                plugin = _plugin_factory(spec)
+                if plugin is not None:
+                    _factories[spec] = plugin
+            if spec not in _factories:
+                names = set(_factories) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)}
+                known = ", ".join(repr(k) for k in sorted(names))
                 raise ValueError(f"unknown dispatcher {spec!r}; known: {known}, or a Dispatcher instance")
             if spec not in _shared:
                 _shared[spec] = _factories[spec]()

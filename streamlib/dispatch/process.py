@@ -59,6 +59,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
 from ..mailbox import EMPTY
@@ -400,15 +401,13 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
         signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event loop
     asyncio.events._set_running_loop(None)
 
-    from ..actor import _current_actor
-
     if isinstance(actor, bytes):
         image: _ActorImage = pickle.loads(actor)
         actor = image.cls.__new__(image.cls)
         vars(actor).update(image.state)
     else:
         image = _image_ports(actor)
-    _current_actor.set(actor)
+    set_current_actor(actor)
     channel = SharedArrayChannel(connection, config.prefix, config.threshold)
     try:
         _WorkerRuntime(actor, channel, image).serve()

@@ -35,11 +35,11 @@ from typing import Any, TextIO
 import numpy as np
 from numpy.typing import NDArray
 
+from streamlib import Actor, StreamInput, StreamOutput, VideoFrame, running_actors
+from streamlib.mailbox import EMPTY
+from streamlib.rendering import register_renderer
+
 from . import profiling
-from .actor import Actor, actors
-from .mailbox import EMPTY
-from .messages import VideoFrame
-from .ports import StreamInput, StreamOutput
 
 __all__ = [
     "Graph",
@@ -62,7 +62,7 @@ __all__ = [
 
 
 def _roots(roots: Sequence[Actor]) -> list[Actor]:
-    return list(roots) if roots else actors()
+    return list(roots) if roots else running_actors()
 
 
 def walk(roots: Sequence[Actor] = ()) -> Iterator[tuple[Actor, int]]:
@@ -718,3 +718,7 @@ def live(
     """Show running actors (default: every tree), redrawn every ``interval`` seconds: in Jupyter
     an output that updates in place, with the graph and a preview of ``preview``'s video."""
     return LiveView(roots, interval=interval, preview=preview, duration=duration, graph=graph)
+
+
+register_renderer(Actor, "text/html", actor_html)
+register_renderer(VideoFrame, "image/png", lambda frame: encode_png(frame.data))

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import streamlib
 from streamlib import Actor, Dispatcher, ThreadPoolDispatcher
 from streamlib.dispatch import resolve_dispatcher
 from streamlib.eventloop import new_event_loop
@@ -192,11 +193,7 @@ canvas.drawCircle(cx, cy, min(w, h) * (0.06 + 0.02 * math.sin(ctx.time * 5)), ri
 
 
 async def run_demo(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    from .compose import Compositor
-    from .draw import Drawing
-    from .files import FileSink, HLSSink
-    from .filters import Resize
-    from .video import TestPattern
+    from streamlib.actors import Compositor, Drawing, FileSink, HLSSink, Resize, TestPattern
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -259,6 +256,7 @@ async def run_demo(args: argparse.Namespace, out: TextIO | None = None, err: Tex
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamlib", description="streamlib: realtime streams as actors")
+    parser.add_argument("--version", action="version", version=f"streamlib {streamlib.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run a headless demo pipeline and write MP4 + HLS")
     demo.add_argument("--seconds", type=float, default=5.0, help="length of the stream (default 5)")
@@ -318,8 +316,7 @@ def load_factory(target: str) -> Callable[[], Any]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import streamlib
-    from streamlib import profiling
+    from streamlib.observe import profiling
     from streamlib.service import configure_logging
 
     configure_logging(args.log_level.upper())

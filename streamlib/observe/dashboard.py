@@ -23,7 +23,7 @@ otherwise:
     registry of your own.
 
 Output ids look like ``/app/source:video`` (the actor's path, a colon, the output's name).
-A preview subscribes a :class:`~streamlib.views.PreviewTap` to that output the first time
+A preview subscribes a :class:`~streamlib.observe.views.PreviewTap` to that output the first time
 it is asked for, and keeps it until the dashboard stops.
 
 aiohttp and prometheus-client come with ``pip install streamlib[observe]``.
@@ -40,9 +40,9 @@ import webbrowser
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from streamlib import Actor, StreamOutput
+
 from . import profiling
-from .actor import Actor
-from .ports import StreamOutput
 from .views import PreviewTap, _connected_actors, _flatten, _roots, _stats, encode_png, graph, tree_text, video_outputs
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _require_aiohttp() -> Any:
     try:
         from aiohttp import web
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"streamlib.dashboard needs aiohttp: {_EXTRA}") from exc
+        raise ImportError(f"streamlib.observe.dashboard needs aiohttp: {_EXTRA}") from exc
     return web
 
 

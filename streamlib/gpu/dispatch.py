@@ -20,92 +20,23 @@ to a new device.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import inspect
-import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..eventloop import new_worker_loop
-from .base import Dispatcher
+from streamlib.dispatch import Dispatcher
+
+from . import device as gpu
+from .thread import GPUThread, awaited, gpu_thread
 
 if TYPE_CHECKING:
-    from ..actor import Actor
-    from ..gpu import GPUContext
-    from ..messages import TimedTick
+    from streamlib import Actor, TimedTick
 
-__all__ = ["GPUDispatcher", "GPUThread", "gpu_thread"]
+    from .device import GPUContext
 
-
-class GPUThread:
-    """The thread all GPU work of the process is encoded and submitted on."""
-
-    def __init__(self) -> None:
-        self.loop = new_worker_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(started.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="streamlib-gpu", daemon=True)
-        self.thread.start()
-        started.wait()
-
-    def is_current(self) -> bool:
-        return threading.current_thread() is self.thread
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args, **kwargs)`` on the GPU thread (awaited there if it returns an
-        awaitable); the result or exception arrives in the returned future."""
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        ctx = contextvars.copy_context()
-
-        def start() -> None:
-            if not fut.set_running_or_notify_cancel():
-                return
-            try:
-                result = ctx.run(fn, *args, **kwargs)
-            except BaseException as exc:
-                fut.set_exception(exc)
-                return
-            if not inspect.isawaitable(result):
-                fut.set_result(result)
-                return
-            task = self.loop.create_task(_awaited(result), context=ctx)
-
-            def done(t: asyncio.Task[Any]) -> None:
-                if t.cancelled():
-                    fut.cancel()
-                elif t.exception() is not None:
-                    fut.set_exception(t.exception())  # type: ignore[arg-type]
-                else:
-                    fut.set_result(t.result())
-
-            task.add_done_callback(done)
-
-        self.loop.call_soon_threadsafe(start)
-        return fut
-
-
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-_thread: GPUThread | None = None
-_thread_lock = threading.Lock()
-
-
-def gpu_thread() -> GPUThread:
-    """The process's GPU thread, started on first use."""
-    global _thread
-    with _thread_lock:
-        if _thread is None:
-            _thread = GPUThread()
-        return _thread
+__all__ = ["GPUDispatcher"]
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -131,8 +62,6 @@ class GPUDispatcher(Dispatcher):
         return self._worker
 
     async def attach(self, actor: Actor) -> None:
-        from .. import gpu
-
         ctx = await asyncio.wrap_future(self.worker.call(gpu.context))
         await super().attach(actor)
         with contextlib.suppress(AttributeError):  # a read-only 'gpu' property: it finds the context itself
@@ -168,7 +97,7 @@ class GPUDispatcher(Dispatcher):
             if not inspect.isawaitable(result):
                 report(None)
                 return
-            task = worker.loop.create_task(_awaited(result), context=ctx)
+            task = worker.loop.create_task(awaited(result), context=ctx)
 
             def done(t: asyncio.Task[Any]) -> None:
                 if t.cancelled():

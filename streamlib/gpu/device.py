@@ -59,6 +59,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from .thread import gpu_thread
+
 __all__ = [
     "ENV_ADAPTER",
     "FORMAT",
@@ -1171,8 +1173,6 @@ def upload(array: NDArray[np.uint8], *, ctx: GPUContext | None = None) -> GPUIma
 
 async def upload_async(array: NDArray[np.uint8], *, ctx: GPUContext | None = None) -> GPUImage:
     """:func:`upload`, run on the GPU thread so the awaiting loop is not held."""
-    from .dispatch.gpu import gpu_thread
-
     worker = gpu_thread()
     if worker.is_current():
         return upload(array, ctx=ctx)
@@ -1196,8 +1196,6 @@ async def download_async(image: GPUImage) -> NDArray[np.uint8]:
 
     The copy is encoded and submitted on the GPU thread, and the wait for the GPU
     happens on a readback thread: the awaiting event loop is never blocked."""
-    from .dispatch.gpu import gpu_thread
-
     worker = gpu_thread()
     if not worker.is_current():
         return await asyncio.wrap_future(worker.call(download_async, image))

@@ -45,14 +45,16 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from streamlib import current_actor, set_tick_instrument
+from streamlib.actor import TickFn, add_stats_section
+
 if TYPE_CHECKING:
-    from .actor import Actor
-    from .messages import TimedTick
+    from streamlib import Actor, TimedTick
 
 __all__ = [
     "WINDOW",
@@ -83,7 +85,6 @@ _events: deque[dict[str, Any]] = deque(maxlen=TRACE)
 _exit_hook = False
 _exit_json: str | os.PathLike[str] | None = None
 
-TickFn = Callable[["TimedTick"], "Awaitable[None] | None"]
 
 
 class Series:
@@ -195,15 +196,8 @@ def reset() -> None:
 
 
 def _rebind_all() -> None:
-    """Ask every running actor to re-bind its per-tick callable (between two of its ticks)."""
-    from .actor import actors
-
-    stack = list(actors())
-    while stack:
-        actor = stack.pop()
-        stack.extend(actor.children)
-        if not actor._core.done.done():
-            actor._rebind_tick()
+    """Set or clear the core's tick instrument: running actors re-bind between two ticks."""
+    set_tick_instrument(instrument if _enabled else None)
 
 
 # -- the actor hook --------------------------------------------------------------------------
@@ -302,8 +296,6 @@ class _Section:
         duration = time.monotonic() - self.start
         series(self.name).add(duration)
         event: dict[str, Any] = {"name": self.name, "start": self.start, "duration": duration}
-        from .actor import current_actor
-
         actor = current_actor()
         if actor is not None:
             event["actor"] = actor.path
@@ -357,7 +349,8 @@ def report(file: TextIO | None = None) -> str:
         cells = "".join(f"{_ms(s[k]):>10}" for k in ("mean", "p50", "p95", "p99", "max"))
         lines.append(f"{name:<{width}}{s['count']:>8}{cells}")
     if not rows:
-        lines.append("(no samples" + ("" if _enabled else ": profiling is off, see streamlib.profiling.enable()") + ")")
+        hint = "" if _enabled else ": profiling is off, see streamlib.observe.profiling.enable()"
+        lines.append(f"(no samples{hint})")
     text = "\n".join(lines)
     if file is not None:
         print(text, file=file)
@@ -400,7 +393,7 @@ def _report_at_exit() -> None:
         try:
             export_json(_exit_json)
         except OSError as exc:
-            print(f"streamlib.profiling: could not write {_exit_json}: {exc}", file=sys.stderr)
+            print(f"streamlib.observe.profiling: could not write {_exit_json}: {exc}", file=sys.stderr)
     if summary():
         print("\n" + report(), file=sys.stderr)
 
@@ -415,3 +408,5 @@ def _from_environment() -> None:
 
 
 _from_environment()
+_rebind_all()
+add_stats_section("profile", lambda actor: actor_summary(actor) if _enabled else None)
