@@ -551,7 +551,7 @@ class ImageTransform:
 
 
 class InferenceActor(Actor):
-    """Runs an ONNX model on the frames of its input(s); see the module docstring.
+    """Runs an ONNX model on the frames of its input(s), batching frames that wait (docs/inference.md).
 
     ``model``: an ``.onnx`` path, the model's bytes (or an ``onnx.ModelProto``).
     ``preprocess``: a callable ``(frame) -> sample`` or an :class:`ImagePreprocess` (the

@@ -133,7 +133,7 @@ def draw_detections(
 
 
 class DetectionOverlay(Actor):
-    """Draws each frame's own detections over it; see the module docstring.
+    """Draws each frame's own detections over it, holding the frame until they arrive (docs/inference.md).
 
     Inputs ``'video'`` (:class:`~streamlib.VideoFrame`, drives the actor) and
     ``'detections'`` (:class:`~streamlib.actors.inference.Detections`), each holding

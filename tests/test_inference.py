@@ -504,4 +504,4 @@ async def test_runs_in_a_worker_process_with_its_own_session() -> None:
     for n, (message, img) in enumerate(zip(results, images, strict=True)):
         assert message.frame_number == n and message.data["pid"] == worker != os.getpid()
         np.testing.assert_array_equal(message.data["y"], conv_reference(img))
-    assert actor._session is None  # the parent never opened one
+    assert actor.provider is None  # the parent never opened a session: the worker did
