@@ -693,11 +693,12 @@ class InferenceActor(Actor):
         as late, mean seconds per batch and the provider (counted where the model runs: in the
         worker process with ``dispatcher="process"``)."""
         found = super().stats(recursive=recursive)
-        runs = sum(self.batches.values())
+        batches = dict(self.batches)  # one C-level copy: the worker thread may be adding a size
+        runs = sum(batches.values())
         found["inference"] = {
             "provider": self.provider,
             "frames": self.inferred,
-            "batches": dict(sorted(self.batches.items())),
+            "batches": dict(sorted(batches.items())),
             "late": self.late,
             "mean_batch_seconds": self.run_seconds / runs if runs else None,
         }

@@ -37,7 +37,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import Target, describe_tree, percentile, print_table
+from measure import Sample, Stopwatch, Target, describe_tree, percentile, print_table
 
 from streamlib import Actor, DataMessage, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.actors.inference import ImagePreprocess, InferenceActor, TensorSpec, choose_providers
@@ -139,18 +139,18 @@ def open_session(model: bytes, providers: list[Any]) -> Any:
     return ort.InferenceSession(model, ort.SessionOptions(), providers=providers)
 
 
-def direct_loop(session: Any, frames: list[VideoFrame], batch: int = 1) -> float:
-    """The baseline: the same preprocessing and ``session.run`` in a plain loop; seconds."""
+def direct_loop(session: Any, frames: list[VideoFrame], batch: int = 1) -> Sample:
+    """The baseline: the same preprocessing and ``session.run`` in a plain loop."""
     spec = TensorSpec.from_node(session.get_inputs()[0])
     transform = ImagePreprocess().bind(spec, "baseline")
-    started = time.perf_counter()
+    watch = Stopwatch()
     for i in range(0, len(frames), batch):
         chunk = frames[i : i + batch]
         session.run(None, {spec.name: np.stack([transform(f) for f in chunk])})
-    return time.perf_counter() - started
+    return watch.read()
 
 
-async def through_actor(model: bytes, frames: list[VideoFrame], batch: int, providers: list[Any]) -> tuple[float, Any]:
+async def through_actor(model: bytes, frames: list[VideoFrame], batch: int, providers: list[Any]) -> tuple[Sample, Any]:
     """Seconds for ``frames`` through Feeder >> InferenceActor >> Probe (lossless), after warm-up."""
     actor = InferenceActor(model, batch=batch, maxsize=max(2, batch), overflow="block", providers=providers)
     feed, probe = Feeder(VideoFrame), Probe(DataMessage)
@@ -158,11 +158,11 @@ async def through_actor(model: bytes, frames: list[VideoFrame], batch: int, prov
     actor.outputs["tensors"] >> probe
     await feed.send(frames[0], frames[1])  # warm-up: the session opens and runs once
     await probe.wait_for(2, timeout=120)
-    started = time.perf_counter()
+    watch = Stopwatch()
     for f in frames:
         await feed.send(f)
     await probe.wait_for(len(frames) + 2, timeout=600)
-    elapsed = time.perf_counter() - started
+    elapsed = watch.read()
     await feed.end()
     await actor.join()
     return elapsed, actor.stats()["inference"]
@@ -248,13 +248,16 @@ async def overhead(model: bytes, frames: list[VideoFrame], reps: int, providers:
             else:
                 ours.append((await through_actor(model, frames, 1, providers))[0])
     n = len(frames)
-    pairs = [o / b - 1 for o, b in zip(ours, base, strict=True)]
+    pairs = [o.wall / b.wall - 1 for o, b in zip(ours, base, strict=True)]
+    wall_base, wall_ours = statistics.median(b.wall for b in base), statistics.median(o.wall for o in ours)
     return {
-        "direct_ms": statistics.median(base) / n * 1e3,
-        "streamlib_ms": statistics.median(ours) / n * 1e3,
-        "overhead_us": (statistics.median(ours) - statistics.median(base)) / n * 1e6,
+        "direct_ms": wall_base / n * 1e3,
+        "streamlib_ms": wall_ours / n * 1e3,
+        "overhead_us": (wall_ours - wall_base) / n * 1e6,
         "overhead_pct": statistics.median(pairs) * 100,
         "overhead_pct_best": min(pairs) * 100,
+        "direct_cpu_ms": statistics.median(b.cpu for b in base) / n * 1e3,
+        "streamlib_cpu_ms": statistics.median(o.cpu for o in ours) / n * 1e3,
     }
 
 
@@ -278,7 +281,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     )
     print_table(
         "Overhead per inference: Feeder >> InferenceActor(batch=1) >> Probe vs preprocess + session.run in a loop",
-        ["model", "loop ms/frame", "streamlib ms/frame", "overhead µs/frame", "overhead % (median, best)"],
+        [
+            "model",
+            "loop ms/frame",
+            "streamlib ms/frame",
+            "overhead µs/frame",
+            "overhead % (median, best)",
+            "CPU ms/frame loop / streamlib",
+        ],
         [
             [
                 f"MobileNetV2 {args.size}x{args.size}",
@@ -286,6 +296,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"{big['streamlib_ms']:.2f}",
                 f"{big['overhead_us']:.0f}",
                 f"{big['overhead_pct']:.2f} ({big['overhead_pct_best']:.2f})",
+                f"{big['direct_cpu_ms']:.1f} / {big['streamlib_cpu_ms']:.1f}",
             ],
             [
                 "3x3 conv 64x64",
@@ -293,6 +304,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"{tiny['streamlib_ms']:.3f}",
                 f"{tiny['overhead_us']:.0f}",
                 f"{tiny['overhead_pct']:.1f} ({tiny['overhead_pct_best']:.1f})",
+                f"{tiny['direct_cpu_ms']:.3f} / {tiny['streamlib_cpu_ms']:.3f}",
             ],
         ],
     )
@@ -305,10 +317,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     seen: dict[int, Any] = {}
     for rep in range(args.reps):
         for b in sizes if rep % 2 == 0 else sizes[::-1]:
-            seconds, stats = await through_actor(model, frames, b, providers)
-            actor_fps[b].append(len(frames) / seconds)
+            took, stats = await through_actor(model, frames, b, providers)
+            actor_fps[b].append(len(frames) / took.wall)
             seen[b] = stats["batches"]
-            loop_fps[b].append(len(frames) / direct_loop(session, frames, batch=b))
+            loop_fps[b].append(len(frames) / direct_loop(session, frames, batch=b).wall)
     rows = []
     for b in sizes:
         results[f"fps_batch{b}"] = statistics.median(actor_fps[b])
@@ -360,7 +372,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=640, help="input width and height")
-    parser.add_argument("--frames", type=int, default=40, help="frames per timed run")
+    parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
     parser.add_argument("--tiny-frames", type=int, default=1000, help="frames per timed run of the tiny model")
     parser.add_argument("--reps", type=int, default=3, help="timed runs per side (median reported)")
     parser.add_argument("--seconds", type=float, default=5.0, help="realtime scenario length (0: skip)")

@@ -38,7 +38,7 @@ from streamlib.actors.inference import (  # noqa: E402
     InferenceInputError,
     ProviderWarning,
 )
-from streamlib.actors.overlay import PALETTE, DetectionOverlay  # noqa: E402
+from streamlib.actors.overlay import PALETTE, DetectionOverlay, draw_detections  # noqa: E402
 from streamlib.testing import Feeder, Probe  # noqa: E402
 
 OPSET = [helper.make_opsetid("", 17)]
@@ -442,6 +442,24 @@ async def test_overlay_passes_a_frame_whose_detections_never_come() -> None:
     assert out1.frame_number == 1 and (out1.data[2, 2] == PALETTE[0]).all() and not img.any()
     await video.end()
     await dets.end()
+
+
+def test_draw_detections_scales_boxes_masks_and_keypoints_to_the_frame() -> None:
+    """Detections made on a 40x20 frame drawn on its 80x40 version: everything doubles."""
+    mask = np.zeros((1, 20, 40), np.float32)
+    mask[0, 10:20, 20:40] = 1.0  # bottom-right quarter
+    dets = Detections(
+        [[2, 1, 12, 6]], [0.9], [1], masks=mask, keypoints=[[[30, 5, 1.0], [35, 5, 0.1]]], frame_size=(40, 20)
+    )
+    img = np.zeros((40, 80, 3), np.uint8)
+    draw_detections(img, dets, thickness=1, labels=False, mask_alpha=0.5)
+    green = np.array(PALETTE[1], np.uint8)
+    is_green = np.all(img == green, axis=2)
+    assert is_green[2, 4:24].all() and is_green[11, 4:24].all() and is_green[2:12, 4].all() and is_green[2:12, 23].all()
+    assert not is_green[3:11, 5:23].any()  # the outline only
+    tinted = img[20:40, 40:80]
+    assert (tinted == (green // 2)).all(axis=2).mean() > 0.95  # the mask, half blended over black
+    assert is_green[10, 60] and not is_green[10, 70]  # the confident keypoint only (at 2x)
 
 
 # -- bad input, providers, dispatchers ---------------------------------------------------
