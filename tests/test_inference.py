@@ -1,7 +1,8 @@
 """InferenceActor and DetectionOverlay on ONNX Runtime, with models built here by ``onnx.helper``
 (no downloads): a convolution checked exactly against numpy, a "detector" whose box is the
-bounding box of the bright pixels, a model whose cost does not depend on the batch size (to
-watch dynamic batching keep up), bad inputs, provider fallback and the process dispatcher."""
+bounding box of the bright pixels, a model whose run costs the same for any batch (batching
+keeps up) and one whose batches cost more per frame (batching must stop), bad inputs, provider
+fallback and the process dispatcher."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from streamlib import (  # noqa: E402
     DataMessage,
     LifecycleState,
     ProcessPoolDispatcher,
+    StreamInput,
     StreamOutput,
     TimedTick,
     VideoFrame,
@@ -255,8 +257,6 @@ class Stamp(Actor):
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        from streamlib import StreamInput
-
         self.inputs["in"] = StreamInput("in", DataMessage, maxsize=1000)
         self.latencies: list[float] = []
         self.numbers: list[int] = []
