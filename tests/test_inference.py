@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime", reason="inference needs onnxruntime: pip install 'streamlib[ml]'")
+onnx = pytest.importorskip("onnx", reason="the test models are built with onnx: pip install 'streamlib[ml]'")
 import onnxruntime as ort  # noqa: E402
 from conftest import eventually  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
