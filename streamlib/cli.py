@@ -332,7 +332,8 @@ def run_serve(args: argparse.Namespace) -> int:
         board = streamlib.dashboard(port=args.dashboard, host=args.host)
         print(f"streamlib serve: dashboard at {board.url}", file=sys.stderr)
     try:
-        return streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+        status: int = streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+        return status
     finally:
         if board is not None:
             board.stop()

@@ -69,5 +69,10 @@ def current_loop() -> asyncio.AbstractEventLoop:
     return loop if loop is not None else background_loop()
 
 
+def existing_background_loop() -> asyncio.AbstractEventLoop | None:
+    """The shared background loop if one was started (never starts one: for exit hooks)."""
+    return _background
+
+
 def is_background(loop: asyncio.AbstractEventLoop) -> bool:
     return loop is _background

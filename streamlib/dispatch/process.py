@@ -63,6 +63,7 @@ from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
 from ..mailbox import EMPTY
+from ..threadsafe import call_soon, settle
 from .base import Dispatcher
 from .shared_memory import DEFAULT_THRESHOLD, ChannelStats, CopyNeeded, SharedArrayChannel, new_prefix, sweep
 
@@ -488,18 +489,10 @@ class _Courier:
                 if future is None:
                     log.error("streamlib process dispatcher: %r failed", fn, exc_info=exc)
             if future is not None and loop is not None:
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle, future, result, error)
+                call_soon(loop, settle, future, result, error)
             del job, fn, args, future, loop, result, error
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 # Forks are serialized so that no child inherits another worker's half-made pipe.

@@ -50,8 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from streamlib import current_actor, set_tick_instrument
-from streamlib.actor import TickFn, add_stats_section
+from streamlib import add_stats_section, current_actor, set_tick_instrument
+from streamlib.runtime import TickFn
 
 if TYPE_CHECKING:
     from streamlib import Actor, TimedTick
