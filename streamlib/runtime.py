@@ -271,6 +271,7 @@ class ActorRuntime:
         "stop_requested",
         "task",
         "tick_mark",
+        "tick_port",
         "ticked",
         "ticks",
         "wakers",
@@ -306,7 +307,8 @@ class ActorRuntime:
         self.wiring_dirty = True
         # -- counters and accounting
         self.drain_mark = -1
-        self.tick_mark = -1
+        self.tick_mark = -1  # the tick's port's `taken` count when the tick began (-1: a clock tick)
+        self.tick_port: StreamInput | None = None
         self.ticks = 0
         self.in_process = False
         self.run_tick: TickFn | None = None
@@ -554,6 +556,7 @@ class ActorRuntime:
         floor = mailbox.received - len(items) + 1
         self.ticked = ticked if ticked >= floor else floor
         self.tick_mark = mailbox.taken
+        self.tick_port = driver
         head = items[0]
         if isinstance(head, Message):
             self.last_fps = head.clock_rate
@@ -631,6 +634,7 @@ class ActorRuntime:
         self.drain_mark = taken
         head = ports[0].mailbox.peek()
         self.tick_mark = ports[0].mailbox.taken
+        self.tick_port = ports[0]
         if isinstance(head, Message):
             return head.tick()
         return TimedTick(time.monotonic(), self.ticks, ports[0].path, None)
@@ -666,9 +670,9 @@ class ActorRuntime:
         if self.failure is None:
             self.failure = exc
             self.cause = Cause.FAILURE
-            driver = self.driver
-            if self.tick_mark >= 0 and driver is not None:
-                driver.lost += max(driver.mailbox.taken - self.tick_mark, 0)
+            port = self.tick_port
+            if self.tick_mark >= 0 and port is not None:
+                port.lost += max(port.mailbox.taken - self.tick_mark, 0)
 
     async def teardown(self, attached: bool) -> None:
         """Stop the children, then run ``on_stop`` (each even if the other fails)."""
