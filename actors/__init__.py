@@ -49,6 +49,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Upload": ("gpu", "wgpu"),
     "Download": ("gpu", "wgpu"),
     "TransferWarning": ("gpu", "wgpu"),
+    "RTPSendActor": ("net", "numpy"),
+    "RTPReceiveActor": ("net", "numpy"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
@@ -127,4 +129,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .gpu import ShaderStatus as ShaderStatus
     from .gpu import TransferWarning as TransferWarning
     from .gpu import Upload as Upload
+    from .net import RTPReceiveActor as RTPReceiveActor
+    from .net import RTPSendActor as RTPSendActor
     from .video import TestPattern as TestPattern

@@ -222,8 +222,23 @@ def local_mac() -> str:
 
 def media_time_offset() -> float:
     """Seconds to add to ``time.monotonic()`` to get the media clock (the system's real-time clock,
-    our stand-in for PTP/TAI when no PTP clock runs): RTP timestamps count this clock."""
-    return time.time() - time.monotonic()
+    our stand-in for PTP/TAI when no PTP clock runs): RTP timestamps count this clock.
+
+    Measured once per process (the tightest of a few paired readings), so every sender and
+    receiver of a process maps timestamps identically."""
+    global _MEDIA_OFFSET
+    if _MEDIA_OFFSET is None:
+        best = (float("inf"), 0.0)
+        for _ in range(5):
+            a = time.monotonic()
+            wall = time.time()
+            b = time.monotonic()
+            best = min(best, (b - a, wall - (a + b) / 2))
+        _MEDIA_OFFSET = best[1]
+    return _MEDIA_OFFSET
+
+
+_MEDIA_OFFSET: float | None = None
 
 
 def pid_ssrc() -> int:
