@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .rtp import SequenceTracker
+from .rtp import SequenceTracker, SourceLock
 
 __all__ = ["AudioAssembler", "AudioFormat", "pack_samples", "unpack_samples"]
 
@@ -89,7 +89,8 @@ class AudioAssembler:
         self.on_block = on_block
         self.block = block
         self.seq = SequenceTracker(bits=16)
-        self.ssrc: int | None = None
+        self.source = SourceLock()
+        self._lost_before = 0
         self.packets_received = 0
         self.packets_malformed = 0
         self.packets_foreign = 0
@@ -102,8 +103,12 @@ class AudioAssembler:
         self._extent = 0
 
     @property
+    def ssrc(self) -> int | None:
+        return self.source.ssrc
+
+    @property
     def packets_lost(self) -> int:
-        return self.seq.total_lost
+        return self.seq.total_lost + self._lost_before
 
     @property
     def packets_reordered(self) -> int:
@@ -135,11 +140,16 @@ class AudioAssembler:
         if self.payload_type is not None and (b1 & 0x7F) != self.payload_type:
             self.packets_foreign += 1
             return
-        if self.ssrc != ssrc:
-            if self.ssrc is not None:
+        if ssrc != self.source.ssrc:
+            verdict = self.source.check(ssrc)
+            if verdict == SourceLock.FOREIGN:
                 self.packets_foreign += 1
                 return
-            self.ssrc = ssrc
+            if verdict == SourceLock.SWITCHED:  # a new sender: a new timeline
+                self._lost_before += self.seq.total_lost
+                self.seq = SequenceTracker(bits=16)
+                self._flush()
+                self._start = None
         if not self.seq.update(seq):
             return
         samples = unpack_samples(memoryview(packet)[pos:end], self.fmt.channels, self.fmt.encoding)

@@ -157,6 +157,7 @@ class RTPReceiveActor(Actor):
             raise OSError(exc.errno, f"{self.path}: cannot receive on {where}:{self.port}: {exc.strerror}") from None
         self._running = False
         self._thread: threading.Thread | None = None
+        self._source_changes = 0
 
     @property
     def clock_id(self) -> str:
@@ -175,6 +176,7 @@ class RTPReceiveActor(Actor):
             "packets_malformed": a.packets_malformed,
             "packets_foreign": a.packets_foreign,
             "sequence_resyncs": a.seq.resyncs,
+            "ssrc_changes": a.source.changes,
             "frames_dropped": self.frames_dropped,
             "timing": self._clock.mode,
             "clock_id": self.clock_id,
@@ -236,6 +238,9 @@ class RTPReceiveActor(Actor):
         out = self.outputs["stream"]
         while self._ready:
             payload, ts, fmt = self._ready.popleft()
+            if self.assembler.source.changes != self._source_changes:  # a new sender, a new timeline
+                self._source_changes = self.assembler.source.changes
+                self._clock.reset()
             when = self._clock.to_local(ts)
             if fmt is not None:
                 rgb = to_rgb(np.frombuffer(payload, np.uint8), fmt)

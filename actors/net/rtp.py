@@ -296,3 +296,42 @@ class RemoteClock:
     def elapsed(self) -> int:
         """RTP ticks from the first timestamp seen to the last one mapped."""
         return self._last - self._first
+
+
+class SourceLock:
+    """Follows one synchronisation source (SSRC, RFC 3550 §8) and switches only to a sustained new one.
+
+    The first SSRC seen is locked. Packets of another SSRC are *foreign* and dropped, unless
+    ``switch_after`` of them arrive in a row with none of the locked source in between: then the
+    sender was replaced (restarted, or another took the group) and the lock moves to it. One stray
+    or corrupted SSRC can therefore never take a stream over."""
+
+    __slots__ = ("_candidate", "_run", "changes", "foreign", "ssrc", "switch_after")
+
+    SAME, FOREIGN, SWITCHED = 0, 1, 2
+
+    def __init__(self, switch_after: int = 32) -> None:
+        self.ssrc: int | None = None
+        self.switch_after = switch_after
+        self._candidate: int | None = None
+        self._run = 0
+        self.changes = 0
+        self.foreign = 0
+
+    def check(self, ssrc: int) -> int:
+        if ssrc == self.ssrc:
+            self._run = 0
+            return self.SAME
+        if self.ssrc is None:
+            self.ssrc = ssrc
+            return self.SAME
+        if ssrc == self._candidate:
+            self._run += 1
+        else:
+            self._candidate, self._run = ssrc, 1
+        if self._run >= self.switch_after:
+            self.ssrc, self._candidate, self._run = ssrc, None, 0
+            self.changes += 1
+            return self.SWITCHED
+        self.foreign += 1
+        return self.FOREIGN

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .rtp import SequenceTracker
+from .rtp import SequenceTracker, SourceLock
 
 __all__ = [
     "Colorimetry",
@@ -285,7 +285,8 @@ class FrameAssembler:
         self.policy = policy
         self.max_pixels = max_pixels
         self.seq = SequenceTracker(bits=32, max_dropout=1 << 16, max_misorder=4096)
-        self.ssrc: int | None = None
+        self.source = SourceLock()
+        self._lost_before = 0  # losses counted under earlier sources
         self.packets_received = 0
         self.packets_malformed = 0
         self.packets_foreign = 0  # other payload type or SSRC
@@ -309,8 +310,12 @@ class FrameAssembler:
         self._view = memoryview(self._buf)
 
     @property
+    def ssrc(self) -> int | None:
+        return self.source.ssrc
+
+    @property
     def packets_lost(self) -> int:
-        return self.seq.total_lost
+        return self.seq.total_lost + self._lost_before
 
     @property
     def packets_reordered(self) -> int:
@@ -347,11 +352,16 @@ class FrameAssembler:
         if self.payload_type is not None and pt != self.payload_type:
             self.packets_foreign += 1
             return
-        if self.ssrc != ssrc:
-            if self.ssrc is not None:
+        if ssrc != self.source.ssrc:
+            verdict = self.source.check(ssrc)
+            if verdict == SourceLock.FOREIGN:
                 self.packets_foreign += 1
                 return
-            self.ssrc = ssrc
+            if verdict == SourceLock.SWITCHED:  # a new sender: start over with it
+                self._lost_before += self.seq.total_lost
+                self.seq = SequenceTracker(bits=32, max_dropout=1 << 16, max_misorder=4096)
+                self._ts = self._last_ts = None
+                self._got, self._extent_line, self._extent_px = 0, -1, 0
         # RFC 4175 §4.3: the payload header, then SRD headers while C is set
         ext = (packet[pos] << 8) | packet[pos + 1]
         pos += 2
