@@ -51,6 +51,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TransferWarning": ("gpu", "wgpu"),
     "RTPSendActor": ("net", "numpy"),
     "RTPReceiveActor": ("net", "numpy"),
+    "H264RTPSendActor": ("net", "av"),
+    "H264RTPReceiveActor": ("net", "av"),
+    "MPEGTSSendActor": ("net", "av"),
+    "MPEGTSReceiveActor": ("net", "av"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
@@ -129,6 +133,10 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .gpu import ShaderStatus as ShaderStatus
     from .gpu import TransferWarning as TransferWarning
     from .gpu import Upload as Upload
+    from .net import H264RTPReceiveActor as H264RTPReceiveActor
+    from .net import H264RTPSendActor as H264RTPSendActor
+    from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
+    from .net import MPEGTSSendActor as MPEGTSSendActor
     from .net import RTPReceiveActor as RTPReceiveActor
     from .net import RTPSendActor as RTPSendActor
     from .video import TestPattern as TestPattern

@@ -13,7 +13,35 @@ from streamlib import Actor, add_stats_section
 from .receive import RTPReceiveActor
 from .send import RTPSendActor
 
-__all__ = ["RTPReceiveActor", "RTPSendActor"]
+__all__ = [
+    "H264RTPReceiveActor",
+    "H264RTPSendActor",
+    "MPEGTSReceiveActor",
+    "MPEGTSSendActor",
+    "RTPReceiveActor",
+    "RTPSendActor",
+    "WebRTCSink",
+]
+
+# PyAV and aiortc load only when their actors are first used
+_LAZY = {
+    "H264RTPReceiveActor": "h264",
+    "H264RTPSendActor": "h264",
+    "MPEGTSReceiveActor": "mpegts",
+    "MPEGTSSendActor": "mpegts",
+    "WebRTCSink": "webrtc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamlib.actors.net' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def _network_section(actor: Actor) -> dict[str, Any] | None:
