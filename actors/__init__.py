@@ -55,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "H264RTPReceiveActor": ("net", "av"),
     "MPEGTSSendActor": ("net", "av"),
     "MPEGTSReceiveActor": ("net", "av"),
+    "WebRTCSink": ("net", "aiortc"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
@@ -65,6 +66,7 @@ _MODULES = {
     "numpy": "numpy",
     "wgpu": "wgpu",
     "numba": "numba",
+    "aiortc": "aiortc",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -139,4 +141,5 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .net import MPEGTSSendActor as MPEGTSSendActor
     from .net import RTPReceiveActor as RTPReceiveActor
     from .net import RTPSendActor as RTPSendActor
+    from .net import WebRTCSink as WebRTCSink
     from .video import TestPattern as TestPattern
