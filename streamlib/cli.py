@@ -439,7 +439,7 @@ def load_factory(target: str) -> Callable[[], Any]:
 def run_serve(args: argparse.Namespace) -> int:
     """``streamlib serve``: load the factory, optionally serve the dashboard, run until a signal."""
     from streamlib.observe import profiling
-    from streamlib.service import configure_logging
+    from streamlib.service import configure_logging, run
 
     factory = load_factory(args.target)
     configure_logging(args.log_level.upper())
@@ -460,7 +460,7 @@ def run_serve(args: argparse.Namespace) -> int:
             ) from None
         print(f"streamlib serve: dashboard at {board.url}", file=sys.stderr)
     try:
-        return streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+        return run(factory, stop_timeout=args.stop_timeout, log_level=None)
     finally:
         if board is not None:
             board.stop()
