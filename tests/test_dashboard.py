@@ -132,21 +132,49 @@ async def test_http_api_mjpeg_and_prometheus(running: tuple[Supervisor, Dashboar
 
     status, headers, body = await get(board.url + "metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    check_prometheus_text(body.decode())
+
+
+def check_prometheus_text(text: str) -> None:
+    """What a Prometheus server reads, through prometheus_client's own parser."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    families = {family.name: family for family in text_string_to_metric_families(text)}
     samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
+        (s.name, tuple(sorted(s.labels.items()))): s.value for family in families.values() for s in family.samples
     }
     assert samples[("streamlib_actor_ticks_total", (("actor", "/dash/camera"), ("class", "Moving")))] > 0
     assert samples[("streamlib_actor_dropped_total", (("actor", "/dash/slow"), ("class", "Lossy")))] > 0
     assert samples[("streamlib_actor_state", (("actor", "/dash/slow"), ("class", "Lossy"), ("state", "running")))] == 1
-    assert ("streamlib_input_queue_depth", (("actor", "/dash/slow"), ("input", "video"))) in samples
     assert samples[("streamlib_output_sent_total", (("actor", "/dash/camera"), ("output", "video")))] > 0
     assert samples[("streamlib_actor_restarts_total", (("actor", "/dash/camera"), ("class", "Moving")))] == 0
-    assert any(name == "streamlib_profile_seconds" and dict(labels)["operation"] == "/dash/camera.process"
-               for name, labels in samples)
+    # Queue gauges say their unit.
+    slow_input = (("actor", "/dash/slow"), ("input", "video"))
+    assert families["streamlib_input_queued_messages"].type == "gauge"
+    assert 0 <= samples[("streamlib_input_queued_messages", slow_input)] <= 1
+    assert samples[("streamlib_input_capacity_messages", slow_input)] == 1
+    # Durations: a summary in seconds, actor and operation as separate labels.
+    durations = families["streamlib_profile_seconds"]
+    assert durations.type == "summary"
+    for actor, operation in [("/dash/camera", "process"), ("/dash/camera", "lateness"), ("/dash/recorder", "latency")]:
+        where = {"actor": actor, "operation": operation}
+        found = {
+            s.labels.get("quantile", s.name): s.value
+            for s in durations.samples
+            if {k: v for k, v in s.labels.items() if k != "quantile"} == where
+        }
+        assert set(found) == {"0.5", "0.95", "0.99", "streamlib_profile_seconds_count", "streamlib_profile_seconds_sum"}
+        assert 0 <= found["0.5"] <= found["0.95"] <= found["0.99"] < 5, (where, found)
+        count, total = found["streamlib_profile_seconds_count"], found["streamlib_profile_seconds_sum"]
+        assert count > 0 and 0 < total / count < 5, (where, found)
+    slow_latency = samples[
+        ("streamlib_profile_seconds", (("actor", "/dash/slow"), ("operation", "latency"), ("quantile", "0.5")))
+    ]
+    assert slow_latency >= 0.04  # its process() sleeps 50 ms: seconds, not milliseconds
+    assert not any(
+        "." in s.labels.get("actor", "") or "/" in s.labels.get("operation", "") for s in durations.samples
+    )  # nothing packs the actor into the operation any more
+    assert families["streamlib_profile_max_seconds"].type == "gauge"
 
 
 async def test_encode_preview_and_output_ids() -> None:

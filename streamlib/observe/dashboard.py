@@ -48,7 +48,7 @@ from .views import PreviewTap, _connected_actors, _flatten, _roots, _stats, enco
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Dashboard", "dashboard", "encode_preview", "output_id", "prometheus_collector", "rows"]
+__all__ = ["Dashboard", "dashboard", "encode_preview", "output_id", "prometheus_collector", "rows", "split_operation"]
 
 _EXTRA = "pip install 'streamlib[observe]'"
 
@@ -130,8 +130,29 @@ def encode_preview(pixels: Any, quality: int = 80) -> tuple[bytes, str]:
 # -- Prometheus ----------------------------------------------------------------------------------
 
 
+ACTOR_OPERATIONS = ("process", "latency", "lateness")
+"""The per-actor profiling series (see :mod:`streamlib.observe.profiling`), named ``<path>.<operation>``."""
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def split_operation(series: str) -> tuple[str, str]:
+    """``"/app/comp.latency"`` -> ``("/app/comp", "latency")``; a ``profile("name")`` section -> ``("", "name")``.
+
+    Profiling names an actor's series after its path; Prometheus wants the actor and the
+    operation as separate labels, so a query can select either."""
+    path, dot, what = series.rpartition(".")
+    if dot and path.startswith("/") and what in ACTOR_OPERATIONS:
+        return path, what
+    return "", series
+
+
 class _Collector:
-    """A prometheus-client collector that reads the actors' counters at each scrape."""
+    """A prometheus-client collector that reads the actors' counters at each scrape.
+
+    Metric names follow Prometheus' conventions: a unit suffix (``_seconds``, ``_messages``),
+    ``_total`` on counters, and durations as a *summary* (``quantile`` 0.5/0.95/0.99 over the
+    most recent :data:`~streamlib.observe.profiling.WINDOW` samples, ``_sum``/``_count`` over all)."""
 
     def __init__(self, roots: Sequence[Actor]) -> None:
         self.roots = list(roots)
@@ -140,7 +161,7 @@ class _Collector:
         return []  # unchecked collector: the metric names depend on what is running
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
         labels = ["actor", "class"]
         counters = {
@@ -154,15 +175,29 @@ class _Collector:
             "dropped": CounterMetricFamily("streamlib_actor_dropped", "Messages dropped by full inputs", labels=labels),
         }
         state = GaugeMetricFamily("streamlib_actor_state", "1 for the actor's current state", labels=[*labels, "state"])
-        depth = GaugeMetricFamily("streamlib_input_queue_depth", "Messages queued", labels=["actor", "input"])
-        capacity = GaugeMetricFamily("streamlib_input_capacity", "Mailbox size", labels=["actor", "input"])
+        queued = GaugeMetricFamily(
+            "streamlib_input_queued_messages", "Messages waiting in the input's mailbox", labels=["actor", "input"]
+        )
+        capacity = GaugeMetricFamily(
+            "streamlib_input_capacity_messages",
+            "How many messages the input's mailbox holds",
+            labels=["actor", "input"],
+        )
         in_dropped = CounterMetricFamily("streamlib_input_dropped", "Messages dropped", labels=["actor", "input"])
         received = CounterMetricFamily("streamlib_input_received", "Messages received", labels=["actor", "input"])
         sent = CounterMetricFamily("streamlib_output_sent", "Messages sent", labels=["actor", "output"])
-        prof = GaugeMetricFamily(
-            "streamlib_profile_seconds", "Profiling summaries (while profiling is on)", labels=["operation", "stat"]
+        durations = SummaryMetricFamily(
+            "streamlib_profile_seconds",
+            "While profiling is on: how long each operation took (process: one process() call; latency: "
+            "tick timestamp to the end of processing; lateness: own-clock tick start after its deadline; "
+            'otherwise a profile() section, with actor="")',
+            labels=["actor", "operation"],
         )
-        samples = CounterMetricFamily("streamlib_profile_samples", "Profiling samples", labels=["operation"])
+        longest = GaugeMetricFamily(
+            "streamlib_profile_max_seconds",
+            "The longest sample of each profiled operation",
+            labels=["actor", "operation"],
+        )
         for root in _roots(self.roots):
             for s, _ in _flatten(_stats(root, recursive=True)):
                 who = [s["path"], s["class"]]
@@ -171,18 +206,21 @@ class _Collector:
                 for value in ("running", "stopped", "failed"):
                     state.add_metric([*who, value], 1.0 if s["state"] == value else 0.0)
                 for name, p in s["inputs"].items():
-                    depth.add_metric([s["path"], name], p["queued"])
+                    queued.add_metric([s["path"], name], p["queued"])
                     capacity.add_metric([s["path"], name], p["capacity"])
                     in_dropped.add_metric([s["path"], name], p["dropped"])
                     received.add_metric([s["path"], name], p["received"])
                 for name, p in s["outputs"].items():
                     sent.add_metric([s["path"], name], p["sent"])
-        for operation, summary in profiling.summary().items():
-            samples.add_metric([operation], summary["count"])
-            for stat in ("mean", "p50", "p95", "p99", "max"):
-                prof.add_metric([operation, stat], summary[stat])
+        for series, summary in profiling.summary().items():
+            actor, operation = split_operation(series)
+            where = {"actor": actor, "operation": operation}
+            for q in QUANTILES:  # SummaryMetricFamily.add_metric writes only _count and _sum
+                durations.add_sample(durations.name, {**where, "quantile": str(q)}, summary[f"p{round(q * 100)}"])
+            durations.add_metric([actor, operation], summary["count"], summary["mean"] * summary["count"])
+            longest.add_metric([actor, operation], summary["max"])
         yield from counters.values()
-        yield from (state, depth, capacity, in_dropped, received, sent, prof, samples)
+        yield from (state, queued, capacity, in_dropped, received, sent, durations, longest)
 
 
 def prometheus_collector(*roots: Actor) -> Any:
