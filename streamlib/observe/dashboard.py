@@ -217,7 +217,7 @@ class _Collector:
             where = {"actor": actor, "operation": operation}
             for q in QUANTILES:  # SummaryMetricFamily.add_metric writes only _count and _sum
                 durations.add_sample(durations.name, {**where, "quantile": str(q)}, summary[f"p{round(q * 100)}"])
-            durations.add_metric([actor, operation], summary["count"], summary["mean"] * summary["count"])
+            durations.add_metric([actor, operation], int(summary["count"]), summary["mean"] * summary["count"])
             longest.add_metric([actor, operation], summary["max"])
         yield from counters.values()
         yield from (state, queued, capacity, in_dropped, received, sent, durations, longest)
