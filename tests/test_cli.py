@@ -54,6 +54,8 @@ def test_demo_writes_mp4_and_hls_with_every_frame(tmp_path: Path) -> None:
     assert "p99 ms" in text and f"wrote {out / 'demo.mp4'}" in text
     assert text.startswith(f"streamlib demo: writing {out / 'demo.mp4'} and {out / 'hls' / 'stream.m3u8'}")
     assert "100.0%" in result.stderr  # the progress bar reached the end
+    noise = [line for line in result.stderr.splitlines() if not line.startswith("[")]
+    assert noise == [], noise  # a quiet run: nothing but the progress bar (no Fontconfig warning)
 
 
 def test_demo_without_hls_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
