@@ -251,10 +251,8 @@ class Drawing(Actor):
 
     ``width``/``height``: the layer size when no video input is connected (default
     1280x720). ``fps``: the own clock's rate in that case. ``variables``: initial user
-    variables (the live dict is :attr:`variables`). ``on_error``: called once per *distinct*
-    :class:`DrawingError` (same code version, exception, line and message), on the actor's
-    worker thread, or on the caller's for ``set_code``; a persistent error is not reported again
-    every frame, and :attr:`errors` counts how many frames each one failed.
+    variables (the live dict is :attr:`variables`). ``on_error``: called with each new
+    :class:`DrawingError` (on the actor's worker thread, or on the caller's for ``set_code``).
     """
 
     def __init__(
@@ -334,7 +332,9 @@ class Drawing(Actor):
     @property
     def errors(self) -> list[tuple[DrawingError, int]]:
         """Each distinct error so far (its first occurrence) with how many times it happened,
-        oldest first: what ``on_error`` was told, plus the counts it could not know yet."""
+        oldest first. ``on_error`` hears of each distinct error once (same code version,
+        exception, line and message), not on every frame a persistent bug fails; this has
+        the counts it could not know yet."""
         return list(self._errors.values())
 
     def _report(self, error: DrawingError) -> None:

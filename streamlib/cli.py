@@ -441,7 +441,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from streamlib.observe import profiling
     from streamlib.service import configure_logging, run
 
-    factory = load_factory(args.target)
+    try:
+        factory = load_factory(args.target)
+    except UsageError as exc:
+        raise UsageError(f"cannot load {args.target}: {exc}") from None
     configure_logging(args.log_level.upper())
     if args.profile:
         profiling.enable(report_at_exit=True)
