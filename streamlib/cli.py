@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dashboard", type=int, metavar="PORT", help="also serve the live dashboard on PORT")
     serve.add_argument("--host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
     serve.add_argument("--profile", action="store_true", help="profile, and print the table at exit")
+    from streamlib.agents.cli import add_agent_commands  # `streamlib mcp`, `streamlib catalogue`
+
+    add_agent_commands(commands)
     return parser
 
 
@@ -340,6 +343,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "handler"):  # a layer's command (streamlib.agents: mcp, catalogue)
+        return int(args.handler(args))
     if args.command == "demo":
         if args.seconds <= 0 or args.fps <= 0 or args.width < 16 or args.height < 16:
             print("streamlib demo: --seconds and --fps must be > 0, --width/--height >= 16", file=sys.stderr)
