@@ -145,6 +145,7 @@ class LocalRuntime:
         self._ready: list[dict[str, Any]] | None = None
         self._taps: dict[StreamOutput, Any] = {}
         self._watchers: set[concurrent.futures.Future[None]] = set()
+        self._known: dict[str, Actor] = {}  # what the tools started, by path (the latest at each path)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -171,11 +172,18 @@ class LocalRuntime:
     # -- finding things ------------------------------------------------------------------------
 
     def _actors(self) -> Iterator[Actor]:
+        """Every running actor (each tree depth first), then the actors the tools started
+        that have ended since (so an agent sees what failed, and why)."""
+        seen: set[str] = set()
         stack = list(reversed(running_actors()))
         while stack:
             actor = stack.pop()
+            seen.add(actor.path)
             yield actor
             stack.extend(reversed(list(actor.children)))
+        for path, actor in list(self._known.items()):
+            if path not in seen:
+                yield actor
 
     def find(self, path: str) -> Actor:
         """The running actor at ``path`` (``/a/b``; a bare name means a top-level actor)."""
@@ -418,7 +426,9 @@ class LocalRuntime:
         return {"path": actor.path, "class": type, "dispatcher": _dispatcher_name(actor)}
 
     def _watch(self, actor: Actor) -> None:
-        """Log (as a structured ``failed`` event) why ``actor`` failed, when it does."""
+        """Remember ``actor`` (the graph keeps showing it once ended) and log (as a structured
+        ``failed`` event) why it failed, when it does."""
+        self._known[actor.path] = actor
 
         async def watch() -> None:
             self._ended(actor, await actor.join())
@@ -732,10 +742,9 @@ def _namespace(number: int) -> dict[str, Any]:
 
 def _confine(cls: type[Actor], runtime: LocalRuntime) -> None:
     """Make every instance of ``cls`` run on the runtime's sandbox, whatever dispatcher its
-    own ``__init__`` passes (set after ``__init__`` returns, before the actor starts)."""
-    original = vars(cls).get("__init__")
-    if original is None or getattr(original, "__streamlib_confined__", False):
-        return
+    own ``__init__`` passes (set after ``__init__`` returns, before the actor starts). A class
+    without an ``__init__`` of its own gets one that wraps the inherited one."""
+    original = cls.__init__  # type: ignore[misc]
 
     def __init__(self: Actor, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -743,7 +752,7 @@ def _confine(cls: type[Actor], runtime: LocalRuntime) -> None:
 
     __init__.__wrapped__ = original  # type: ignore[attr-defined]  # the signature stays the user's
     __init__.__streamlib_confined__ = True  # type: ignore[attr-defined]
-    __init__.__qualname__ = original.__qualname__
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = __init__  # type: ignore[misc]
 
 
