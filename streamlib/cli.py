@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_demo_parser(commands)
     add_serve_parser(commands)
+    from streamlib.agents.cli import add_agent_commands  # `streamlib mcp`, `streamlib catalogue`
+
+    add_agent_commands(commands)
     return parser
 
 
@@ -463,8 +466,9 @@ def run_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a usage error, after one line on stderr)."""
     args = build_parser().parse_args(argv)
+    run = getattr(args, "run", None) or args.handler  # layers' commands (mcp, catalogue) set a handler
     try:
-        status: int = args.run(args)
+        status = int(run(args))
     except UsageError as exc:
         print(f"streamlib {args.command}: {exc}", file=sys.stderr)
         return 2
