@@ -59,7 +59,17 @@ from .messages import Message, TimedTick
 from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
 from .rendering import render
 
-__all__ = ["Actor", "ActorSpec", "Completion", "LifecycleState", "RestartPolicy", "current_actor", "running_actors"]
+__all__ = [
+    "Actor",
+    "ActorSpec",
+    "Completion",
+    "LifecycleState",
+    "RestartPolicy",
+    "current_actor",
+    "runtime_address",
+    "running_actors",
+    "set_runtime_address",
+]
 
 log = logging.getLogger("streamlib")
 
@@ -414,6 +424,23 @@ def _home_loop() -> asyncio.AbstractEventLoop:
     return creator._core.loop if creator is not None else current_loop()
 
 
+_runtime_address: str | None = None
+
+
+def set_runtime_address(address: str | None) -> None:
+    """Record the ``HOST:PORT`` at which this process's runtime can be reached (``None``: nowhere).
+
+    Set by whatever serves the runtime to other processes (:func:`streamlib.remote.serve`);
+    :attr:`Actor.uri` is built from it. The core only keeps the value."""
+    global _runtime_address
+    _runtime_address = address
+
+
+def runtime_address() -> str | None:
+    """The ``HOST:PORT`` this process's runtime is served at, or ``None`` if it is not served."""
+    return _runtime_address
+
+
 def running_actors() -> list[Actor]:
     """The running top-level actors of this process (roots of their trees)."""
     with _registry_lock:
@@ -603,6 +630,16 @@ class Actor(metaclass=ActorMeta):
     state: _RuntimeAttribute[LifecycleState] = _RuntimeAttribute(
         "the actor's lifecycle state (a LifecycleState): RUNNING from construction, then STOPPED or FAILED"
     )
+
+    @property
+    def uri(self) -> str | None:
+        """``actor://HOST:PORT/ClassName/instance-id`` (the id is the path without its leading
+        slash): how other processes address this actor. ``None`` while this process's runtime is
+        not served (see :func:`set_runtime_address`, set by :func:`streamlib.remote.serve`)."""
+        address = _runtime_address
+        if address is None:
+            return None
+        return f"actor://{address}/{type(self).__name__}/{self.path[1:]}"
 
     @property
     def event_loop(self) -> asyncio.AbstractEventLoop:

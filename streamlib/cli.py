@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dashboard", type=int, metavar="PORT", help="also serve the live dashboard on PORT")
     serve.add_argument("--host", default="127.0.0.1", help="the dashboard's address (default 127.0.0.1)")
     serve.add_argument("--profile", action="store_true", help="profile, and print the table at exit")
+    from streamlib.remote.node import add_node_command
+
+    add_node_command(commands)
     return parser
 
 
@@ -352,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 130
     if args.command == "serve":
         return run_serve(args)
+    if args.command == "node":
+        return int(args.run(args))
     return 2  # pragma: no cover - argparse enforces a command
 
 
