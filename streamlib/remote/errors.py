@@ -11,7 +11,7 @@ class ActorUnavailable(RuntimeError):
     reconnect by themselves once the actor is back."""
 
 
-class AuthenticationFailed(PermissionError):
+class AuthenticationFailed(RuntimeError):
     """The runtime refused our token (or wanted one and we had none)."""
 
 

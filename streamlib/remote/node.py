@@ -294,7 +294,7 @@ class Node:
         actor = self._actor(request)
         completion = actor.stop()
         if request.get("wait"):
-            timeout = request.get("timeout", 10.0)
+            timeout = request.get("deadline", 10.0)
             if not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
                 raise wire.WireError("bad timeout")
             await asyncio.wait_for(completion, float(timeout))  # type: ignore[arg-type]

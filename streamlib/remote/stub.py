@@ -300,7 +300,7 @@ class RemoteActor(Actor):
             self._client._status_listeners.remove(self._on_status)
         if self._stop_remote and self._ended is None:
             call = self._client.call("stop", self._timeout, target=self._target.instance_id, wait=True,
-                                     timeout=self._timeout)
+                                     deadline=self._timeout)
             with contextlib.suppress(ActorUnavailable, RemoteError):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
 
