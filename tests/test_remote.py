@@ -22,6 +22,9 @@ import numpy as np
 import pytest
 
 import streamlib
+import streamlib.observe.views
+import streamlib.remote
+import streamlib.remote.control
 from streamlib import Actor, DataMessage, StreamInput, StreamOutput, Supervisor, TimedTick, VideoFrame
 from streamlib.testing import Feeder, Probe
 
@@ -398,4 +401,39 @@ async def test_wrong_or_missing_tokens_are_refused_and_counted(tmp_path: Path) -
         assert counters["auth_rejected"] == 2
         await stop_all(good)
     finally:
+        node.stop()
+
+
+# -- supervision across runtimes, heartbeats, reconnection ---------------------------------------
+
+
+async def test_kill_9_fails_the_remote_child_within_2_s_and_its_supervisor_recreates_it(tmp_path: Path) -> None:
+    port = free_port()
+    node = NodeProcess("c", port, log_dir=tmp_path)
+    sup = Supervisor(max_restarts=5, within=60.0)
+    probe = Probe(DataMessage)
+    child = streamlib.remote.spawn_remote(sup, node.uri("Source", "kid"), fps=50.0, restart_wait=20.0)
+    try:
+        child >> probe
+        await probe.wait_for(5, timeout=10)
+        assert "Source @ actor://" in streamlib.observe.views.tree_text(sup)  # seen in the tree with its URI
+        node.kill()
+        killed = time.monotonic()
+        await until(lambda: child.state is streamlib.LifecycleState.FAILED, 5, "the stub failed")
+        assert time.monotonic() - killed < 2.0
+        assert isinstance(child.failure, streamlib.remote.ActorUnavailable)
+        assert "missed its heartbeats" in str(child.failure)
+        replacement = sup.children[0]
+        assert replacement is not child and replacement.restarts == 1
+        asked = time.monotonic()
+        with pytest.raises(streamlib.remote.ActorUnavailable):
+            replacement.call("stats")  # unreachable: a clear error, not a hang
+        assert time.monotonic() - asked < replacement._timeout + 1
+        node = NodeProcess("c", port, log_dir=tmp_path)  # the runtime is back, empty
+        seen = len(probe.messages)
+        await until(lambda: len(probe.messages) > seen + 5, 15, "frames flow again over the reconnected link")
+        assert replacement.state is streamlib.LifecycleState.RUNNING
+        assert replacement.stats()["links"]["outputs['out']"]["reconnects"] >= 1
+    finally:
+        await stop_all(sup, probe)
         node.stop()

@@ -540,8 +540,16 @@ class ControlClient:
             callbacks.remove(callback)
 
     async def _send_watch(self, instance_id: str) -> None:
-        with contextlib.suppress(ActorUnavailable, RemoteError):
-            await self.call("watch", 2.0, target=instance_id)
+        try:
+            result = await self.call("watch", 2.0, target=instance_id)
+        except (ActorUnavailable, RemoteError):
+            return
+        if isinstance(result, dict) and result.get("state") == "absent":
+            # Watched, but gone: the runtime restarted without it, or it ended while we were away.
+            event = {"kind": "ended", "id": instance_id, "state": "failed",
+                     "failure": f"ActorUnavailable: runtime {self.address} no longer has it"}
+            for callback in list(self._watches.get(instance_id, ())):
+                callback(event)
 
     async def close(self) -> None:
         self.closed = True

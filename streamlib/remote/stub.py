@@ -183,6 +183,9 @@ class RemoteActor(Actor):
     ``token`` authenticates to that runtime (default ``$STREAMLIB_TOKEN``); ``call_timeout``
     bounds every call; ``restart_wait`` is how long a restarted stub waits for the runtime to
     come back before failing again; ``shared_memory=False`` keeps frames on TCP even on one host.
+    ``fail_when_unreachable`` (default: when supervised) makes a lost runtime fail the stub, so
+    its supervisor's strategy applies; otherwise the stub waits, its calls raise
+    :class:`ActorUnavailable` meanwhile, and its links reconnect when the runtime is back.
     Usually built by :func:`get_actor` or :func:`spawn_remote`."""
 
     default_fps: ClassVar[float | None] = HEALTH_FPS
@@ -195,6 +198,7 @@ class RemoteActor(Actor):
         call_timeout: float = CALL_TIMEOUT,
         restart_wait: float = 10.0,
         shared_memory: bool = True,
+        fail_when_unreachable: bool | None = None,
         **kwargs: Any,
     ) -> None:
         target = parse_uri(uri)
@@ -204,6 +208,7 @@ class RemoteActor(Actor):
         self._kwargs = kwargs
         self._timeout = call_timeout
         self._restart_wait = restart_wait
+        self._fail_unreachable = self.parent is not None if fail_when_unreachable is None else fail_when_unreachable
         self._client = client_for(target.address, token)
         self._stop_remote = False
         self._ended: dict[str, Any] | None = None
@@ -286,12 +291,10 @@ class RemoteActor(Actor):
                 raise ActorUnavailable(f"{self._target} failed on its runtime: {ended.get('failure')}")
             Actor.on_end_of_stream(self)  # it ended there: end here too, as a finished actor
             return
-        if self._unreachable_since is not None or not self._client.available:
-            since = self._unreachable_since
-            if since is not None or not self._client.available:
-                raise ActorUnavailable(
-                    f"{self._target} is unreachable: its runtime {self._target.address} missed its heartbeats"
-                )
+        if self._fail_unreachable and (self._unreachable_since is not None or not self._client.available):
+            raise ActorUnavailable(
+                f"{self._target} is unreachable: its runtime {self._target.address} missed its heartbeats"
+            )
 
     async def on_stop(self) -> None:
         loop = network_loop()
@@ -334,10 +337,10 @@ class RemoteActor(Actor):
 
     def stats(self, *, recursive: bool = False) -> dict[str, Any]:
         """The remote actor's stats, with ``uri``, this stub's ``path`` and its data links
-        (bytes, frames, drops, latency, reconnects). Once the stub has ended, or while the
-        runtime is known to be unreachable, its last local view (``available: False``)."""
+        (bytes, frames, drops, latency, reconnects); :class:`ActorUnavailable` while the runtime
+        is unreachable. Once the stub has ended, its local view (``available: False``)."""
         links = self._endpoint.link_stats()
-        if self.state.value == "running" and self._unreachable_since is None:
+        if self.state.value == "running":
             try:
                 found: dict[str, Any] = self.call("stats")
             except RemoteError as exc:
