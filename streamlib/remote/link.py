@@ -536,6 +536,9 @@ class DataServer:
             with contextlib.suppress(Exception):
                 write_record(writer, Kind.REFUSED, {"reason": str(exc)})
                 await writer.drain()
+        except Exception as exc:  # never let a peer's input end the runtime; say what happened
+            self._count("malformed")
+            log.exception("data connection from %s closed: %s", peer, exc)
         finally:
             with contextlib.suppress(Exception):
                 writer.close()

@@ -432,9 +432,19 @@ def encode_message(message: Any) -> tuple[dict[str, Any], list[Any]]:
 
 
 def decode_message(meta: dict[str, Any], payload: memoryview | bytes) -> Any:
-    """The message a FRAME record carries; :class:`WireError` if it does not add up."""
+    """The message a FRAME record carries; :class:`WireError` (only) if it does not add up."""
+    try:
+        return _decode_message(meta, payload)
+    except WireError:
+        raise
+    except Exception as exc:  # a check this module forgot: still the peer's garbage, not our failure
+        raise WireError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+
+
+def _decode_message(meta: dict[str, Any], payload: memoryview | bytes) -> Any:
     view = memoryview(payload).cast("B") if not isinstance(payload, memoryview) else payload
     fmt = meta.get("format")
+    _need(isinstance(fmt, str), f"bad format {fmt!r}")
     metadata = meta.get("metadata", {})
     _need(isinstance(metadata, dict), "metadata must be an object")
     if meta.get("type") == "value":
