@@ -437,3 +437,39 @@ async def test_kill_9_fails_the_remote_child_within_2_s_and_its_supervisor_recre
     finally:
         await stop_all(sup, probe)
         node.stop()
+
+
+async def test_big_frames_cross_through_shared_memory_on_one_host(nodes: dict[str, NodeProcess]) -> None:
+    big = streamlib.get_actor(nodes["a"].uri("Frames", "shm"), fps=30.0)
+    probe = Probe(VideoFrame)
+    feeder = Feeder(VideoFrame)
+    relay_probe = Probe(VideoFrame)
+    echo = streamlib.get_actor(nodes["b"].uri("test_remote.Passthrough", "shm-echo"))
+    try:
+        big >> probe  # small frames (2 KB): inline on TCP
+        feeder >> echo >> relay_probe  # 300 KB frames there and back: shared memory both ways
+        await asyncio.sleep(0.3)
+        pixels = np.random.default_rng(0).integers(0, 255, (240, 400, 3), dtype=np.uint8)
+        for i in range(8):
+            await feeder.send(VideoFrame(pixels, frame_number=i))
+        got = await relay_probe.wait_for(8, timeout=10)
+        np.testing.assert_array_equal(got[-1].data, pixels)
+        assert echo.stats()["links"]["inputs['video']"]["shm_frames"] == 8
+        assert echo.stats()["links"]["outputs['video']"]["shm_frames"] == 8
+        await probe.wait_for(3, timeout=10)
+        assert big.stats()["links"]["outputs['video']"]["shm_frames"] == 0
+    finally:
+        await stop_all(big, probe, feeder, echo, relay_probe)
+
+
+class Passthrough(Actor):
+    default_fps = None
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["video"] = StreamInput("video", VideoFrame, maxsize=4, overflow="block")
+        self.outputs["video"] = StreamOutput("video", VideoFrame)
+
+    async def process(self, tick: TimedTick) -> None:
+        while (frame := self.inputs["video"].read_nowait()) is not None:
+            await self.outputs["video"].send(frame)

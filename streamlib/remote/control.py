@@ -208,6 +208,8 @@ class ControlServer:
         self.hello = hello
         self.counters = counters
         self.connections: set[ServerConnection] = set()
+        self.quick: frozenset[str] = frozenset({"ping", "stats", "describe", "list", "node"})
+        """Requests that never wait on anything: answered inline, in order."""
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get(PATH, self.handle)
@@ -257,6 +259,9 @@ class ControlServer:
                 except wire.WireError as exc:
                     await self._refuse(ws, peer, "malformed", str(exc))
                     break
+                if op in self.quick:  # answered at once, in order: no task per request
+                    await self._answer(conn, ident, op, request_msg, payload)
+                    continue
                 task = asyncio.ensure_future(self._answer(conn, ident, op, request_msg, payload))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
