@@ -436,11 +436,15 @@ class ControlClient:
     async def _lost(self, ws: aiohttp.ClientWebSocketResponse, why: str) -> None:
         if self._ws is not ws:
             return
-        log.warning("runtime %s is unreachable (%s); reconnecting", self.address, why)
+        watched = any(self._watches.values()) or bool(self._status_listeners)
+        # Nobody follows this runtime any more (every stub of it ended): no need to say it or
+        # to reconnect now; the next call connects again.
+        log.log(logging.WARNING if watched else logging.DEBUG, "runtime %s is unreachable (%s)%s", self.address, why,
+                "; reconnecting" if watched else "")
         self._down_since = time.monotonic()
         await self._drop_connection()
         self._set_status(False)
-        if not self.closed:
+        if not self.closed and watched:
             asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:

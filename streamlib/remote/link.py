@@ -152,6 +152,20 @@ def write_record(
     return sum(memoryview(p).nbytes for p in parts)
 
 
+def _reap(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel what still runs and retrieve what failed (no "exception was never retrieved")."""
+    for task in tasks:
+        if task.done():
+            if not task.cancelled():
+                task.exception()
+        else:
+            task.cancel()
+
+
+def _smooth(old: float | None, sample: float) -> float:
+    return sample if old is None else old * 0.9 + sample * 0.1
+
+
 # -- shared memory -----------------------------------------------------------------------------
 
 
@@ -248,6 +262,7 @@ class _Connection:
         self.credit = 0
         self.credit_event = asyncio.Event()
         self.sent_at: deque[float] = deque()
+        self.ping_sent: float | None = None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -332,8 +347,7 @@ class Sender:
         conn.credit += n
         for _ in range(min(n, len(conn.sent_at))):
             rtt = (time.perf_counter() - conn.sent_at.popleft()) * 1e3
-            old = self.stats.latency_ms
-            self.stats.latency_ms = rtt if old is None else old * 0.9 + rtt * 0.1
+            self.stats.latency_ms = _smooth(self.stats.latency_ms, rtt)
         if conn.pool is not None:
             conn.pool.release(meta.get("released"))
         conn.credit_event.set()
@@ -390,7 +404,9 @@ async def _receive(
             elif kind is Kind.PING and answer_pings:
                 write_record(writer, Kind.PONG, {"released": conn.views.take_released()})
             elif kind is Kind.PONG and not answer_pings:
-                pass
+                if conn.ping_sent is not None:
+                    stats.latency_ms = _smooth(stats.latency_ms, (time.perf_counter() - conn.ping_sent) * 1e3)
+                    conn.ping_sent = None
             elif kind is Kind.END:
                 queue.put_nowait((_END, meta))
                 return "end"
@@ -421,8 +437,7 @@ async def _receive(
             task.result()  # a broken connection or a protocol error
         return await worker
     finally:
-        reader.cancel()
-        worker.cancel()
+        _reap(reader, worker)
 
 
 _END = object()
@@ -646,8 +661,7 @@ class DataServer:
             for task in done:
                 task.result()
         finally:
-            pump.cancel()
-            listen.cancel()
+            _reap(pump, listen)
             if state.conn is conn:
                 state.conn = None
             conn.close()
@@ -797,6 +811,7 @@ class _Link:
             await asyncio.sleep(PING_INTERVAL)
             if time.monotonic() - conn.last_heard > DEAD_AFTER:
                 raise ConnectionError(f"no answer from {self.stats.peer} for {DEAD_AFTER:g} s")
+            conn.ping_sent = time.perf_counter()
             write_record(conn.writer, Kind.PING, {"released": released() if released is not None else []})
 
     async def close(self) -> None:
@@ -837,8 +852,7 @@ class PushLink(_Link):
                 task.result()
             return "lost"
         finally:
-            for task in (pump, listen, ping):
-                task.cancel()
+            _reap(pump, listen, ping)
 
     async def _listen(self, conn: _Connection) -> None:
         while True:
@@ -892,8 +906,7 @@ class PullLink(_Link):
             outcome = receive.result()
             return "end" if outcome == "end" else "lost"  # a BYE: the queue over there closed, ask again
         finally:
-            ping.cancel()
-            receive.cancel()
+            _reap(ping, receive)
 
     async def close(self) -> None:
         self.closed = True
