@@ -88,9 +88,24 @@ class Counter(Actor):
 def start_node(name: str, *extra: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlib", "node", "--listen", "127.0.0.1:0", "--name", name, "--import",
-         "bench_remote", "--log-level", "WARNING", *extra],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamlib",
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--import",
+            "bench_remote",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -236,8 +251,10 @@ def main() -> None:
     print(f"control round trip (stub.stats())   median {results['control_rtt_us']:8.1f} us   (target <= 150)")
     if ray_rtt is not None:
         print(f"Ray actor method call (same run)     median {results['ray_actor_call_us']:8.1f} us")
-    print(f"1080p RGB frame, shared memory       median {results['frame_1080p_shm_ms']:8.2f} ms   (target <= 2; "
-          f"{results['frame_1080p_shm_frames']} frames via shm)")
+    print(
+        f"1080p RGB frame, shared memory       median {results['frame_1080p_shm_ms']:8.2f} ms   (target <= 2; "
+        f"{results['frame_1080p_shm_frames']} frames via shm)"
+    )
     print(f"1080p RGB frame, TCP loopback        median {results['frame_1080p_tcp_ms']:8.2f} ms")
     print(f"1080p RGB over TCP loopback, sustained     {results['tcp_1080p_fps']:8.1f} frames/s (target >= 60)")
     one, two = results["chain_one_runtime_msgs_per_s"], results["chain_two_runtimes_msgs_per_s"]

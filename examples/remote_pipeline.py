@@ -53,9 +53,21 @@ def start_edge() -> tuple[subprocess.Popen[str], str]:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     edge = subprocess.Popen(
-        [sys.executable, "-m", "streamlib", "node", "--listen", "127.0.0.1:0", "--name", "edge", "--log-level",
-         "WARNING"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "streamlib",
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "edge",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert edge.stdout is not None
     line = edge.stdout.readline()  # "streamlib node edge listening on actor://127.0.0.1:PORT ..."
@@ -68,8 +80,10 @@ async def main(address: str, seconds: float) -> None:
     meter = Meter()
     camera >> invert >> meter  # edge to edge (no copy passes here), then edge to this process
     await asyncio.sleep(seconds)
-    print(f"{meter.frames} frames in {seconds:g} s from {invert.uri}, "
-          f"mean latency {meter.latency / max(meter.frames, 1) * 1e3:.1f} ms")
+    print(
+        f"{meter.frames} frames in {seconds:g} s from {invert.uri}, "
+        f"mean latency {meter.latency / max(meter.frames, 1) * 1e3:.1f} ms"
+    )
     if meter.last is not None:
         f = meter.last
         print(f"last frame: {f.width}x{f.height}, frame_number={f.frame_number}, clock={f.clock_source_id}")

@@ -66,8 +66,8 @@ __all__ = [
     "LifecycleState",
     "RestartPolicy",
     "current_actor",
-    "runtime_address",
     "running_actors",
+    "runtime_address",
     "set_runtime_address",
 ]
 

@@ -136,8 +136,19 @@ class NodeProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
         env.pop("STREAMLIB_TOKEN", None)
         self.log = log_dir / f"node-{name}-{port}.log"
-        cmd = [sys.executable, "-m", "streamlib", "node", "--listen", f"127.0.0.1:{port}", "--name", name,
-               "--import", "test_remote", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "streamlib",
+            "node",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--name",
+            name,
+            "--import",
+            "test_remote",
+            *extra,
+        ]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         assert self.proc.stdout is not None
@@ -208,8 +219,10 @@ async def test_get_actor_creates_then_returns_the_same_remote_actor(nodes: dict[
         assert "actor://" in repr(first) and "goc" in repr(first)
     finally:
         await stop_all(first)
-    await until(lambda: "goc" not in streamlib.remote.control.client_for(
-        nodes["a"].address).call_sync("list"), what="the name vanishes when the actor stops")
+    await until(
+        lambda: "goc" not in streamlib.remote.control.client_for(nodes["a"].address).call_sync("list"),
+        what="the name vanishes when the actor stops",
+    )
     await until(lambda: second.state is streamlib.LifecycleState.STOPPED, what="the other stub followed")
 
 

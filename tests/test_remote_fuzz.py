@@ -9,12 +9,12 @@ import json
 import random
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
+from test_remote import NodeProcess
 
 import streamlib
 import streamlib.remote
@@ -22,8 +22,6 @@ from streamlib import DataMessage, VideoFrame
 from streamlib.remote import wire
 from streamlib.remote.control import client_for, pack, unpack
 from streamlib.testing import Probe
-
-from test_remote import NodeProcess
 
 OPS = ["ping", "describe", "ensure", "stats", "stop", "connect", "disconnect", "watch", "list", "node", "nope"]
 
@@ -60,12 +58,41 @@ def junk(rng: random.Random, depth: int = 0) -> Any:
 
 def fuzz_request(rng: random.Random, ident: int) -> dict[str, Any]:
     request: dict[str, Any] = {"id": ident, "op": rng.choice(OPS)}
-    for key in rng.sample(["target", "class", "args", "output", "to", "input", "maxsize", "overflow", "wait",
-                           "deadline", "recursive", "token"], rng.randrange(6)):
+    for key in rng.sample(
+        [
+            "target",
+            "class",
+            "args",
+            "output",
+            "to",
+            "input",
+            "maxsize",
+            "overflow",
+            "wait",
+            "deadline",
+            "recursive",
+            "token",
+        ],
+        rng.randrange(6),
+    ):
         request[key] = junk(rng)
     if rng.random() < 0.3:
         request["target"] = "zz-" + "".join(rng.choice("abc/") for _ in range(5))
     return request
+
+
+async def send_malformed(ws: aiohttp.ClientWebSocketResponse, kind: int, rng: random.Random) -> None:
+    """One message that breaks the control protocol (the runtime closes the connection)."""
+    if kind == 0:
+        await ws.send_str("not binary")
+    elif kind == 1:
+        await ws.send_bytes(b"\x00\x00\x10\x00{")
+    elif kind == 2:
+        await ws.send_bytes(struct.pack("!I", 2) + b"[]")
+    elif kind == 3:
+        await ws.send_bytes(pack({"id": "x", "op": 3}))
+    else:
+        await ws.send_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))
 
 
 async def fuzz_control(address: str, rng: random.Random, connections: int, per_connection: int) -> int:
@@ -91,14 +118,7 @@ async def fuzz_control(address: str, rng: random.Random, connections: int, per_c
                     continue
                 answers += 1
                 assert "ok" in reply and (reply["ok"] or reply["error"]["type"]), reply
-            malformed = [
-                lambda: ws.send_str("not binary"),
-                lambda: ws.send_bytes(b"\x00\x00\x10\x00{"),
-                lambda: ws.send_bytes(struct.pack("!I", 2) + b"[]"),
-                lambda: ws.send_bytes(pack({"id": "x", "op": 3})),
-                lambda: ws.send_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))),
-            ][c % 5]
-            await malformed()
+            await send_malformed(ws, c % 5, rng)
             sent += 1
             closed = await ws.receive(timeout=10)
             assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
@@ -129,14 +149,25 @@ def fuzz_record(rng: random.Random) -> bytes:
     if kind == 0:
         return bytes(rng.randrange(256) for _ in range(rng.randrange(16, 64)))
     if kind == 1:  # a header with a random kind/version/lengths
-        return struct.pack("!4sBBHII", rng.choice([b"SLNK", b"SLNX", b"\0\0\0\0"]), rng.randrange(3),
-                           rng.randrange(20), 0, rng.choice([0, 3, 1 << 30]), rng.choice([0, 5, 1 << 31]))
+        return struct.pack(
+            "!4sBBHII",
+            rng.choice([b"SLNK", b"SLNX", b"\0\0\0\0"]),
+            rng.randrange(3),
+            rng.randrange(20),
+            0,
+            rng.choice([0, 3, 1 << 30]),
+            rng.choice([0, 5, 1 << 31]),
+        )
     if kind == 2:  # HELLO whose meta is not JSON
         body = bytes(rng.randrange(256) for _ in range(20))
         return wire.pack_header(wire.Kind.HELLO, len(body), 0) + body
     if kind == 3:  # HELLO with junk fields
-        meta = json.dumps({k: junk(rng) for k in rng.sample(["op", "target", "input", "output", "link", "mac",
-                                                              "maxsize", "overflow"], 5)}).encode()
+        meta = json.dumps(
+            {
+                k: junk(rng)
+                for k in rng.sample(["op", "target", "input", "output", "link", "mac", "maxsize", "overflow"], 5)
+            }
+        ).encode()
         return wire.pack_header(wire.Kind.HELLO, len(meta), 0) + meta
     if kind == 4:  # a well-formed HELLO for a junk op
         meta = json.dumps({"op": "".join(rng.choice("pushl") for _ in range(4)), "link": "x"}).encode()
@@ -218,7 +249,7 @@ def test_decoding_random_frames_raises_only_wire_errors() -> None:
             elif isinstance(target, dict):
                 target[rng.choice(["type", "format", "width", "height", "value", "dtype", "shape"])] = junk(rng)
             if rng.random() < 0.3 and data:
-                del data[rng.randrange(len(data)):]
+                del data[rng.randrange(len(data)) :]
         try:
             wire.decode_message(meta, memoryview(bytes(data)))
             built += 1

@@ -111,12 +111,26 @@ def test_two_namespaces_survive_a_cut_link(namespaces: tuple[str, str, str, str]
     (tmp_path / "token").write_text(token + "\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
     env.pop("STREAMLIB_TOKEN", None)
-    log = open(tmp_path / "node.log", "w")
-    node = subprocess.Popen(
-        ["ip", "netns", "exec", ns_a, sys.executable, "-m", "streamlib", "node", "--listen", "10.199.0.1:7400",
-         "--name", "ns-a", "--token-file", str(tmp_path / "token"), "--import", "test_remote"],
-        stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-    )
+    command = [
+        "ip",
+        "netns",
+        "exec",
+        ns_a,
+        sys.executable,
+        "-m",
+        "streamlib",
+        "node",
+        "--listen",
+        "10.199.0.1:7400",
+        "--name",
+        "ns-a",
+        "--token-file",
+        str(tmp_path / "token"),
+        "--import",
+        "test_remote",
+    ]
+    with open(tmp_path / "node.log", "w") as log:  # the child keeps its own copy of the descriptor
+        node = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     try:
         assert node.stdout is not None
         line = node.stdout.readline()
@@ -124,9 +138,23 @@ def test_two_namespaces_survive_a_cut_link(namespaces: tuple[str, str, str, str]
         cut = f"ip netns exec {ns_a} ip link set {veth_a} down"
         restore = f"ip netns exec {ns_a} ip link set {veth_a} up"
         client = subprocess.run(
-            ["ip", "netns", "exec", ns_b, sys.executable, "-c", CLIENT, "actor://10.199.0.1:7400/Frames/ns-cam",
-             token, cut, restore],
-            capture_output=True, text=True, env=env, timeout=90,
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns_b,
+                sys.executable,
+                "-c",
+                CLIENT,
+                "actor://10.199.0.1:7400/Frames/ns-cam",
+                token,
+                cut,
+                restore,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=90,
         )
         assert client.returncode == 0, client.stderr[-3000:]
         report = json.loads(client.stdout.strip().splitlines()[-1])
@@ -143,4 +171,3 @@ def test_two_namespaces_survive_a_cut_link(namespaces: tuple[str, str, str, str]
             node.wait(10)
         except subprocess.TimeoutExpired:
             node.kill()
-        log.close()

@@ -105,12 +105,24 @@ def network_loop() -> asyncio.AbstractEventLoop:
         return _network
 
 
+_background: set[asyncio.Future[Any]] = set()
+
+
+def background(coro: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run ``coro`` as a task of its own, kept referenced until it ends (an unreferenced task
+    may be garbage collected mid-flight)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
 def run_sync(coro: Awaitable[Any], timeout: float) -> Any:
     """Run ``coro`` on the network loop and wait for it from this (other) thread."""
     loop = network_loop()
     if asyncio._get_running_loop() is loop:
         raise RuntimeError("a synchronous remote call on streamlib's network loop would deadlock; await it instead")
-    future = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
+    future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
@@ -231,7 +243,7 @@ class ControlServer:
         await ws.send_bytes(pack({**self.hello, "challenge": nonce, "token": bool(self.token)}))
         try:
             msg = await ws.receive(timeout=AUTH_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._refuse(ws, peer, "auth_rejected", "no answer to the challenge")
         if msg.type != aiohttp.WSMsgType.BINARY:
             return await self._refuse(ws, peer, "malformed", f"expected the challenge's answer, got {msg.type.name}")
@@ -379,7 +391,7 @@ class ControlClient:
             self._connecting = asyncio.ensure_future(self._connect())
         try:
             await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
-        except (asyncio.TimeoutError, OSError, aiohttp.ClientError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise ActorUnavailable(f"runtime {self.address} is unreachable: {type(exc).__name__}: {exc}") from None
 
     async def _connect(self) -> None:
@@ -416,7 +428,7 @@ class ControlClient:
         self._down_since = None
         self._tasks = [asyncio.ensure_future(self._read(ws)), asyncio.ensure_future(self._heartbeat(ws))]
         for instance_id in list(self._watches):
-            asyncio.ensure_future(self._send_watch(instance_id))
+            background(self._send_watch(instance_id))
         self._set_status(True)
 
     async def _drop_connection(self) -> None:
@@ -439,13 +451,18 @@ class ControlClient:
         watched = any(self._watches.values()) or bool(self._status_listeners)
         # Nobody follows this runtime any more (every stub of it ended): no need to say it or
         # to reconnect now; the next call connects again.
-        log.log(logging.WARNING if watched else logging.DEBUG, "runtime %s is unreachable (%s)%s", self.address, why,
-                "; reconnecting" if watched else "")
+        log.log(
+            logging.WARNING if watched else logging.DEBUG,
+            "runtime %s is unreachable (%s)%s",
+            self.address,
+            why,
+            "; reconnecting" if watched else "",
+        )
         self._down_since = time.monotonic()
         await self._drop_connection()
         self._set_status(False)
         if not self.closed and watched:
-            asyncio.ensure_future(self._reconnect())
+            background(self._reconnect())
 
     async def _reconnect(self) -> None:
         delay = 0.1
@@ -490,7 +507,7 @@ class ControlClient:
                 self.stats["heartbeats_missed"] += 1
                 await self._lost(ws, f"no answer for {DEAD_AFTER:g} s")
                 return
-            asyncio.ensure_future(self._ping(ws))
+            background(self._ping(ws))
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         with contextlib.suppress(Exception):
@@ -511,7 +528,9 @@ class ControlClient:
         finally:
             self._pending.pop(ident, None)
 
-    async def call(self, op: str, timeout: float = CALL_TIMEOUT, payload: list[Any] | None = None, **fields: Any) -> Any:
+    async def call(
+        self, op: str, timeout: float = CALL_TIMEOUT, payload: list[Any] | None = None, **fields: Any
+    ) -> Any:
         """Send a request and return its result; raises :class:`ActorUnavailable` (no answer in
         ``timeout``), :class:`AuthenticationFailed` or :class:`RemoteError`."""
         if self.closed:
@@ -524,7 +543,7 @@ class ControlClient:
         self.stats["calls"] += 1
         try:
             reply = await self._request(ws, {"op": op, **fields}, payload, max(deadline - time.monotonic(), 0.01))
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
             raise ActorUnavailable(
                 f"runtime {self.address} did not answer {op!r} within {timeout:g} s ({type(exc).__name__})"
             ) from None
@@ -555,8 +574,12 @@ class ControlClient:
             return
         if isinstance(result, dict) and result.get("state") == "absent":
             # Watched, but gone: the runtime restarted without it, or it ended while we were away.
-            event = {"kind": "ended", "id": instance_id, "state": "failed",
-                     "failure": f"ActorUnavailable: runtime {self.address} no longer has it"}
+            event = {
+                "kind": "ended",
+                "id": instance_id,
+                "state": "failed",
+                "failure": f"ActorUnavailable: runtime {self.address} no longer has it",
+            }
             for callback in list(self._watches.get(instance_id, ())):
                 callback(event)
 

@@ -309,8 +309,9 @@ class Sender:
             except NotSerializable as exc:
                 self.pending = EMPTY
                 self.stats.errors += 1
-                log.error("%s: a %s cannot cross the link and was dropped: %s", self.port.path,
-                          type(msg).__qualname__, exc)
+                log.error(
+                    "%s: a %s cannot cross the link and was dropped: %s", self.port.path, type(msg).__qualname__, exc
+                )
                 continue
             meta["dropped"] = self._new_drops()
             if conn.pool is not None and len(buffers) == 1 and buffers[0].nbytes >= SHM_THRESHOLD:
@@ -360,8 +361,9 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
     msg_type = target.msg_type
     if msg_type is not object and not isinstance(msg, msg_type):
         target.mailbox.dropped += 1
-        log.warning("%s: dropped a %s from a link (it takes %s)", target.path, type(msg).__qualname__,
-                    msg_type.__qualname__)
+        log.warning(
+            "%s: dropped a %s from a link (it takes %s)", target.path, type(msg).__qualname__, msg_type.__qualname__
+        )
         return
     await output.send(msg)
 
@@ -369,7 +371,7 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
 def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: bytes) -> Any:
     shm = meta.get("shm")
     if shm is not None:
-        return wire.decode_message(meta, memoryview(conn.views.view(shm)))
+        return wire.decode_message(meta, conn.views.view(shm).data)
     return wire.decode_message(meta, memoryview(payload))
 
 
@@ -523,8 +525,11 @@ class DataServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         nonce = secrets.token_hex(16)
         try:
-            write_record(writer, Kind.CHALLENGE, {"nonce": nonce, "node": self.host.name, "host_id": self.host_id,
-                                                  "token": bool(self.host.token)})
+            write_record(
+                writer,
+                Kind.CHALLENGE,
+                {"nonce": nonce, "node": self.host.name, "host_id": self.host_id, "token": bool(self.host.token)},
+            )
             kind, hello, _ = await asyncio.wait_for(read_record(reader, 0), HANDSHAKE_TIMEOUT)
             if kind is not Kind.HELLO:
                 raise WireError(f"expected HELLO, got {kind.name}")
@@ -545,7 +550,7 @@ class DataServer:
         except WireError as exc:
             self._count("malformed")
             log.warning("data connection from %s closed: malformed input: %s", peer, exc)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             log.debug("data connection from %s ended: %r", peer, exc)
         except LookupError as exc:
             with contextlib.suppress(Exception):
@@ -594,8 +599,11 @@ class DataServer:
         stats.state = "up"
         shm = bool(hello.get("shm")) and self.host.allow_shm and hello.get("host_id") == self.host_id
         mailbox = target.mailbox
-        write_record(writer, Kind.WELCOME, {"maxsize": mailbox.maxsize, "overflow": mailbox.overflow,
-                                            "window": mailbox.maxsize, "shm": shm})
+        write_record(
+            writer,
+            Kind.WELCOME,
+            {"maxsize": mailbox.maxsize, "overflow": mailbox.overflow, "window": mailbox.maxsize, "shm": shm},
+        )
         await writer.drain()
         conn = _Connection(reader, writer, False)
 
@@ -627,10 +635,13 @@ class DataServer:
     ) -> None:
         """A peer receives from one of our outputs: a queue with its input's policy, then a Sender."""
         link = self._link_id(hello)
-        actor, output = self._port(hello, "output")
+        _, output = self._port(hello, "output")
         maxsize, overflow = hello.get("maxsize"), hello.get("overflow")
-        if type(maxsize) is not int or not 0 < maxsize <= 1 << 16 or overflow not in ("drop_oldest", "drop_newest",
-                                                                                     "block"):
+        if (
+            type(maxsize) is not int
+            or not 0 < maxsize <= 1 << 16
+            or overflow not in ("drop_oldest", "drop_newest", "block")
+        ):
             raise WireError("pull needs maxsize (1..65536) and overflow")
         state = self.pulls.get(link)
         if state is not None and (state.output is not output or state.proxy.mailbox.closed):
@@ -651,8 +662,11 @@ class DataServer:
         conn = state.conn = _Connection(reader, writer, shm)
         sender = state.sender
         sender.stats.state = "up"
-        write_record(writer, Kind.WELCOME, {"maxsize": maxsize, "overflow": overflow, "shm": shm,
-                                            "type": wire.describe_type(output.msg_type)})
+        write_record(
+            writer,
+            Kind.WELCOME,
+            {"maxsize": maxsize, "overflow": overflow, "shm": shm, "type": wire.describe_type(output.msg_type)},
+        )
         await writer.drain()
         pump = asyncio.ensure_future(sender.pump(conn))
         listen = asyncio.ensure_future(self._listen_pull(conn, sender))
@@ -720,8 +734,16 @@ async def _open(
         if kind is not Kind.CHALLENGE:
             raise WireError(f"expected CHALLENGE, got {kind.name}")
         want_shm = bool(hello.pop("shm", False)) and challenge.get("host_id") == _HOST_ID
-        write_record(writer, Kind.HELLO, {**hello, "mac": sign(client.token, str(challenge.get("nonce")), "data"),
-                                          "host_id": _HOST_ID, "shm": want_shm})
+        write_record(
+            writer,
+            Kind.HELLO,
+            {
+                **hello,
+                "mac": sign(client.token, str(challenge.get("nonce")), "data"),
+                "host_id": _HOST_ID,
+                "shm": want_shm,
+            },
+        )
         await writer.drain()
         kind, welcome, _ = await asyncio.wait_for(read_record(reader, max_payload), HANDSHAKE_TIMEOUT)
         if kind is Kind.REFUSED:
@@ -745,8 +767,16 @@ class _Link:
 
     op = ""
 
-    def __init__(self, address: str, token: str | None, target: str, port_name: str, source: str,
-                 max_payload: int = wire.MAX_PAYLOAD, shm: bool = True) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str | None,
+        target: str,
+        port_name: str,
+        source: str,
+        max_payload: int = wire.MAX_PAYLOAD,
+        shm: bool = True,
+    ) -> None:
         self.address = address
         self.token = token
         self.target = target
@@ -772,7 +802,7 @@ class _Link:
         while not self.closed:
             try:
                 conn, welcome = await _open(self.address, self.token, self.hello(), self.max_payload)
-            except (ActorUnavailable, OSError, asyncio.TimeoutError, WireError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, ActorUnavailable, OSError, WireError, asyncio.IncompleteReadError) as exc:
                 self.stats.state = "down"
                 log.debug("link to %s: %r; retrying", self.stats.peer, exc)
                 await asyncio.sleep(delay)
@@ -792,7 +822,7 @@ class _Link:
             self.stats.state = "up"
             try:
                 outcome = await self._session(conn, welcome)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, WireError, ConnectionError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, WireError, ConnectionError) as exc:
                 self.stats.state = "down"
                 log.info("link to %s lost (%s); reconnecting", self.stats.peer, type(exc).__name__)
                 continue
@@ -828,8 +858,9 @@ class PushLink(_Link):
 
     op = "push"
 
-    def __init__(self, port: StreamInput, address: str, token: str | None, target: str, input_name: str,
-                 source: str, **kw: Any) -> None:
+    def __init__(
+        self, port: StreamInput, address: str, token: str | None, target: str, input_name: str, source: str, **kw: Any
+    ) -> None:
         super().__init__(address, token, target, input_name, source, **kw)
         self.port = port
         self.sender = Sender(port, self.stats)
@@ -873,8 +904,18 @@ class PullLink(_Link):
 
     op = "pull"
 
-    def __init__(self, output: StreamOutput, address: str, token: str | None, target: str, output_name: str,
-                 maxsize: int, overflow: str, source: str, **kw: Any) -> None:
+    def __init__(
+        self,
+        output: StreamOutput,
+        address: str,
+        token: str | None,
+        target: str,
+        output_name: str,
+        maxsize: int,
+        overflow: str,
+        source: str,
+        **kw: Any,
+    ) -> None:
         super().__init__(address, token, target, output_name, source, **kw)
         self.output = output
         self.maxsize = maxsize

@@ -39,7 +39,7 @@ from streamlib.actor import set_runtime_address
 from streamlib.eventloop import background_loop
 
 from . import wire
-from .control import ControlServer, ServerConnection, decode_args, network_loop
+from .control import ControlServer, ServerConnection, background, decode_args, network_loop
 from .link import DataServer, LinkStats, PushLink, SendableMailbox, _Endpoint, host_id
 from .registry import Receptionist, RegistryEvent
 from .uri import parse_address, parse_uri
@@ -92,7 +92,7 @@ def describe_actor(actor: Actor) -> dict[str, Any]:
 
 def _all_actor_classes() -> list[type[Actor]]:
     found: list[type[Actor]] = []
-    stack: list[type[Actor]] = [Actor]
+    stack: list[type[Actor]] = [Actor]  # type: ignore[type-abstract]
     while stack:
         cls = stack.pop()
         for sub in cls.__subclasses__():
@@ -256,8 +256,13 @@ class Node:
         links = {k: v.as_dict() for k, v in self.data.links.items()}
         for (path, out, target, inp), (_, link) in list(self.outgoing.items()):
             links[f"/{path}.outputs[{out!r}] >> {target}.inputs[{inp!r}]"] = link.stats.as_dict()
-        return {"name": self.name, "address": self.address, "data_port": self.data_port, **self.counters,
-                "links": links}
+        return {
+            "name": self.name,
+            "address": self.address,
+            "data_port": self.data_port,
+            **self.counters,
+            "links": links,
+        }
 
     async def _ensure(self, request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:
         """Get-or-create: the actor with that id, else a new one of that class with those arguments."""
@@ -307,7 +312,7 @@ class Node:
 
         def forward(event: RegistryEvent) -> None:
             if event.instance_id == instance_id:
-                asyncio.ensure_future(conn.push(event.as_dict()))
+                background(conn.push(event.as_dict()))
 
         conn.cleanups.append(self.receptionist.subscribe(forward))
         actor = self.lookup(instance_id)
@@ -333,8 +338,11 @@ class Node:
                 raise LookupError(f"no input {in_name!r} on {target_uri}")
             output >> local.inputs[in_name]
             return {"local": True}
-        if type(maxsize) is not int or not 0 < maxsize <= 1 << 16 or overflow not in ("drop_oldest", "drop_newest",
-                                                                                     "block"):
+        if (
+            type(maxsize) is not int
+            or not 0 < maxsize <= 1 << 16
+            or overflow not in ("drop_oldest", "drop_newest", "block")
+        ):
             raise wire.WireError("connect to another runtime needs the input's maxsize and overflow")
         key = (actor.path[1:], out_name, str(target), in_name)
         if key in self.outgoing:
@@ -344,9 +352,16 @@ class Node:
         proxy = StreamInput(in_name, object, maxsize=maxsize, overflow=overflow)
         proxy.mailbox = SendableMailbox(maxsize, overflow, f"{target}.inputs[{in_name!r}]")
         proxy.owner = endpoint  # type: ignore[assignment]
-        link = PushLink(proxy, target.address, token if isinstance(token, str) else self.token,
-                        target.instance_id, in_name, source=str(actor.uri), max_payload=self.max_payload,
-                        shm=self.allow_shm)
+        link = PushLink(
+            proxy,
+            target.address,
+            token if isinstance(token, str) else self.token,
+            target.instance_id,
+            in_name,
+            source=str(actor.uri),
+            max_payload=self.max_payload,
+            shm=self.allow_shm,
+        )
         self.outgoing[key] = (proxy, link)
         output.connect(proxy)
         link.start()
@@ -424,14 +439,24 @@ def add_node_command(subparsers: Any) -> None:
         description="Serve a streamlib runtime until SIGINT/SIGTERM. Peers create and reach its actors with "
         "streamlib.get_actor('actor://HOST:PORT/ClassName/instance-id').",
     )
-    node.add_argument("--listen", default="127.0.0.1:7400", metavar="HOST:PORT",
-                      help="control address (default 127.0.0.1:7400; port 0 picks one)")
+    node.add_argument(
+        "--listen",
+        default="127.0.0.1:7400",
+        metavar="HOST:PORT",
+        help="control address (default 127.0.0.1:7400; port 0 picks one)",
+    )
     node.add_argument("--name", help="the runtime's name (default: the host name)")
     node.add_argument("--token-file", type=Path, help="file whose first line is the shared token")
     node.add_argument("--data-port", type=int, default=0, help="data link port (default: any free port)")
     node.add_argument("--advertise", help="host to announce when listening on a wildcard address")
-    node.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                      help="import MODULE first, so its actor classes can be created by name (repeatable)")
+    node.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so its actor classes can be created by name (repeatable)",
+    )
     node.add_argument("--no-shared-memory", action="store_true", help="send every frame over TCP")
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(run=run_node)
@@ -446,8 +471,15 @@ def run_node(args: argparse.Namespace) -> int:
         token = args.token_file.read_text().splitlines()[0].strip() if args.token_file else None
         for module in args.imports:
             importlib.import_module(module)
-        node = serve(host, port, args.name, token, data_port=args.data_port, advertise=args.advertise,
-                     shared_memory=not args.no_shared_memory)
+        node = serve(
+            host,
+            port,
+            args.name,
+            token,
+            data_port=args.data_port,
+            advertise=args.advertise,
+            shared_memory=not args.no_shared_memory,
+        )
     except (ValueError, OSError, ImportError, IndexError) as exc:
         print(f"streamlib node: {exc}", file=sys.stderr)
         return 2

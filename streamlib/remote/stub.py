@@ -34,7 +34,7 @@ from streamlib import Actor, Completion, SoftwareClock, StreamInput, StreamOutpu
 from streamlib.actor import runtime_address
 
 from . import wire
-from .control import CALL_TIMEOUT, ControlClient, client_for, encode_args, network_loop, run_sync
+from .control import CALL_TIMEOUT, ControlClient, background, client_for, encode_args, network_loop, run_sync
 from .errors import ActorUnavailable, RemoteError
 from .link import LinkStats, PullLink, PushLink, SendableMailbox
 from .uri import ActorURI, parse_uri
@@ -81,8 +81,15 @@ class _Endpoint:
             return
         for name, port in list(stub.inputs.items()):
             if port.connected and port not in self.push and not port.mailbox.closed:
-                link = PushLink(port, self.uri.address, self.client.token, self.uri.instance_id, name,
-                                source=self._source(), shm=self.shared_memory)
+                link = PushLink(
+                    port,
+                    self.uri.address,
+                    self.client.token,
+                    self.uri.instance_id,
+                    name,
+                    source=self._source(),
+                    shm=self.shared_memory,
+                )
                 self.push[port] = link
                 link.start()
 
@@ -100,9 +107,18 @@ class _Endpoint:
             if current is not None and (current.maxsize, current.overflow) == (maxsize, overflow):
                 return
             if current is not None:
-                asyncio.ensure_future(current.close())
-            link = PullLink(output, self.uri.address, self.client.token, self.uri.instance_id, output.name,
-                            maxsize, overflow, source=self._source(), shm=self.shared_memory)
+                background(current.close())
+            link = PullLink(
+                output,
+                self.uri.address,
+                self.client.token,
+                self.uri.instance_id,
+                output.name,
+                maxsize,
+                overflow,
+                source=self._source(),
+                shm=self.shared_memory,
+            )
             self.pull[output] = link
             link.start()
 
@@ -112,7 +128,7 @@ class _Endpoint:
         def close() -> None:
             link = self.pull.pop(output, None)
             if link is not None:
-                asyncio.ensure_future(link.close())
+                background(link.close())
 
         network_loop().call_soon_threadsafe(close)
 
@@ -150,19 +166,32 @@ class RemoteOutput(StreamOutput):
         if key not in self.endpoint.remote_targets:
             mailbox = port.mailbox
             self.endpoint.client.call_sync(
-                "connect", CALL_TIMEOUT, target=self.endpoint.uri.instance_id, output=self.name, to=owner.path,
-                input=port.name, maxsize=mailbox.maxsize, overflow=mailbox.overflow, token=owner.client.token,
+                "connect",
+                CALL_TIMEOUT,
+                target=self.endpoint.uri.instance_id,
+                output=self.name,
+                to=owner.path,
+                input=port.name,
+                maxsize=mailbox.maxsize,
+                overflow=mailbox.overflow,
+                token=owner.client.token,
             )
             self.endpoint.remote_targets[key] = None
         return port
 
     def disconnect(self, port: StreamInput | None = None) -> None:
-        owner = port.owner if isinstance(port, StreamInput) else None
-        if isinstance(owner, _Endpoint):
-            key = (self.name, owner.path, port.name)  # type: ignore[union-attr]
+        owner = port.owner if port is not None else None
+        if port is not None and isinstance(owner, _Endpoint):
+            key = (self.name, owner.path, port.name)
             if self.endpoint.remote_targets.pop(key, "absent") is None:
-                self.endpoint.client.call_sync("disconnect", CALL_TIMEOUT, target=self.endpoint.uri.instance_id,
-                                               output=self.name, to=owner.path, input=port.name)  # type: ignore[union-attr]
+                self.endpoint.client.call_sync(
+                    "disconnect",
+                    CALL_TIMEOUT,
+                    target=self.endpoint.uri.instance_id,
+                    output=self.name,
+                    to=owner.path,
+                    input=port.name,
+                )
             return
         super().disconnect(port)
         if self.subscribers:
@@ -220,8 +249,12 @@ class RemoteActor(Actor):
         self._endpoint = _Endpoint(target, self._client, shared_memory)
         self._endpoint.stub = self
         for name, spec in description.get("inputs", {}).items():
-            port = StreamInput(name, wire.port_type(spec.get("type")), maxsize=int(spec.get("maxsize", 2)),
-                               overflow=spec.get("overflow", "drop_oldest"))
+            port = StreamInput(
+                name,
+                wire.port_type(spec.get("type")),
+                maxsize=int(spec.get("maxsize", 2)),
+                overflow=spec.get("overflow", "drop_oldest"),
+            )
             port.mailbox = SendableMailbox(port.mailbox.maxsize, port.mailbox.overflow, f"{target}.inputs[{name!r}]")
             self.inputs[name] = port
             port.owner = self._endpoint  # type: ignore[assignment]
@@ -241,7 +274,11 @@ class RemoteActor(Actor):
         """Get-or-create the remote actor (on the network loop)."""
         value, payload = encode_args(self._args, self._kwargs)
         description: dict[str, Any] = await self._client.call(
-            "ensure", timeout, payload, target=self._target.instance_id, **{"class": self._target.class_name},
+            "ensure",
+            timeout,
+            payload,
+            target=self._target.instance_id,
+            **{"class": self._target.class_name},
             args=value,
         )
         _descriptions[str(self._target)] = description
@@ -302,8 +339,9 @@ class RemoteActor(Actor):
         with contextlib.suppress(ValueError):
             self._client._status_listeners.remove(self._on_status)
         if self._stop_remote and self._ended is None:
-            call = self._client.call("stop", self._timeout, target=self._target.instance_id, wait=True,
-                                     deadline=self._timeout)
+            call = self._client.call(
+                "stop", self._timeout, target=self._target.instance_id, wait=True, deadline=self._timeout
+            )
             with contextlib.suppress(ActorUnavailable, RemoteError):
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
 
@@ -346,8 +384,15 @@ class RemoteActor(Actor):
             except RemoteError as exc:
                 raise ActorUnavailable(f"{self._target}: {exc}") from None
             found["remote_path"] = found.get("path")
-            found.update(path=self.path, name=self.name, uri=self.uri, available=True, links=links,
-                         restarts=self.restarts, **{"class": f"{self.remote_class} @ {self.uri}"})
+            found.update(
+                path=self.path,
+                name=self.name,
+                uri=self.uri,
+                available=True,
+                links=links,
+                restarts=self.restarts,
+                **{"class": f"{self.remote_class} @ {self.uri}"},
+            )
             if recursive:
                 found["children"] = []
             return found
@@ -356,7 +401,9 @@ class RemoteActor(Actor):
         return found
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{n}[{len(p.mailbox)}/{p.mailbox.maxsize} {p.mailbox.overflow}]" for n, p in self.inputs.items())
+        ins = ", ".join(
+            f"{n}[{len(p.mailbox)}/{p.mailbox.maxsize} {p.mailbox.overflow}]" for n, p in self.inputs.items()
+        )
         outs = ", ".join(f"{n}[→{len(p.subscribers)}]" for n, p in self.outputs.items())
         return f"<RemoteActor {self.uri} as {self.path} {self.state.name} in: {ins or '-'} out: {outs or '-'}>"
 

@@ -317,7 +317,8 @@ def _dtype(text: Any) -> np.dtype[Any]:
     except (TypeError, ValueError):
         raise WireError(f"bad dtype {text!r}") from None
     _need(not dtype.hasobject and dtype.fields is None and dtype.itemsize > 0, f"dtype {text!r} cannot cross")
-    return dtype
+    found: np.dtype[Any] = dtype
+    return found
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
@@ -360,8 +361,9 @@ def resolve_class(name: Any) -> type:
         isinstance(target, type) and dataclasses.is_dataclass(target),
         f"{name!r} is not a dataclass: only dataclasses and streamlib messages cross",
     )
-    _resolved[name] = target
-    return target
+    cls: type = target
+    _resolved[name] = cls
+    return cls
 
 
 def _build(cls: type, fields: Any, clock: dict[str, Any]) -> Any:
@@ -459,13 +461,12 @@ def _decode_message(meta: dict[str, Any], payload: memoryview | bytes) -> Any:
         _need(type(number) is int, "bad frame_number")
         _need(clock_id is None or isinstance(clock_id, str), "bad clock_id")
         _need(rate is None or (isinstance(rate, (int, float)) and not isinstance(rate, bool)), "bad clock_rate")
-        clock = {"timestamp": float(timestamp), "frame_number": number, "clock_source_id": clock_id,
-                 "clock_rate": rate}
+        clock = {"timestamp": float(timestamp), "frame_number": number, "clock_source_id": clock_id, "clock_rate": rate}
     if fmt in _CHANNELS:
         _need(cls is VideoFrame, f"format {fmt} is for VideoFrame, not {cls.__qualname__}")
         width, height = meta.get("width"), meta.get("height")
-        _need(type(width) is int and type(height) is int and 0 <= width < 1 << 16 and 0 <= height < 1 << 16,
-              "bad width/height")
+        if not (isinstance(width, int) and isinstance(height, int) and 0 <= width < 1 << 16 and 0 <= height < 1 << 16):
+            raise WireError("bad width/height")
         channels = _CHANNELS[fmt]
         _need(width * height * channels == view.nbytes, f"{width}x{height} {fmt} is not {view.nbytes} bytes")
         pixels = np.frombuffer(view, np.uint8).reshape((height, width) if channels == 1 else (height, width, channels))
