@@ -88,14 +88,10 @@ class Camera(Actor):
         device_fps = cap.get(cv2.CAP_PROP_FPS)
         rate = self.requested_fps or device_fps
         self.fps = float(rate) if rate and math.isfinite(rate) and 0 < rate <= 1000 else 30.0
+        self.own_fps = self.fps  # frames are read on the actor's own clock at the capture rate
         self.width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         return cap
-
-    @property
-    def default_fps(self) -> float:  # type: ignore[override]
-        """The capture rate: frames are read on the actor's own clock at this rate."""
-        return self.fps
 
     async def on_start(self) -> None:
         if self._cap is None:  # a restarted instance: open the device again

@@ -228,7 +228,7 @@ class Drawing(Actor):
             raise ValueError(f"fps must be > 0, got {fps!r}")
         self.width = int(width or 1280)
         self.height = int(height or 720)
-        self.fps = float(fps)
+        self.fps = self.own_fps = float(fps)
         self.variables: dict[str, Any] = dict(variables or {})
         self.on_error = on_error
         self.inputs["video"] = StreamInput("video", VideoFrame, maxsize=maxsize, overflow=overflow)
@@ -244,10 +244,6 @@ class Drawing(Actor):
         self._pool = FramePool(6)
         self._work: NDArray[np.uint8] | None = None
         self._work_surface: Any = None
-
-    @property
-    def default_fps(self) -> float:  # type: ignore[override]
-        return self.fps
 
     # -- code and variables (any thread) --------------------------------------------------
 

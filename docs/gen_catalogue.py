@@ -92,7 +92,10 @@ def signature(cls: type) -> str:
 
 def clock_of(cls: type) -> str:
     fps = inspect.getattr_static(cls, "default_fps", None)
-    if isinstance(fps, property):
+    sets_own_rate = any(
+        "self.own_fps =" in inspect.getsource(c) for c in cls.__mro__ if c.__module__.startswith("streamlib.actors")
+    )
+    if isinstance(fps, property) or sets_own_rate:
         return "own clock rate set by its arguments"
     if fps is None:
         return "message-driven only (no own clock)"

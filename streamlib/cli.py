@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +38,7 @@ from streamlib import Actor, Dispatcher, ThreadPoolDispatcher
 from streamlib.dispatch import resolve_dispatcher
 from streamlib.eventloop import new_event_loop
 from streamlib.mailbox import Overflow
+from streamlib.observe.profiling import percentile
 
 if TYPE_CHECKING:
     from streamlib import TimedTick
@@ -93,15 +93,6 @@ class TimingDispatcher(Dispatcher):
 def timed(workers: int = 1) -> TimingDispatcher:
     """A timing dispatcher over a private pool of ``workers`` threads."""
     return TimingDispatcher(ThreadPoolDispatcher(workers=workers))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(math.ceil(q / 100 * len(ordered)) - 1, 0)
-    return ordered[min(rank, len(ordered) - 1)]
 
 
 def summary_rows(actors: Sequence[Actor]) -> list[dict[str, Any]]:
@@ -335,7 +326,8 @@ def run_serve(args: argparse.Namespace) -> int:
         board = streamlib.dashboard(port=args.dashboard, host=args.host)
         print(f"streamlib serve: dashboard at {board.url}", file=sys.stderr)
     try:
-        return streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+        status: int = streamlib.run(factory, stop_timeout=args.stop_timeout, log_level=None)
+        return status
     finally:
         if board is not None:
             board.stop()
