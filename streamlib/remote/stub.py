@@ -30,7 +30,7 @@ import contextlib
 import time
 from typing import Any, ClassVar
 
-from streamlib import Actor, Completion, SoftwareClock, StreamInput, StreamOutput, TimedTick
+from streamlib import Actor, Cause, Completion, StreamInput, StreamOutput, TimedTick
 from streamlib.actor import runtime_address
 
 from . import wire
@@ -40,9 +40,6 @@ from .link import LinkStats, PullLink, PushLink, SendableMailbox
 from .uri import ActorURI, parse_uri
 
 __all__ = ["RemoteActor", "get_actor", "spawn_remote"]
-
-HEALTH_FPS = 10.0
-"""How often a stub looks at its remote actor's health (the heartbeats themselves run apart)."""
 
 _descriptions: dict[str, dict[str, Any]] = {}
 
@@ -217,7 +214,7 @@ class RemoteActor(Actor):
     :class:`ActorUnavailable` meanwhile, and its links reconnect when the runtime is back.
     Usually built by :func:`get_actor` or :func:`spawn_remote`."""
 
-    default_fps: ClassVar[float | None] = HEALTH_FPS
+    default_fps: ClassVar[float | None] = None  # a stub never ticks: its links and heartbeats run apart
 
     def __init__(
         self,
@@ -231,7 +228,7 @@ class RemoteActor(Actor):
         **kwargs: Any,
     ) -> None:
         target = parse_uri(uri)
-        super().__init__(clock=SoftwareClock(HEALTH_FPS, clock_id=f"health:{target}"))
+        super().__init__()
         self._target = target
         self._args = args
         self._kwargs = kwargs
@@ -314,31 +311,40 @@ class RemoteActor(Actor):
             self._endpoint._sync_push_links()
 
     def _on_status(self, up: bool) -> None:
+        """The runtime became (un)reachable (heartbeats; on the network loop)."""
         self._unreachable_since = None if up else time.monotonic()
+        if not up and self._fail_unreachable:
+            target = self._target
+
+            async def fail() -> None:
+                raise ActorUnavailable(f"{target} is unreachable: its runtime {target.address} missed its heartbeats")
+
+            self.run_between_ticks(fail)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "ended":
-            self._ended = event
+        """The remote actor ended: fail with it, or end as it did (on the network loop)."""
+        if event.get("kind") != "ended" or self._ended is not None:
+            return
+        self._ended = event
+        target = self._target
+
+        async def follow() -> None:
+            if event.get("state") == "failed":
+                raise ActorUnavailable(f"{target} failed on its runtime: {event.get('failure')}")
+            self.stop(cause=Cause.END_OF_STREAM)  # it finished there: finish here, not to be restarted
+
+        self.run_between_ticks(follow)
 
     async def process(self, tick: TimedTick) -> None:
-        """The health check (ticks at :data:`HEALTH_FPS`): follow the remote actor's fate."""
-        ended = self._ended
-        if ended is not None:
-            if ended.get("state") == "failed":
-                raise ActorUnavailable(f"{self._target} failed on its runtime: {ended.get('failure')}")
-            Actor.on_end_of_stream(self)  # it ended there: end here too, as a finished actor
-            return
-        if self._fail_unreachable and (self._unreachable_since is not None or not self._client.available):
-            raise ActorUnavailable(
-                f"{self._target} is unreachable: its runtime {self._target.address} missed its heartbeats"
-            )
+        """Never called: a stub has no clock and its proxies are drained by its links."""
 
     async def on_stop(self) -> None:
         loop = network_loop()
         self._client.unwatch(self._target.instance_id, self._on_event)
         with contextlib.suppress(ValueError):
             self._client._status_listeners.remove(self._on_status)
-        if self._stop_remote and self._ended is None:
+        parent = self.parent
+        if (self._stop_remote or (parent is not None and parent.stopping)) and self._ended is None:
             call = self._client.call(
                 "stop", self._timeout, target=self._target.instance_id, wait=True, deadline=self._timeout
             )
@@ -349,11 +355,14 @@ class RemoteActor(Actor):
         """A stub ends with its remote actor, not when its local upstreams end (their end of
         stream is forwarded over the link)."""
 
-    def stop(self) -> Completion:
+    def stop(self, *, cause: Cause | None = None) -> Completion:
         """Stop the remote actor, then this stub: ``await stub.stop()`` (or ``.wait()``) returns
-        once the remote actor has stopped (or could not be reached in ``call_timeout``)."""
-        self._stop_remote = True
-        return super().stop()
+        once the remote actor has stopped (or could not be reached in ``call_timeout``). A stub
+        that ends for another reason (its process exits, its remote actor ended) leaves the
+        remote actor alone; a supervisor's ``cause=Cause.RESTART`` stops it to build it anew."""
+        if cause in (None, Cause.STOP, Cause.RESTART):
+            self._stop_remote = True
+        return super().stop(cause=cause)
 
     # -- what an actor shows ---------------------------------------------------------------
 
