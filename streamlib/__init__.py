@@ -58,6 +58,7 @@ _LAYER_NAMES: dict[str, tuple[str, str | None]] = {
     "dashboard": ("streamlib.observe.dashboard", "dashboard"),
     "run": ("streamlib.service", "run"),
     "service": ("streamlib.service", None),
+    "get_actor": ("streamlib.remote", "get_actor"),
 }
 
 

@@ -77,6 +77,8 @@ __all__ = [
     "add_stats_section",
     "current_actor",
     "running_actors",
+    "runtime_address",
+    "set_runtime_address",
 ]
 
 log = logging.getLogger("streamlib")
@@ -266,6 +268,23 @@ def _abandon(actor: Actor) -> None:
             unregister_root(actor)
 
 
+_runtime_address: str | None = None
+
+
+def set_runtime_address(address: str | None) -> None:
+    """Record the ``HOST:PORT`` at which this process's runtime can be reached (``None``: nowhere).
+
+    Set by whatever serves the runtime to other processes (:func:`streamlib.remote.serve`);
+    :attr:`Actor.uri` is built from it. The core only keeps the value."""
+    global _runtime_address
+    _runtime_address = address
+
+
+def runtime_address() -> str | None:
+    """The ``HOST:PORT`` this process's runtime is served at, or ``None`` if it is not served."""
+    return _runtime_address
+
+
 def add_stats_section(key: str, section: Callable[[Actor], Any]) -> None:
     """Add ``key: section(actor)`` to every :meth:`Actor.stats` (omitted when it returns a falsy value)."""
     _stats_sections[key] = section
@@ -441,6 +460,16 @@ class Actor(metaclass=ActorMeta):
     state: _RuntimeAttribute[LifecycleState] = _RuntimeAttribute(
         "the actor's lifecycle state (a LifecycleState): RUNNING from construction, then STOPPED or FAILED"
     )
+
+    @property
+    def uri(self) -> str | None:
+        """``actor://HOST:PORT/ClassName/instance-id`` (the id is the path without its leading
+        slash): how other processes address this actor. ``None`` while this process's runtime is
+        not served (see :func:`set_runtime_address`, set by :func:`streamlib.remote.serve`)."""
+        address = _runtime_address
+        if address is None:
+            return None
+        return f"actor://{address}/{type(self).__name__}/{self.path[1:]}"
 
     @property
     def event_loop(self) -> asyncio.AbstractEventLoop:

@@ -333,8 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(commands)
     add_serve_parser(commands)
     from streamlib.agents.cli import add_agent_commands  # `streamlib mcp`, `streamlib catalogue`
+    from streamlib.remote.node import add_node_command  # `streamlib node`
 
     add_agent_commands(commands)
+    add_node_command(commands)
     return parser
 
 
