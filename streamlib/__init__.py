@@ -29,6 +29,7 @@ from .actor import (
     running_actors,
     set_tick_instrument,
 )
+from .alignment import InputSync, MatchedSet
 from .clock import Clock, SoftwareClock
 from .dispatch import (
     AsyncioDispatcher,
@@ -102,10 +103,12 @@ __all__ = [
     "DataMessage",
     "Dispatcher",
     "EndOfStream",
+    "InputSync",
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
     "MailboxStatistics",
+    "MatchedSet",
     "Message",
     "MouseEvent",
     "ProcessPoolDispatcher",

@@ -282,6 +282,7 @@ class _Core:
         "synced",
         "task",
         "tick_mark",
+        "tick_on",
         "ticked",
         "ticks",
         "wakers",
@@ -303,6 +304,7 @@ class _Core:
         self.driver_id = ""
         self.ticked = 0  # the driver's `received` count that ticks have accounted for
         self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
+        self.tick_on: frozenset[Mailbox] = frozenset()  # inputs whose every message ticks (Actor.tick_on)
         self.synced = False
         self.free_running = False
         self.ending = False
@@ -638,6 +640,21 @@ class Actor(metaclass=ActorMeta):
         """Wait for the actor to end, without asking it to."""
         return Completion(self)
 
+    def tick_on(self, *ports: StreamInput) -> None:
+        """Let every message arriving on ``ports`` tick this actor, not only the driving input's.
+
+        An actor with several inputs normally ticks on its driving input and samples the
+        others; a :class:`~streamlib.alignment.InputSync` calls this for its inputs, because
+        a matched set may be completed by any of them. ``process`` must then take what
+        arrives on these inputs every tick (the sync does), or the actor ticks again at once.
+        """
+        for port in ports:
+            if not isinstance(port, StreamInput) or port.owner is not self:
+                raise ValueError(f"{self.path}.tick_on() takes this actor's own inputs, got {port!r}")
+        core = self._core
+        core.tick_on = core.tick_on | {port.mailbox for port in ports}
+        self._wiring_changed()
+
     def stats(self, *, recursive: bool = False) -> dict[str, Any]:
         """Counters of this actor and its ports (a plain dict, ready for JSON).
 
@@ -756,8 +773,10 @@ class Actor(metaclass=ActorMeta):
         if asyncio._get_running_loop() is not core.loop:
             _call_soon(core.loop, self._woken, port)
             return
-        if core.driver is None and core.explicit_clock is None and self._may_drive(port):
-            self._set_driver(port)
+        if core.explicit_clock is None and (
+            (core.driver is None and self._may_drive(port)) or (port.mailbox in core.tick_on and port.mailbox._items)
+        ):
+            self._set_driver(port)  # a tick_on() input ticks the actor on every arrival
         if port is core.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
             bell = core.doorbell
@@ -861,7 +880,9 @@ class Actor(metaclass=ActorMeta):
                             mailbox.waker = waker
                             # A message sent from another thread may have beaten the waker.
                             if mailbox._items and (
-                                driver is None or (mailbox is driver.mailbox and mailbox.received != core.ticked)
+                                driver is None
+                                or (mailbox is driver.mailbox and mailbox.received != core.ticked)
+                                or mailbox in core.tick_on
                             ):
                                 waker()
                         try:
