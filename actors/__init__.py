@@ -57,6 +57,13 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "InferenceInputError": ("inference", "onnxruntime"),
     "ProviderWarning": ("inference", "onnxruntime"),
     "DetectionOverlay": ("overlay", "opencv-python"),
+    "RTPSendActor": ("net", "numpy"),
+    "RTPReceiveActor": ("net", "numpy"),
+    "H264RTPSendActor": ("net", "av"),
+    "H264RTPReceiveActor": ("net", "av"),
+    "MPEGTSSendActor": ("net", "av"),
+    "MPEGTSReceiveActor": ("net", "av"),
+    "WebRTCSink": ("net", "aiortc"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
@@ -68,6 +75,7 @@ _MODULES = {
     "wgpu": "wgpu",
     "numba": "numba",
     "onnxruntime": "onnxruntime",
+    "aiortc": "aiortc",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -144,4 +152,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .inference import InferenceInputError as InferenceInputError
     from .inference import ProviderWarning as ProviderWarning
     from .overlay import DetectionOverlay as DetectionOverlay
+    from .net import H264RTPReceiveActor as H264RTPReceiveActor
+    from .net import H264RTPSendActor as H264RTPSendActor
+    from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
+    from .net import MPEGTSSendActor as MPEGTSSendActor
+    from .net import RTPReceiveActor as RTPReceiveActor
+    from .net import RTPSendActor as RTPSendActor
+    from .net import WebRTCSink as WebRTCSink
     from .video import TestPattern as TestPattern
