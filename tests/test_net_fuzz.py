@@ -18,6 +18,7 @@ import numpy as np
 
 from streamlib import VideoFrame
 from streamlib.actors import RTPReceiveActor, RTPSendActor
+from streamlib.actors.net.rtp import stamp_sequence
 from streamlib.actors.net.st2110 import FrameAssembler, VideoFormat, VideoPacketizer, from_rgb, to_rgb
 from streamlib.actors.video import smpte_bars
 from streamlib.testing import Feeder, Probe
@@ -41,7 +42,9 @@ def clean_packets(fmt: VideoFormat, frames: int, ssrc: int = 0x1234) -> tuple[np
         p, n = pk.packetize(packed, 90000 + i * 3000)
         rows.append(p)
         lengths += n
-    return np.concatenate(rows), np.array(lengths)
+    packets = np.concatenate(rows)
+    stamp_sequence(packets, 65000, extended_at=12)  # crosses a 16-bit wrap
+    return packets, np.array(lengths)
 
 
 def mutate(packets: np.ndarray, lengths: np.ndarray, count: int, rng: np.random.Generator) -> list[bytes]:
@@ -152,7 +155,7 @@ def test_incomplete_frames_are_dropped_or_concealed_by_policy() -> None:
     per_frame = len(packets) // 3
     for policy, emitted in (("drop", 2), ("conceal", 3)):
         frames: list[tuple[bytes, bool]] = []
-        a = FrameAssembler(fmt, 96, lambda b, ts, c, f: frames.append((b, c)), policy=policy)  # type: ignore[arg-type]
+        a = FrameAssembler(fmt, 96, lambda b, ts, c, f, frames=frames: frames.append((b, c)), policy=policy)  # type: ignore[arg-type]
         for i in range(len(packets)):
             if i == per_frame + 5:  # lose one packet of the second frame
                 continue

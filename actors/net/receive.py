@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-
 import threading
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,8 +44,14 @@ def video_format_from_sdp(m: MediaDescription) -> VideoFormat:
     if sampling not in ("YCbCr-4:2:2", "RGB"):
         raise ValueError(f"unsupported sampling {sampling!r} (YCbCr-4:2:2 or RGB)")
     fps = parse_rate(f["exactframerate"]) if "exactframerate" in f else 30.0
-    return VideoFormat(width, height, sampling, int(f.get("depth", "8")), fps,  # type: ignore[arg-type]
-                       _colorimetry(f.get("colorimetry")))
+    return VideoFormat(
+        width,
+        height,
+        cast(Sampling, sampling),
+        int(f.get("depth", "8")),
+        fps,
+        _colorimetry(f.get("colorimetry")),
+    )
 
 
 class RTPReceiveActor(Actor):
@@ -122,8 +127,12 @@ class RTPReceiveActor(Actor):
                     if m.encoding.upper() not in ("L16", "L24"):
                         raise ValueError(f"the SDP audio is {m.encoding!r}, not L16/L24 (ST 2110-30 / AES67)")
                     ptime = m.attribute("ptime")
-                    self.audio_format = AudioFormat(m.encoding.upper(), m.clock_rate, m.channels,  # type: ignore[arg-type]
-                                                    float(ptime) if ptime else 1.0)
+                    self.audio_format = AudioFormat(
+                        cast(Encoding, m.encoding.upper()),
+                        m.clock_rate,
+                        m.channels,
+                        float(ptime) if ptime else 1.0,
+                    )
             elif payload_type == "video":
                 if width is None or height is None:
                     raise ValueError("pass sdp= (text or file) or width= and height= to describe the video")
@@ -182,8 +191,13 @@ class RTPReceiveActor(Actor):
             "clock_id": self.clock_id,
         }
         if isinstance(a, FrameAssembler):
-            found.update(frames_received=a.frames_complete, frames_incomplete=a.frames_incomplete,
-                         format_changes=a.format_changes, width=a.fmt.width, height=a.fmt.height)
+            found.update(
+                frames_received=a.frames_complete,
+                frames_incomplete=a.frames_incomplete,
+                format_changes=a.format_changes,
+                width=a.fmt.width,
+                height=a.fmt.height,
+            )
         else:
             found.update(blocks_received=a.blocks, samples_concealed=a.samples_concealed, frames_incomplete=0)
         return found
@@ -250,9 +264,8 @@ class RTPReceiveActor(Actor):
                 afmt = self.audio_format
                 assert afmt is not None
                 number = self._clock.elapsed // payload.shape[0]
-                msg = AudioBuffer(payload, afmt.sample_rate, when, self.clock_id, number,
-                                  afmt.sample_rate / payload.shape[0])
+                msg = AudioBuffer(
+                    payload, afmt.sample_rate, when, self.clock_id, number, afmt.sample_rate / payload.shape[0]
+                )
             self.frames_emitted += 1
             await out.send(msg)
-
-
