@@ -206,7 +206,7 @@ def stamp_sequence(packets: NDArray[np.uint8], first: int, extended_at: int | No
     if extended_at is not None:
         packets[:, extended_at] = (seq >> np.uint64(24)) & np.uint64(0xFF)
         packets[:, extended_at + 1] = (seq >> np.uint64(16)) & np.uint64(0xFF)
-    return (first + n) % (1 << bits)
+    return int((first + n) % (1 << bits))
 
 
 def is_multicast(address: str) -> bool:
