@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -210,7 +211,7 @@ class RTPSendActor(Actor):
         with self._wake:
             self._running = False
             self._wake.notify_all()
-        if self._pacer_thread is not None:
+        if self._pacer_thread is not None:  # it sends what is queued (a frame or two), then ends
             self._pacer_thread.join(timeout=5.0)
         self._sock.close()
 
@@ -284,21 +285,27 @@ class RTPSendActor(Actor):
             with self._wake:
                 while self._running and not self._jobs:
                     self._wake.wait()
-                if not self._running:
+                if not self._jobs:  # stopped, and everything queued has been sent
                     return
                 packets, lengths, period = self._jobs.popleft()
             n = len(lengths)
             self._sequence = stamp_sequence(packets, self._sequence, 12 if self.kind == "video" else None)
             span = period * self.pacing
+            # the largest burst allowed: one millisecond's worth at the paced rate, at least 8 packets;
+            # a pacer woken late sends that much and lets its schedule slip instead of flooding
+            cap = max(8, math.ceil(n / span * 0.001))
             flat = packets.reshape(-1).data.cast("B")
             stride = packets.shape[1]
             views = [flat[i * stride : i * stride + length] for i, length in enumerate(lengths)]
             times = np.empty(n) if stats.record else None
-            t0 = time.perf_counter()
+            t0 = start = time.perf_counter()
             sent = 0
             while sent < n:
                 now = time.perf_counter()
                 due = min(n, int((now - t0) / span * n) + 1)
+                if due > sent + cap:
+                    due = sent + cap
+                    t0 = now - (due - 1) * span / n  # slip: the schedule continues from here
                 if due > sent:
                     for i in range(sent, due):
                         try:  # noqa: SIM105 - per packet: a with-block costs more than try
@@ -314,6 +321,7 @@ class RTPSendActor(Actor):
                     wait = t0 + sent * span / n - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
+            t0 = start
             stats.frames += 1
             if time.perf_counter() - t0 > period:
                 stats.late_frames += 1
