@@ -126,8 +126,9 @@ async def role_receive(args: argparse.Namespace) -> dict[str, Any]:
 async def role_send(args: argparse.Namespace) -> dict[str, Any]:
     from streamlib.actors import RTPSendActor, TestPattern
 
-    tx = RTPSendActor("127.0.0.1", args.port, depth=args.depth, width=args.width, height=args.height, fps=30,
-                      record_pacing=True)
+    tx = RTPSendActor(
+        "127.0.0.1", args.port, depth=args.depth, width=args.width, height=args.height, fps=30, record_pacing=True
+    )
     frames = round(args.seconds * 30)
     cpu0, t0 = time.process_time(), time.monotonic()
     TestPattern(width=args.width, height=args.height, fps=30, frames=frames) >> tx
@@ -137,21 +138,39 @@ async def role_send(args: argparse.Namespace) -> dict[str, Any]:
     c = max((cmax(t, 1 / 30) for t in times), default=0)
     v = max((vrx(t, 1 / 30) for t in times), default=0)
     n = tx._packetizer.packets_per_frame if tx._packetizer else 0
-    return {"cpu": cpu / wall, "cmax": c, "vrx": v, "packets_per_frame": n, **limits(n, 1 / 30),
-            **tx.stats()["network"]}
+    return {
+        "cpu": cpu / wall,
+        "cmax": c,
+        "vrx": v,
+        "packets_per_frame": n,
+        **limits(n, 1 / 30),
+        **tx.stats()["network"],
+    }
 
 
 def run_pair(width: int, height: int, depth: int, seconds: float) -> dict[str, Any]:
     port = free_port()
-    common = ["--port", str(port), "--width", str(width), "--height", str(height), "--depth", str(depth),
-              "--seconds", str(seconds)]
+    common = [
+        "--port",
+        str(port),
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--depth",
+        str(depth),
+        "--seconds",
+        str(seconds),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    rx = subprocess.Popen([sys.executable, __file__, "--role", "receive", *common], stdout=subprocess.PIPE, text=True,
-                          env=env)
+    rx = subprocess.Popen(
+        [sys.executable, __file__, "--role", "receive", *common], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert rx.stdout is not None
     rx.stdout.readline()  # "ready"
-    tx = subprocess.run([sys.executable, __file__, "--role", "send", *common], capture_output=True, text=True,
-                        env=env, check=True)
+    tx = subprocess.run(
+        [sys.executable, __file__, "--role", "send", *common], capture_output=True, text=True, env=env, check=True
+    )
     out, _ = rx.communicate(timeout=seconds + 60)
     send = json.loads(tx.stdout.strip().splitlines()[-1])
     recv = json.loads(out.strip().splitlines()[-1])
@@ -163,16 +182,52 @@ def ffmpeg_pair(seconds: float) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         sdp = Path(tmp) / "ff.sdp"
-        tx = subprocess.Popen(["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", "smptebars=size=1920x1080:rate=30",
-                               "-t", str(seconds), "-pix_fmt", "uyvy422", "-c:v", "rawvideo", "-f", "rtp",
-                               "-sdp_file", str(sdp), f"rtp://127.0.0.1:{port}"], stderr=subprocess.PIPE)
+        tx = subprocess.Popen(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "smptebars=size=1920x1080:rate=30",
+                "-t",
+                str(seconds),
+                "-pix_fmt",
+                "uyvy422",
+                "-c:v",
+                "rawvideo",
+                "-f",
+                "rtp",
+                "-sdp_file",
+                str(sdp),
+                f"rtp://127.0.0.1:{port}",
+            ],
+            stderr=subprocess.PIPE,
+        )
         while not (sdp.exists() and "fmtp" in sdp.read_text()):
             time.sleep(0.01)
-        rx = subprocess.Popen(["ffmpeg", "-protocol_whitelist", "file,udp,rtp", "-reorder_queue_size", "0",
-                               "-buffer_size", "4194304", "-i", str(sdp), "-f", "null", "-"], stderr=subprocess.PIPE,
-                              text=True)
+        rx = subprocess.Popen(
+            [
+                "ffmpeg",
+                "-protocol_whitelist",
+                "file,udp,rtp",
+                "-reorder_queue_size",
+                "0",
+                "-buffer_size",
+                "4194304",
+                "-i",
+                str(sdp),
+                "-f",
+                "null",
+                "-",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         t0 = time.monotonic()
-        _, tx_status, tx_usage = os.wait4(tx.pid, 0)
+        _, _tx_status, tx_usage = os.wait4(tx.pid, 0)
         tx_wall = time.monotonic() - t0
         time.sleep(1.0)
         rx.terminate()
@@ -181,9 +236,13 @@ def ffmpeg_pair(seconds: float) -> dict[str, Any]:
         err = rx.stderr.read() if rx.stderr else ""
     frames = [int(f) for f in re.findall(r"frame=\s*(\d+)", err)]
     missed = sum(int(m) for m in re.findall(r"missed (\d+) packets", err))
-    return {"frames": frames[-1] if frames else 0, "expected": round(seconds * 30), "missed_packets": missed,
-            "send_cpu": (tx_usage.ru_utime + tx_usage.ru_stime) / tx_wall,
-            "receive_cpu": (rx_usage.ru_utime + rx_usage.ru_stime) / rx_wall}
+    return {
+        "frames": frames[-1] if frames else 0,
+        "expected": round(seconds * 30),
+        "missed_packets": missed,
+        "send_cpu": (tx_usage.ru_utime + tx_usage.ru_stime) / tx_wall,
+        "receive_cpu": (rx_usage.ru_utime + rx_usage.ru_stime) / rx_wall,
+    }
 
 
 # ---------------------------------------------------------------- H.264 latency
@@ -228,7 +287,7 @@ class Latency(Actor):
     async def process(self, tick: TimedTick) -> None:
         while (f := self.inputs["in"].read_nowait()) is not None:
             now = time.monotonic()
-            row = f.data[BLOCK // 2, :: BLOCK, 1][:BITS]
+            row = f.data[BLOCK // 2, ::BLOCK, 1][:BITS]
             code = sum(1 << b for b in range(BITS) if row[b] > 128)
             if code in self.made:
                 self.samples.append(now - self.made[code])
@@ -251,8 +310,11 @@ async def h264_latency(seconds: float) -> dict[str, Any]:
     await rx.stop()
     await lat.stop()
     s = sorted(lat.samples[10:])
-    return {"frames": len(lat.samples), "median_ms": 1000 * statistics.median(s) if s else float("nan"),
-            "p90_ms": 1000 * s[int(0.9 * len(s))] if s else float("nan")}
+    return {
+        "frames": len(lat.samples),
+        "median_ms": 1000 * statistics.median(s) if s else float("nan"),
+        "p90_ms": 1000 * s[int(0.9 * len(s))] if s else float("nan"),
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -277,28 +339,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     r720 = run_pair(1280, 720, 10, seconds)
     results["720p10"] = r720
-    print(f"720p30 10-bit streamlib->streamlib: {r720['receive']['fps']:.2f} fps, "
-          f"{r720['receive']['packets_lost']} packets lost of {r720['send']['packets_sent']}, "
-          f"frames incomplete {r720['receive']['frames_incomplete']}, sender CPU {100 * r720['send']['cpu']:.0f} %, "
-          f"receiver CPU {100 * r720['receive']['cpu']:.0f} % of a core")
+    print(
+        f"720p30 10-bit streamlib->streamlib: {r720['receive']['fps']:.2f} fps, "
+        f"{r720['receive']['packets_lost']} packets lost of {r720['send']['packets_sent']}, "
+        f"frames incomplete {r720['receive']['frames_incomplete']}, sender CPU {100 * r720['send']['cpu']:.0f} %, "
+        f"receiver CPU {100 * r720['receive']['cpu']:.0f} % of a core"
+    )
     r1080 = run_pair(1920, 1080, 8, seconds)
     results["1080p8"] = r1080
     s = r1080["send"]
-    print(f"1080p30 8-bit streamlib->streamlib: {r1080['receive']['fps']:.2f} fps, loss {r1080['loss_pct']:.3f} %, "
-          f"sender CPU {100 * s['cpu']:.0f} %, receiver CPU {100 * r1080['receive']['cpu']:.0f} %, "
-          f"sender frames dropped {s['frames_dropped']}")
-    print(f"  pacing: {s['packets_per_frame']} packets/frame, largest burst {s['max_burst']}, "
-          f"CMAX {s['cmax']} (narrow <= {s['narrow_cmax']:.0f}, wide <= {s['wide_cmax']:.0f}), "
-          f"VRX {s['vrx']} (narrow <= {s['narrow_vrx']:.0f}, wide <= {s['wide_vrx']:.0f})")
+    print(
+        f"1080p30 8-bit streamlib->streamlib: {r1080['receive']['fps']:.2f} fps, loss {r1080['loss_pct']:.3f} %, "
+        f"sender CPU {100 * s['cpu']:.0f} %, receiver CPU {100 * r1080['receive']['cpu']:.0f} %, "
+        f"sender frames dropped {s['frames_dropped']}"
+    )
+    print(
+        f"  pacing: {s['packets_per_frame']} packets/frame, largest burst {s['max_burst']}, "
+        f"CMAX {s['cmax']} (narrow <= {s['narrow_cmax']:.0f}, wide <= {s['wide_cmax']:.0f}), "
+        f"VRX {s['vrx']} (narrow <= {s['narrow_vrx']:.0f}, wide <= {s['wide_vrx']:.0f})"
+    )
     ff = ffmpeg_pair(seconds)
     results["ffmpeg_1080p8"] = ff
-    print(f"baseline ffmpeg->ffmpeg 1080p30 8-bit: {ff['frames']} of {ff['expected']} frames, "
-          f"{ff['missed_packets']} packets missed, sender CPU {100 * ff['send_cpu']:.0f} %, "
-          f"receiver CPU {100 * ff['receive_cpu']:.0f} %")
+    print(
+        f"baseline ffmpeg->ffmpeg 1080p30 8-bit: {ff['frames']} of {ff['expected']} frames, "
+        f"{ff['missed_packets']} packets missed, sender CPU {100 * ff['send_cpu']:.0f} %, "
+        f"receiver CPU {100 * ff['receive_cpu']:.0f} %"
+    )
     lat = asyncio.run(h264_latency(min(seconds, 10.0)))
     results["h264"] = lat
-    print(f"RTP H.264 640x360@30 glass-to-glass: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms "
-          f"over {lat['frames']} frames")
+    print(
+        f"RTP H.264 640x360@30 glass-to-glass: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms "
+        f"over {lat['frames']} frames"
+    )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return results
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from pathlib import Path
 
 from streamlib.actors import RTPSendActor, TestPattern
@@ -48,7 +49,7 @@ async def main() -> None:
     )
     print(f"or GStreamer ({gst_format}):")
     print(
-        f"  gst-launch-1.0 udpsrc port={args.port} buffer-size=8388608 caps=\"{caps}\" ! rtpvrawdepay ! "
+        f'  gst-launch-1.0 udpsrc port={args.port} buffer-size=8388608 caps="{caps}" ! rtpvrawdepay ! '
         "capssetter caps=video/x-raw,colorimetry=bt709 ! videoconvert ! autovideosink"
     )
     await sender.join()  # the pattern ends after --seconds, which ends the sender
@@ -60,7 +61,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections import deque
 from typing import Any, Literal, cast
@@ -13,6 +14,7 @@ from numpy.typing import NDArray
 from streamlib import Actor, AudioBuffer, Dispatcher, StreamOutput, TimedTick, VideoFrame
 
 from ..buffer import own_thread
+from . import batch
 from .aes67 import AudioAssembler, AudioFormat, Encoding
 from .rtp import RemoteClock, is_multicast, open_receive_socket
 from .sdp import MediaDescription, parse_rate, read_sdp
@@ -221,6 +223,38 @@ class RTPReceiveActor(Actor):
         ready.append(item)
 
     def _receive(self) -> None:
+        if batch.AVAILABLE:
+            self._receive_batches()
+        else:
+            self._receive_each()
+
+    def _receive_batches(self) -> None:
+        """Many datagrams per ``recvmmsg`` call; video batches take the assembler's bulk path."""
+        receiver = batch.DatagramReceiver(self._sock)
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        assembler = self.assembler
+        slot = receiver.slot
+        flat = receiver.buffer.reshape(-1).data.cast("B")
+        while self._running:
+            if not poller.poll(100):
+                continue
+            while self._running:
+                n, lengths, flags = receiver.receive()
+                if n == 0:
+                    break
+                truncated = (flags & batch.MSG_TRUNC) != 0
+                if isinstance(assembler, FrameAssembler):
+                    assembler.push_batch(receiver.buffer[:n], lengths, truncated)
+                else:
+                    for i in range(n):
+                        if truncated[i]:
+                            assembler.packets_received += 1
+                            assembler.packets_malformed += 1
+                        else:
+                            assembler.push(flat[i * slot : i * slot + int(lengths[i])], int(lengths[i]))
+
+    def _receive_each(self) -> None:
         sock = self._sock
         buf = bytearray(65536)
         view = memoryview(buf)
@@ -238,7 +272,8 @@ class RTPReceiveActor(Actor):
 
     async def on_start(self) -> None:
         self._running = True
-        self._sock.settimeout(0.1)
+        if not batch.AVAILABLE:
+            self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._receive, name=f"rtp-receive{self.path}", daemon=True)
         self._thread.start()
 

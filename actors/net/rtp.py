@@ -159,6 +159,25 @@ class SequenceTracker:
         self.received += 1
         return True
 
+    def accept_run(self, first: int, count: int) -> bool:
+        """Account for ``count`` packets numbered ``first, first + 1, ...`` at once, if they follow the
+        highest number seen exactly (the common case, checked in bulk); False: use :meth:`update`."""
+        if self._highest is None or first != (self._highest + 1) % self._mod or count >= self.max_dropout:
+            return False
+        last = (first + count - 1) % self._mod
+        self._highest = last
+        self._bad = None
+        self.received += count
+        run = list(range(first, last + 1)) if first <= last else [(first + k) % self._mod for k in range(count)]
+        self._recent.extend(run)
+        self._recent_set.update(run)
+        if len(self._recent) > 2 * self.max_misorder + 64:
+            old = self._recent[: len(self._recent) // 2]
+            del self._recent[: len(old)]
+            self._recent_set.difference_update(old)
+            self._recent_set.update(self._recent)
+        return True
+
     def _restart(self, seq: int) -> None:
         self._highest = seq
         self._base = seq
