@@ -15,9 +15,11 @@ import time
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from streamlib import VideoFrame
 from streamlib.actors import RTPReceiveActor, RTPSendActor
+from streamlib.actors.net import kernel
 from streamlib.actors.net.rtp import stamp_sequence
 from streamlib.actors.net.st2110 import FrameAssembler, VideoFormat, VideoPacketizer, from_rgb, to_rgb
 from streamlib.actors.video import smpte_bars
@@ -203,8 +205,10 @@ async def test_resolution_change_mid_stream_is_followed() -> None:
     assert sender.stats()["network"]["format_changes"] == 1 and "width=64; height=128" in sender.sdp()
 
 
-def test_batch_path_counts_exactly_like_the_packet_path() -> None:
-    """The receive thread's bulk path (recvmmsg batches) must agree with push() packet for packet."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "python"])
+def test_batch_path_counts_exactly_like_the_packet_path(compiled: bool) -> None:
+    """The receive thread's bulk path (recvmmsg batches, the compiled kernel or its Python twin)
+    must agree with push() packet for packet."""
     rng = np.random.default_rng(SEED + 1)
     fmt = VideoFormat(W, H, "YCbCr-4:2:2", 8)
     packets, lengths = clean_packets(fmt, 30)
@@ -217,6 +221,10 @@ def test_batch_path_counts_exactly_like_the_packet_path() -> None:
     bulk: list[bytes] = []
     a = FrameAssembler(fmt, 96, lambda b, ts, c, f: one.append(b), policy="conceal")
     b = FrameAssembler(fmt, 96, lambda b_, ts, c, f: bulk.append(b_), policy="conceal")
+    if not compiled:
+        b._kernel = kernel.python_fast_run
+    elif not kernel.COMPILED:
+        pytest.skip("numba is not installed")
     for pkt in stream:
         a.push(pkt)
     slot = 2048

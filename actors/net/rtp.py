@@ -197,6 +197,11 @@ class SequenceTracker:
             self._recent_set.update(self._recent)
 
     @property
+    def highest(self) -> int | None:
+        """The highest (extended) sequence number accepted so far."""
+        return self._highest
+
+    @property
     def expected(self) -> int:
         if self._highest is None:
             return 0

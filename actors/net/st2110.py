@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .kernel import fast_run
 from .rtp import SequenceTracker, SourceLock
 
 __all__ = [
@@ -308,6 +309,8 @@ class FrameAssembler:
         self.frames_incomplete = 0
         self.format_changes = 0
         self.late = 0
+        self._res = np.zeros(4, np.int64)
+        self._kernel = fast_run
         self._set_format(fmt)
         self._ts: int | None = None
         self._last_ts: int | None = None
@@ -322,6 +325,7 @@ class FrameAssembler:
         self._frame_bytes = fmt.frame_bytes
         self._buf = bytearray(self._frame_bytes)
         self._view = memoryview(self._buf)
+        self._np = np.frombuffer(self._buf, np.uint8)  # the same memory, for the compiled kernel
 
     @property
     def ssrc(self) -> int | None:
@@ -428,51 +432,52 @@ class FrameAssembler:
     def push_batch(self, rows: NDArray[np.uint8], lengths: NDArray[np.uint32], truncated: NDArray[np.bool_]) -> None:
         """Handle a batch of datagrams (``rows[i, :lengths[i]]``, as ``recvmmsg`` fills them).
 
-        The common case -- well-formed single-SRD packets of the current frame, in sequence -- is
-        checked for the whole batch with numpy and only the payload copies run per packet; any
-        other packet (a frame's first or last, anything odd) goes through :meth:`push`, so the
-        counting is the same whichever path a packet takes."""
+        Runs of the common case go through the compiled kernel (:mod:`.kernel`: checks and copies,
+        no Python per packet); any other packet (a frame's first or last, anything odd) goes through
+        :meth:`push`, so the counting is the same whichever path a packet takes."""
         n = rows.shape[0]
-        if n == 0:
-            return
         slot = rows.shape[1]
         flat = rows.reshape(-1).data.cast("B")
         lens = lengths.astype(np.int64)
-        r = rows[:, :20].astype(np.int64)  # the RTP and RFC 4175 headers
-        length = (r[:, 14] << 8) | r[:, 15]
-        line = (r[:, 16] << 8) | r[:, 17]  # a set F bit makes it >= 32768: never < height
-        offset = (r[:, 18] << 8) | r[:, 19]  # a set C bit likewise fails the bounds check
-        pgb, pgp, stride = self._pgb, self._pgp, self._stride
-        ok = (lens >= 20) & ~truncated & (r[:, 0] == 0x80) & ((r[:, 1] & 0x80) == 0)
-        if self.payload_type is not None:
-            ok &= (r[:, 1] & 0x7F) == self.payload_type
-        ssrc = (r[:, 8] << 24) | (r[:, 9] << 16) | (r[:, 10] << 8) | r[:, 11]
-        ok &= ssrc == (self.source.ssrc if self.source.ssrc is not None else -1)
-        ok &= (length + 20 == lens) & (length > 0) & (line < self.fmt.height)
-        ok &= (length % pgb == 0) & (offset % pgp == 0) & (offset // pgp * pgb + length <= stride)
-        ts = (r[:, 4] << 24) | (r[:, 5] << 16) | (r[:, 6] << 8) | r[:, 7]
-        seq = (r[:, 12] << 24) | (r[:, 13] << 16) | (r[:, 2] << 8) | r[:, 3]
-        dst = line * stride + offset // pgp * pgb
+        res = self._res
+        pt = self.payload_type if self.payload_type is not None else -1
         i = 0
         while i < n:
-            run = 0
-            if ok[i] and ts[i] == self._ts:
-                same = ok[i:] & (ts[i:] == self._ts) & ((seq[i:] - seq[i]) % (1 << 32) == np.arange(n - i))
-                run = int(np.argmin(same)) if not same.all() else n - i
-            if run == 0 or not self.seq.accept_run(int(seq[i]), run):
+            seq = self.seq
+            highest = seq.highest
+            if self._ts is not None and self.source.ssrc is not None and highest is not None and not truncated[i]:
+                first = (highest + 1) & 0xFFFFFFFF
+                self._kernel(
+                    rows,
+                    lens,
+                    i,
+                    n,
+                    self._ts,
+                    self.source.ssrc,
+                    pt,
+                    first,
+                    self.fmt.height,
+                    self._stride,
+                    self._pgb,
+                    self._pgp,
+                    self._np,
+                    res,
+                )
+                count = int(res[0])
+                if count:
+                    seq.accept_run(first, count)
+                    self.packets_received += count
+                    self._got += int(res[1])
+                    self._extent_line = max(self._extent_line, int(res[2]))
+                    self._extent_px = max(self._extent_px, int(res[3]))
+                    i += count
+                    continue
+            if truncated[i]:
+                self.packets_received += 1
+                self.packets_malformed += 1
+            else:
                 self.push(flat[i * slot : i * slot + int(lens[i])], int(lens[i]))
-                i += 1
-                continue
-            view = self._view
-            for k, d, ln in zip(
-                range(i, i + run), dst[i : i + run].tolist(), length[i : i + run].tolist(), strict=True
-            ):
-                view[d : d + ln] = flat[k * slot + 20 : k * slot + 20 + ln]
-            self.packets_received += run
-            self._got += int(length[i : i + run].sum())
-            self._extent_line = max(self._extent_line, int(line[i : i + run].max()))
-            self._extent_px = max(self._extent_px, int(((offset + length // pgb * pgp)[i : i + run]).max()))
-            i += run
+            i += 1
 
     def _finish(self, complete: bool) -> None:
         """Close the current frame; ``complete`` says a marker closed it (it may still lack bytes)."""
