@@ -13,6 +13,8 @@ function runs as plain Python (correct, slower).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -52,12 +54,12 @@ def _fast_run(
             break
         if ((np.int64(r[4]) << 24) | (np.int64(r[5]) << 16) | (np.int64(r[6]) << 8) | np.int64(r[7])) != ts_cur:
             break
-        seq = (np.int64(r[12]) << 24) | (np.int64(r[13]) << 16) | (np.int64(r[2]) << 8) | np.int64(r[3])
+        seq = int((np.int64(r[12]) << 24) | (np.int64(r[13]) << 16) | (np.int64(r[2]) << 8) | np.int64(r[3]))
         if seq != expect:  # RFC 4175 §4.3: extended sequence number, high half in the payload header
             break
-        length = (np.int64(r[14]) << 8) | np.int64(r[15])
-        line = (np.int64(r[16]) << 8) | np.int64(r[17])  # F bit set: >= 32768, fails below
-        offset = (np.int64(r[18]) << 8) | np.int64(r[19])  # C bit set: >= 32768, fails below
+        length = int((np.int64(r[14]) << 8) | np.int64(r[15]))
+        line = int((np.int64(r[16]) << 8) | np.int64(r[17]))  # F bit set: >= 32768, fails below
+        offset = int((np.int64(r[18]) << 8) | np.int64(r[19]))  # C bit set: >= 32768, fails below
         if length == 0 or length + 20 != size or line >= height or length % pgb != 0 or offset % pgp != 0:
             break
         col = offset // pgp * pgb
@@ -79,6 +81,7 @@ def _fast_run(
     res[3] = max_px
 
 
+fast_run: Callable[..., None]
 try:
     import numba
 
