@@ -83,7 +83,8 @@ def source_location(exc: BaseException, filename: str) -> tuple[int | None, int 
         if code.co_filename == filename:
             column = None
             for summary in traceback.extract_tb(tb, limit=1):
-                column = (summary.colno + 1) if getattr(summary, "colno", None) is not None else None
+                colno = getattr(summary, "colno", None)
+                column = colno + 1 if isinstance(colno, int) else None
             found = (tb.tb_lineno, column)
         tb = tb.tb_next
     return found

@@ -689,11 +689,11 @@ class LocalRuntime:
                             return candidate
                     await asyncio.sleep(0.01)
                 raise TimeoutError
-            options = {k: v for k, v in spec.options.items() if k != "parent"}
+            arguments: dict[str, Any] = {**spec.kwargs, **{k: v for k, v in spec.options.items() if k != "parent"}}
             if target.parent is not None:
-                fresh = target.parent.spawn(spec.cls, *spec.args, **spec.kwargs, **options)
+                fresh = target.parent.spawn(spec.cls, *spec.args, **arguments)
             else:
-                fresh = spec.cls(*spec.args, **spec.kwargs, **options)
+                fresh = spec.cls(*spec.args, **arguments)
             try:
                 fresh.on_restart(target)
             except Exception:
@@ -753,11 +753,11 @@ def _confine(cls: type[Actor], runtime: LocalRuntime) -> None:
     __init__.__wrapped__ = original  # type: ignore[attr-defined]  # the signature stays the user's
     __init__.__streamlib_confined__ = True  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = __init__  # type: ignore[misc]
+    cls.__init__ = __init__  # type: ignore[method-assign]
 
 
 def _validate_params(entry: dict[str, Any], params: dict[str, Any]) -> None:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # a dependency of the mcp SDK
 
     schema = entry.get("parameters", {"type": "object"})
     properties = schema.get("properties", {})
