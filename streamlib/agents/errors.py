@@ -25,6 +25,7 @@ ErrorKind = Literal[
     "definition_error",  # submitted source compiles but defines no usable actor class
     "init_error",  # the actor's constructor raised
     "compile_error",  # drawing code / WGSL rejected by its compiler (line, column)
+    "runtime_error",  # live drawing code that raised on its first frames (line); it was taken back out
     "connect_error",  # ports of incompatible types, ambiguous pairs
     "not_supported",  # the actor has no live code, the output carries no video ...
     "no_frame",  # nothing arrived on the output in time

@@ -628,7 +628,7 @@ class LocalRuntime:
             if previous:
                 target.set_code(previous)
             raise ToolFailure(
-                "compile_error",
+                "runtime_error",
                 f"the drawing code raised {error.exception}: {error.message} on frame {error.frame_number}; "
                 "the previous code was put back",
                 actor=target.path,
