@@ -396,3 +396,32 @@ def test_the_docs_page_names_every_tool_and_argument() -> None:
         for argument in tool.input_schema.get("properties", {}):
             row = text.split(f"| `{tool.name}` |", 1)[1].split("\n", 1)[0]
             assert f"`{argument}`" in row, (tool.name, argument)
+
+
+def test_connect_to_a_remote_runtime_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlib.cli import main
+
+    assert main(["mcp", "--connect", "actor://127.0.0.1:9000"]) == 2
+    assert "remote runtimes layer" in capsys.readouterr().err
+
+
+def test_tail_logs_filters_by_actor_subtree_level_and_sequence() -> None:
+    import logging
+
+    from streamlib.agents import LogBuffer
+
+    logs = LogBuffer(capacity=3, logger="streamlib.test_logs")
+    logger = logging.getLogger("streamlib.test_logs")
+    try:
+        logger.warning("%s: drawing code failed", "/app/overlay")  # the path from the first argument
+        logger.error("boom", extra={"actor": "/app"})
+        logs.add("info", "spawned /other", "/other", "spawned")
+        logs.add("info", "spawned /app/sink", "/app/sink", "spawned")
+        assert [r["actor"] for r in logs.tail()] == ["/app", "/other", "/app/sink"]  # capacity 3: oldest gone
+        assert [r["actor"] for r in logs.tail(actor="/app")] == ["/app", "/app/sink"]
+        assert [r["message"] for r in logs.tail(level="error")] == ["boom"]
+        last = logs.tail()[-1]["seq"]
+        assert logs.tail(since=last - 1) == [logs.tail()[-1]] and logs.tail(since=last) == []
+        assert logs.tail(limit=1)[0]["event"] == "spawned"
+    finally:
+        logs.close()
