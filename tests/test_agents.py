@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -90,6 +92,8 @@ async def stats(client: Client, path: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runtime() -> Any:
     found = LocalRuntime(sandbox=SandboxLimits(cpu_per_call=1.0, trial_timeout=2.0))
+    warming = threading.Thread(target=found.catalogue_entries, daemon=True)  # imports every actor module
+    warming.start()
     yield found
     found.close()
 
@@ -117,6 +121,10 @@ async def test_end_to_end_agent_session(runtime: LocalRuntime, tmp_path: Path) -
         assert "try_read(" in broken["source_line"]
         defined = data(await client.call_tool("define_actor", {"source": FILTER_FIXED}))
         assert defined["classes"] == ["Negative"] and defined["sandboxed"] is True
+        negative = defined["types"][0]  # described like a ready actor, from the source the agent sent
+        assert negative["summary"] == "255 - value on every channel."
+        assert {"name": "video", "direction": "input", "type": "VideoFrame"} in negative["ports"]
+        assert negative["dispatchers"] == {"default": "sandbox", "allowed": ["sandbox"]}
 
         spawn = {
             "pattern": ("TestPattern", {"pattern": "gradient", "width": 320, "height": 180, "fps": 30}),
@@ -306,16 +314,32 @@ def test_a_public_address_needs_a_token(capsys: pytest.CaptureFixture[str]) -> N
     assert "token" in err and "Traceback" not in err
 
 
-async def test_over_stdio_a_subprocess_runtime() -> None:
+async def stdio_session() -> dict[str, Any]:
+    """A short session with a ``streamlib mcp`` subprocess over stdio (the SDK's stdio client)."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "streamlib", "mcp"], env=ENV)
     async with Client(params) as client:
         made = data(
             await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
         )
-        shot = await client.call_tool("snapshot", {"output": made["path"], "width": 32})
-        assert data(shot)["width"] == 32
+        shot = data(await client.call_tool("snapshot", {"output": made["path"], "width": 32}))
         resource = await client.read_resource("streamlib://graph")
-        assert json.loads(resource.contents[0].text)["actors"][0]["path"] == made["path"]  # type: ignore[union-attr]
+        graph = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+        return {"made": made, "shot": shot, "graph": graph}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stdio_results() -> Iterator[concurrent.futures.Future[dict[str, Any]]]:
+    """The stdio session, run on a thread from the module's first test on, so the subprocess's
+    start-up overlaps the other tests; the test below waits for it and checks what it saw."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(asyncio.run, stdio_session())
+
+
+def test_over_stdio_a_subprocess_runtime(stdio_results: concurrent.futures.Future[dict[str, Any]]) -> None:
+    found = stdio_results.result(timeout=120)
+    assert found["made"]["path"] == "/test_pattern"
+    assert (found["shot"]["width"], found["shot"]["source_width"]) == (32, 64)
+    assert [a["path"] for a in found["graph"]["actors"]] == ["/test_pattern"]
 
 
 async def test_restart_rebuilds_an_actor_with_its_wiring_and_live_code(runtime: LocalRuntime) -> None:
