@@ -872,6 +872,7 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
             "to": [f"{p.owner.path}.{p.name}" for p in out.subscribers if isinstance(p.owner, Actor)],
         }
     parent = actor.parent
+    counters = actor.stats()
     return {
         "path": actor.path,
         "class": type(actor).__name__,
@@ -879,10 +880,14 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
         "parent": parent.path if parent is not None else None,
         "dispatcher": _dispatcher_name(actor),
         "restarts": actor.restarts,
+        "stats": {key: counters[key] for key in _GRAPH_STATS if key in counters},
         "inputs": inputs,
         "outputs": outputs,
         **_failure_of(actor),
     }
+
+
+_GRAPH_STATS = ("ticks", "skipped_ticks", "messages_in", "messages_out", "dropped", "profile")
 
 
 def _encode(data: np.ndarray, width: int) -> tuple[bytes, int, int]:
