@@ -48,6 +48,7 @@ from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
 from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .supervision import Supervisor
+from .waiting import wait
 
 __version__ = "0.1.0"
 
@@ -125,4 +126,5 @@ __all__ = [
     "register_transfer",
     "running_actors",
     "set_tick_instrument",
+    "wait",
 ]

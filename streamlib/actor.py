@@ -58,6 +58,7 @@ from .mailbox import Mailbox
 from .messages import Message, TimedTick
 from .ports import PortMap, StreamInput, StreamOutput, connect, disconnect
 from .rendering import render
+from .signals import install_sigterm_handler
 
 __all__ = ["Actor", "ActorSpec", "Completion", "LifecycleState", "RestartPolicy", "current_actor", "running_actors"]
 
@@ -407,6 +408,7 @@ def _home_loop() -> asyncio.AbstractEventLoop:
     """The loop for a new top-level actor: the running loop, unless that is a thread
     dispatcher's private worker loop (which only runs during a hook call): then the loop
     of the actor whose hook is building it."""
+    install_sigterm_handler()  # SIGTERM stops actors gracefully, as Ctrl-C does (see .signals)
     loop = asyncio._get_running_loop()
     if loop is not None and not is_worker_loop(loop):
         return loop

@@ -14,6 +14,8 @@ import sys
 import threading
 import weakref
 
+from .signals import install_sigterm_handler
+
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
 
 _lock = threading.Lock()
@@ -47,6 +49,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def background_loop() -> asyncio.AbstractEventLoop:
     """The shared background loop, started on first call (thread-safe)."""
     global _background
+    install_sigterm_handler()  # the actors it will run stop gracefully on SIGTERM (see .signals)
     with _lock:
         if _background is None or _background.is_closed():
             loop = new_event_loop()
