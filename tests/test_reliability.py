@@ -113,7 +113,7 @@ def record_and_kill(
                     proc.send_signal(sig)
                     killed.add(i)
             time.sleep(0.01)
-        return [proc.wait(timeout=30) for proc in procs]
+        return [proc.wait(timeout=90) for proc in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
