@@ -32,7 +32,9 @@ except ImportError as exc:  # pragma: no cover - numba is a dependency of stream
 __all__ = ["over", "words"]
 
 if sys.byteorder != "little":  # pragma: no cover - every platform streamlib targets is little-endian
-    raise ImportError("streamlib.actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian")
+    raise ImportError(
+        "streamlib.actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian"
+    )
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)
@@ -42,8 +44,15 @@ _ALPHA = _U(0xFF000000)
 
 # Compiled when this module is imported (and cached on disk), not at the first frame: a
 # compile takes about a second, which would stall a live compositor's first frame.
+# The source is typed read-only, which also accepts writable arrays: frames are read-only by
+# the library's convention (TestPattern sends read-only arrays), so both must blend.
+_PIXELS = numba.types.Array(numba.types.uint32, 2, "C")
+_READ_ONLY_PIXELS = numba.types.Array(numba.types.uint32, 2, "C", readonly=True)
+_INT = numba.types.int64
+
+
 @numba.njit(
-    "void(uint32[:, ::1], uint32[:, ::1], int64, int64, int64, int64, int64, int64, int64, boolean, int64)",
+    numba.types.void(_PIXELS, _READ_ONLY_PIXELS, _INT, _INT, _INT, _INT, _INT, _INT, _INT, numba.types.boolean, _INT),
     cache=True,
     nogil=True,
     boundscheck=False,
@@ -70,9 +79,7 @@ def _over(
         # both 0 and 255, means a row to blend; only a row that looks uniformly transparent
         # or opaque is read in full to make sure before it is skipped or copied.
         first = s[0] >> _U(24)
-        uniform = first == s[width // 2] >> _U(24) == s[width - 1] >> _U(24) and (
-            first == _U(0) or first == _U(255)
-        )
+        uniform = first == s[width // 2] >> _U(24) == s[width - 1] >> _U(24) and (first == _U(0) or first == _U(255))
         if uniform:
             lo = _U(0xFFFFFFFF)
             hi = _U(0)
