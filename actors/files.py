@@ -997,6 +997,11 @@ class HLSSink(FileSink):
     ``delete_segments=True`` removes the files that fall off it. Segment files sit next
     to the playlist as ``<stem>_00000.ts``, ... On stop the playlist gets
     ``#EXT-X-ENDLIST``.
+
+    A stream that ends just past a boundary would leave a last segment of a frame or two
+    (a player stalls on it, then shows one frame); on stop, a last segment shorter than
+    half ``segment_seconds`` is appended to the one before it (MPEG-TS segments of one
+    stream concatenate) and the playlist is rewritten to match.
     """
 
     container_format: ClassVar[str | None] = "hls"
@@ -1045,6 +1050,53 @@ class HLSSink(FileSink):
             self._next_key_pts = (pts // self._segment_ticks + 1) * self._segment_ticks
             return True
         return False
+
+    def _finalize(self) -> None:
+        try:
+            super()._finalize()
+        finally:
+            try:
+                self._merge_short_tail()
+            except OSError as exc:
+                log.error("%s: could not merge the last segment of %s: %s", self.path, self.file, exc)
+
+    def _merge_short_tail(self) -> None:
+        """Append a last segment shorter than half a segment to the one before it."""
+        try:
+            lines = self.file.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        uris = [i for i, line in enumerate(lines) if line and not line.startswith("#")]
+        if len(uris) < 2:
+            return
+        last, before = uris[-1], uris[-2]
+        between = lines[before + 1 : last]
+        if [line for line in between if not line.startswith("#EXTINF:")]:
+            return  # a discontinuity (a restart) or other tag between them: they do not join
+        inf_last, inf_before = between[-1], lines[before - 1]
+        if not (inf_last.startswith("#EXTINF:") and inf_before.startswith("#EXTINF:")):
+            return
+        tail = float(inf_last[8:].split(",")[0])
+        if tail >= self.segment_seconds / 2:
+            return
+        merged = float(inf_before[8:].split(",")[0]) + tail
+        tail_file, into = self.file.parent / lines[last], self.file.parent / lines[before]
+        with into.open("ab") as out:
+            out.write(tail_file.read_bytes())
+        lines[before - 1] = f"#EXTINF:{merged:.6f},"
+        del lines[before + 1 : last + 1]
+        target = max(round(float(line[8:].split(",")[0])) for line in lines if line.startswith("#EXTINF:"))
+        lines = [
+            f"#EXT-X-TARGETDURATION:{max(target, int(line.split(':')[1]))}"
+            if line.startswith("#EXT-X-TARGETDURATION:")
+            else line
+            for line in lines
+        ]
+        partial = self.file.with_name(self.file.name + ".tmp")
+        partial.write_text("\n".join(lines) + "\n")
+        partial.replace(self.file)  # players never see a half-written playlist
+        tail_file.unlink()
+        log.debug("%s: merged the %.3f s last segment into %s", self.path, tail, into.name)
 
     def segments(self) -> list[Path]:
         """The segment files the playlist lists right now, in order."""

@@ -808,3 +808,18 @@ async def test_a_truncated_file_can_be_tolerated_logged_and_counted(
     whole.outputs["audio"] >> Probe(AudioBuffer, overflow="block")
     assert await asyncio.wait_for(whole.join(), 10) is LifecycleState.STOPPED
     assert len(whole_probe.messages) == 60 and whole.truncations == 0
+
+
+async def test_hls_writes_no_one_frame_last_segment(tmp_path: Path) -> None:
+    playlist = tmp_path / "tail.m3u8"
+    sink = HLSSink(playlist, segment_seconds=1.0, lossless=True)
+    Frames(31, make=lambda n: solid(RED if n < 30 else BLUE)) >> sink  # frame 30 starts a new second
+    assert await asyncio.wait_for(sink.join(), 20) is LifecycleState.STOPPED
+    text = playlist.read_text()
+    assert [p.name for p in sink.segments()] == ["tail_00000.ts"] and sorted(tmp_path.glob("*.ts")) == sink.segments()
+    durations = [float(line.split(":")[1].rstrip(",")) for line in text.splitlines() if line.startswith("#EXTINF")]
+    assert durations == pytest.approx([31 / 30], abs=0.01)
+    assert "#EXT-X-TARGETDURATION:1" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
+    with av.open(str(playlist)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 31 and close_to(frames[-1], BLUE)
