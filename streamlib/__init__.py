@@ -42,6 +42,7 @@ from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, T
 from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
+from .waiting import wait
 
 __version__ = "0.1.0"
 
@@ -125,4 +126,5 @@ __all__ = [
     "register_transfer",
     "running_actors",
     "set_tick_instrument",
+    "wait",
 ]

@@ -53,6 +53,7 @@ from .eventloop import current_loop, existing_background_loop, is_worker_loop
 from .lifecycle import Cause, ChildFate, LifecycleState, RestartPolicy
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
+from .signals import install_sigterm_handler
 from .threadsafe import call_soon
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ def home_loop() -> asyncio.AbstractEventLoop:
     """The loop for a new top-level actor: the running loop, unless that is a thread
     dispatcher's private worker loop (which only runs during a hook call): then the loop
     of the actor whose hook is building it."""
+    install_sigterm_handler()  # SIGTERM stops actors gracefully, as Ctrl-C does (see .signals)
     loop = asyncio._get_running_loop()
     if loop is not None and not is_worker_loop(loop):
         return loop
