@@ -91,7 +91,8 @@ def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8], bac
     if layer.opacity >= 1.0:
         cv2.cvtColor(src, code, dst=canvas[y0:y1, x0:x1])  # opaque: straight into the canvas
     else:
-        over(words(canvas), words(cv2.cvtColor(src, code)), x0, y0, layer.opacity, background)
+        converted: NDArray[np.uint8] = cv2.cvtColor(src, code)  # type: ignore[assignment]
+        over(words(canvas), words(converted), x0, y0, layer.opacity, background)
 
 
 def _paint(
@@ -161,7 +162,7 @@ class _LayerState(LayerState):
         return self.scaled
 
 
-class Compositor(LayerStack, Actor):
+class Compositor(LayerStack[_LayerState], Actor):
     """Blends layers into one ``'video'`` output (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).

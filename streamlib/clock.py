@@ -9,7 +9,6 @@ anything that can produce the next :class:`~streamlib.messages.TimedTick`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import math
@@ -19,6 +18,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from .messages import TimedTick
+from .threadsafe import call_soon, settle
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -85,13 +85,7 @@ class _PreciseTimer:
                     self._cond.wait(wait)
                     continue
                 _, _, loop, fut = heapq.heappop(heap)
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody to wake
-                    loop.call_soon_threadsafe(_resolve, fut)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+                call_soon(loop, settle, fut)
 
 
 _timer = _PreciseTimer()

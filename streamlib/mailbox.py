@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
+from .threadsafe import settle_threadsafe
+
 __all__ = ["EMPTY", "Mailbox", "MailboxStatistics", "Overflow", "wake"]
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
@@ -46,20 +48,9 @@ class _Empty:
 EMPTY: Final = _Empty()
 
 
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 def wake(fut: asyncio.Future[None]) -> None:
     """Resolve ``fut`` from any thread, on the loop that owns it."""
-    loop = fut.get_loop()
-    if asyncio._get_running_loop() is loop:
-        if not fut.done():
-            fut.set_result(None)
-        return
-    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is left to wake
-        loop.call_soon_threadsafe(_resolve, fut)
+    settle_threadsafe(fut)
 
 
 @dataclass(frozen=True, slots=True)

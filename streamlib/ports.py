@@ -397,6 +397,21 @@ class PortMap(dict[str, Any]):
         self._kind = kind
 
     def __setitem__(self, key: str, port: Any) -> None:
+        self._bind(key, port)
+        self._owner._wiring_changed()
+
+    def with_port(self, port: StreamInput | StreamOutput) -> PortMap:
+        """A new map with ``port`` added under its name (this map is left as it is: the
+        runtime may be iterating it). The caller swaps it in, then tells the runtime."""
+        found = self._copy()
+        found._bind(port.name, port)
+        return found
+
+    def without(self, name: str) -> PortMap:
+        """A new map without ``name`` (this map is left as it is)."""
+        return self._copy(skip=name)
+
+    def _bind(self, key: str, port: Any) -> None:
         if not isinstance(port, self._kind):
             what = "inputs" if self._kind is StreamInput else "outputs"
             raise ActorDefinitionError(
@@ -405,7 +420,13 @@ class PortMap(dict[str, Any]):
             )
         port.owner = self._owner  # type: ignore[attr-defined]
         super().__setitem__(key, port)
-        self._owner._wiring_changed()
+
+    def _copy(self, skip: str | None = None) -> PortMap:
+        found = PortMap(self._owner, self._kind)
+        for key, port in self.items():
+            if key != skip:
+                dict.__setitem__(found, key, port)
+        return found
 
 
 # -- ``>>`` between anything -----------------------------------------------------------
