@@ -418,9 +418,9 @@ class InputSync:
 
     def _release_alone(self, lane: _Lane, message: Any, now: float) -> None:
         """An ``"immediate"`` set: this message, the other inputs ``None``."""
-        messages = dict.fromkeys(self.names)
+        messages: dict[str, Any] = dict.fromkeys(self.names)
         messages[lane.name] = message
-        complete = len(messages) == 1
+        complete = len(self.names) == 1
         lane.matched += complete
         lane.unmatched += not complete
         for other in self._lanes.values():
