@@ -25,6 +25,12 @@ instant produce one output frame. With nothing delivering, it keeps producing fr
 ``fps`` (``fps=None``: only when an input delivers, which keeps a lossless pipeline's
 frame count exact).
 
+``align=<seconds>`` matches the layers' frames by timestamp instead, for cameras of one
+scene: an :class:`~streamlib.alignment.InputSync` over every layer (policy
+``"tolerance"``, ``sync_timeout`` as its timeout) releases sets of frames within ``align``
+seconds of each other, and each set becomes one output frame, stamped with the set's
+timestamp; a layer missing from a set keeps its previous frame.
+
 Cost. The canvas is RGBA, handled as one ``uint32`` per pixel; each RGBA layer is blended
 onto it by :func:`streamlib.actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
 skips fully transparent rows, copies fully opaque ones and blends the rest with exact
@@ -45,7 +51,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
+from streamlib import Actor, Dispatcher, InputSync, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.mailbox import EMPTY, Overflow
 
 from .blend import over, words
@@ -185,6 +191,7 @@ class Compositor(LayerStack[_LayerState], Actor):
         base: str | None = "base",
         sync: bool = True,
         sync_timeout: float | None = None,
+        align: float | None = None,
         maxsize: int = 2,
         overflow: Overflow = "drop_oldest",
         dispatcher: Dispatcher | str | None = None,
@@ -197,6 +204,8 @@ class Compositor(LayerStack[_LayerState], Actor):
         self.channels = channels
         self.sync = sync
         self.sync_timeout = sync_timeout
+        self.align = align
+        self._aligned: tuple[tuple[StreamInput, ...], InputSync] | None = None
         self.outputs["video"] = StreamOutput("video", VideoFrame)
         self._canvas = FramePool(6)  # RGBA canvases (the output frames when channels=4)
         self._pool = FramePool(6)  # RGB output frames
@@ -213,6 +222,9 @@ class Compositor(LayerStack[_LayerState], Actor):
 
     async def process(self, tick: TimedTick) -> None:
         order = self._order
+        if self.align is not None:
+            await self._composite_aligned(order)
+            return
         for state in order:
             self._take(state, tick)
         if self.sync:
@@ -227,6 +239,26 @@ class Compositor(LayerStack[_LayerState], Actor):
             return
         await self.outputs["video"].send(VideoFrame.at(tick, data=data))
         self.frames_out += 1
+
+    async def _composite_aligned(self, order: list[_LayerState]) -> None:
+        """``align``: one output frame per set of layer frames matched by timestamp."""
+        ports = tuple(state.port for state in order)
+        if self._aligned is None or self._aligned[0] != ports:  # layers changed: a new sync set
+            if self._aligned is not None:
+                self._aligned[1].close()
+            sync = InputSync(*ports, policy="tolerance", tolerance=self.align or 0.0, timeout=self.sync_timeout)
+            self._aligned = (ports, sync)
+        for matched in await self._aligned[1].read_many():
+            for state in order:
+                frame = matched.get(state.port.name)
+                if frame is not None:
+                    state.frame = frame
+            data = self.render(order)
+            first = next(f for f in matched.values() if f is not None)
+            if data is not None:
+                tick = TimedTick(matched.timestamp, first.frame_number, first.clock_source_id, first.clock_rate)
+                await self.outputs["video"].send(VideoFrame.at(tick, data=data))
+                self.frames_out += 1
 
     @staticmethod
     def _take(state: _LayerState, tick: TimedTick) -> None:

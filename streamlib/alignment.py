@@ -498,6 +498,17 @@ class InputSync:
                 elif lane.port.ended:
                     lane.ended = True
 
+    def close(self) -> None:
+        """Stop using these inputs (idempotent): pending waits are cancelled and the set leaves
+        its actor's stats, so a new sync set may take the same inputs (e.g. when a layer is
+        added). Buffered messages are dropped with the sync; its inputs keep ticking the actor."""
+        self._cancel_waiters()
+        for owner, found in list(_owned.items()):
+            if self in found:
+                found.remove(self)
+                if not found:
+                    del _owned[owner]
+
     def __repr__(self) -> str:
         return (
             f"<InputSync {self.name} {self.policy} inputs={list(self.names)} sets={self.sets} "
