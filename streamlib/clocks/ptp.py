@@ -8,8 +8,9 @@ for the master-to-slave path and sends Delay_Req for the slave-to-master path, f
 both, and models the grandmaster's time as the local ``CLOCK_REALTIME`` plus an offset
 and a rate. It never adjusts the system clock: it only reads it.
 
-Receive times are the kernel's software timestamps (``SO_TIMESTAMPNS``); the send time of
-a Delay_Req is read just before ``sendto``. Binding ports 319 and 320 needs root,
+Receive and send times of event messages are the kernel's software timestamps
+(``SO_TIMESTAMPING``: the send time of a Delay_Req comes back on the socket's error queue),
+so the Python interpreter's own delays stay out of t2 and t3. Binding ports 319 and 320 needs root,
 ``CAP_NET_BIND_SERVICE`` (``setcap cap_net_bind_service=ep $(readlink -f $(which python3))``)
 or ``sysctl net.ipv4.ip_unprivileged_port_start=319``; a multicast route on the interface
 may be needed (``ip route add 224.0.0.0/4 dev eth0``).
@@ -429,7 +430,6 @@ class _PTPSlave:
         master = self.master
         if master is None or source != master.source:
             return  # only the selected master's timing messages count
-        self.master_heard = time.monotonic()
         correction_ns = correction >> 16  # §13.3.2.7: nanoseconds * 2^16
         if kind == SYNC:
             self.counters["sync"] += 1
