@@ -486,3 +486,30 @@ class Passthrough(Actor):
     async def process(self, tick: TimedTick) -> None:
         while (frame := self.inputs["video"].read_nowait()) is not None:
             await self.outputs["video"].send(frame)
+
+
+async def test_a_restarted_remote_child_moves_to_a_fallback_runtime(
+    nodes: dict[str, NodeProcess], tmp_path: Path
+) -> None:
+    doomed = NodeProcess("doomed", log_dir=tmp_path)
+    sup = Supervisor(max_restarts=5, within=60.0)
+    probe = Probe(DataMessage)
+    child = streamlib.remote.spawn_remote(
+        sup, doomed.uri("Source", "mover"), fps=50.0, restart_wait=10.0, fallbacks=[nodes["a"].address]
+    )
+    try:
+        child >> probe
+        await probe.wait_for(5, timeout=10)
+        doomed.kill()
+        await until(
+            lambda: sup.children[0] is not child and sup.children[0].uri.startswith(f"actor://{nodes['a'].address}/"),
+            10,
+            "the replacement moved to the fallback runtime",
+        )
+        seen = len(probe.messages)
+        await until(lambda: len(probe.messages) > seen + 5, 10, "frames flow from the fallback runtime")
+        moved = sup.children[0]
+        assert moved.stats()["remote_path"] == "/mover" and moved.stats()["state"] == "running"
+    finally:
+        await stop_all(sup, probe)
+        doomed.stop()

@@ -251,11 +251,16 @@ class Node:
     async def _node_stats(self, request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:
         return self.stats()
 
+    def link_objects(self) -> dict[str, LinkStats]:
+        """Every data link this runtime serves or opened, by a readable name."""
+        links = {f"link {k} ({v.peer})": v for k, v in list(self.data.links.items())}
+        for (path, out, target, inp), (_, link) in list(self.outgoing.items()):
+            links[f"/{path}.outputs[{out!r}] >> {target}.inputs[{inp!r}]"] = link.stats
+        return links
+
     def stats(self) -> dict[str, Any]:
         """The runtime's counters (refused tokens, malformed input) and its links."""
-        links = {k: v.as_dict() for k, v in self.data.links.items()}
-        for (path, out, target, inp), (_, link) in list(self.outgoing.items()):
-            links[f"/{path}.outputs[{out!r}] >> {target}.inputs[{inp!r}]"] = link.stats.as_dict()
+        links = {name: stats.as_dict() for name, stats in self.link_objects().items()}
         return {
             "name": self.name,
             "address": self.address,
@@ -387,9 +392,6 @@ class Node:
             output.disconnect(proxy)
             proxy.mailbox.close()  # the sender says BYE once the queue is drained
         return None
-
-    def link_stats(self) -> list[LinkStats]:
-        return [link.stats for _, link in self.outgoing.values()]
 
 
 def serve(
