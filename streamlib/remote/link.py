@@ -159,7 +159,8 @@ def _reap(*tasks: asyncio.Future[Any]) -> None:
             if not task.cancelled():
                 task.exception()
         else:
-            task.cancel()
+            task.cancel()  # it may still end with an exception of its own: retrieve that too
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _smooth(old: float | None, sample: float) -> float:
