@@ -185,6 +185,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodePr
         yield started
     finally:
         for node in started.values():
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
+        for node in started.values():
             node.stop()
 
 

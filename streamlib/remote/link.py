@@ -136,12 +136,27 @@ class SendableMailbox(Mailbox):
 # -- records on a stream ---------------------------------------------------------------------
 
 
-async def read_record(reader: asyncio.StreamReader, max_payload: int) -> tuple[Kind, dict[str, Any], bytes]:
+async def read_record(
+    reader: asyncio.StreamReader, max_payload: int
+) -> tuple[Kind, dict[str, Any], memoryview | bytes]:
+    """One record: its kind, its meta and its payload (a view, not a copy, of what was read)."""
     header = await reader.readexactly(wire.HEADER.size)
     kind, meta_len, payload_len = wire.parse_header(header, max_payload)
-    meta = wire.parse_meta(await reader.readexactly(meta_len)) if meta_len else {}
-    payload = await reader.readexactly(payload_len) if payload_len else b""
-    return kind, meta, payload
+    if not meta_len + payload_len:
+        return kind, {}, b""
+    body = await reader.readexactly(meta_len + payload_len)
+    meta = wire.parse_meta(body[:meta_len]) if meta_len else {}
+    return kind, meta, memoryview(body)[meta_len:] if payload_len else b""
+
+
+_WRITE_HIGH_WATER = 1 << 20
+
+
+async def _flush(writer: asyncio.StreamWriter) -> None:
+    """Wait for the socket only when a lot is buffered (a drain per small record costs more than it saves)."""
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+        await writer.drain()
 
 
 def write_record(
@@ -323,7 +338,7 @@ class Sender:
             self.pending = EMPTY
             self.stats.frames += 1
             self.stats.bytes += size
-            await writer.drain()
+            await _flush(writer)
 
     def _to_shm(self, pool: _ShmPool, meta: dict[str, Any], buffer: memoryview) -> list[Any]:
         taken = pool.take(buffer.nbytes)
@@ -420,6 +435,7 @@ async def _receive(
                 raise WireError(f"unexpected {kind.name} on a link")
 
     async def work() -> str:
+        owed = 0
         while True:
             item = await queue.get()
             if item is None:
@@ -430,8 +446,11 @@ async def _receive(
                 return "end"
             await deliver(msg, meta)
             del msg, item
-            write_record(writer, Kind.CREDIT, {"n": 1, "released": conn.views.take_released()})
-            await writer.drain()
+            owed += 1
+            if queue.empty() or owed >= window:  # under load, one credit record for several messages
+                write_record(writer, Kind.CREDIT, {"n": owed, "released": conn.views.take_released()})
+                owed = 0
+                await _flush(writer)
 
     reader, worker = asyncio.ensure_future(read()), asyncio.ensure_future(work())
     try:
