@@ -183,7 +183,7 @@ class Node:
         )
         app = web.Application(client_max_size=1 << 20)
         self.control.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -207,6 +207,10 @@ class Node:
         for _, link in list(self.outgoing.values()):
             await link.close()
         await self.data.close()
+        if self.control is not None:
+            closing = [conn.ws.close(code=1001, message=b"runtime closing") for conn in self.control.connections]
+            if closing:
+                await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=0.5)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -489,7 +493,7 @@ def run_node(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    while not done.wait(0.5):
+    while not done.wait(0.1):
         pass
     for actor in streamlib.running_actors():
         actor.stop()
