@@ -384,7 +384,7 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
     await output.send(msg)
 
 
-def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: bytes) -> Any:
+def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: memoryview | bytes) -> Any:
     shm = meta.get("shm")
     if shm is not None:
         return wire.decode_message(meta, conn.views.view(shm).data)
