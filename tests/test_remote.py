@@ -516,3 +516,25 @@ async def test_a_restarted_remote_child_moves_to_a_fallback_runtime(
     finally:
         await stop_all(sup, probe)
         doomed.stop()
+
+
+async def test_h264_compression_for_slow_links(nodes: dict[str, NodeProcess]) -> None:
+    echo = streamlib.get_actor(nodes["b"].uri("test_remote.Passthrough", "h264-echo"), compress="h264")
+    feeder = Feeder(VideoFrame)
+    probe = Probe(VideoFrame)
+    try:
+        feeder >> echo >> probe
+        await asyncio.sleep(0.3)
+        y, x = np.mgrid[0:240, 0:320]
+        pixels = np.stack([x % 256, y % 256, (x + y) % 256], axis=2).astype(np.uint8)
+        for i in range(10):
+            await feeder.send(VideoFrame(pixels, timestamp=float(i), frame_number=i, clock_source_id="cam"))
+        got = await probe.wait_for(10, timeout=15)
+        assert [f.frame_number for f in got] == list(range(10)) and got[3].clock_source_id == "cam"
+        error = np.abs(got[-1].data.astype(int) - pixels.astype(int)).mean()
+        assert error < 8  # lossy, but the same picture
+        links = echo.stats()["links"]
+        raw = pixels.nbytes * 10
+        assert links["inputs['video']"]["bytes"] < raw / 5 and links["outputs['video']"]["bytes"] < raw / 5
+    finally:
+        await stop_all(echo, feeder, probe)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fractions
 import logging
 import mmap
 import os
@@ -50,7 +51,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamlib import Actor, StreamInput, StreamOutput
+from streamlib import Actor, StreamInput, StreamOutput, VideoFrame
 from streamlib.dispatch.shared_memory import Segment, new_prefix
 from streamlib.mailbox import EMPTY, Mailbox
 
@@ -263,13 +264,82 @@ class _ShmViews:
         return [done.popleft() for _ in range(len(done))]
 
 
+class H264:
+    """Optional H.264 for VideoFrames on a slow link (PyAV's libx264, low-latency settings):
+    one encoder per sending connection, one decoder per receiving one. Lossy; RGB frames of even
+    size only (others, and RGBA, cross raw). A reconnection starts a fresh stream (a keyframe)."""
+
+    def __init__(self) -> None:
+        import av  # the [media] extra; checked when a link asks for compression
+
+        self._av = av
+        self.encoder: Any = None
+        self.decoder: Any = None
+        self.size: tuple[int, int] | None = None
+        self.pts = 0
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def encode(self, frame: VideoFrame, meta: dict[str, Any]) -> list[Any] | None:
+        data = frame.data
+        if meta.get("format") != "rgb24" or data.shape[0] % 2 or data.shape[1] % 2:
+            return None
+        av = self._av
+        size = (int(data.shape[1]), int(data.shape[0]))
+        if self.encoder is None or self.size != size:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height = size
+            encoder.pix_fmt = "yuv420p"
+            encoder.time_base = fractions.Fraction(1, 90000)
+            encoder.options = {"tune": "zerolatency", "preset": "ultrafast", "g": "60", "bf": "0"}
+            self.encoder, self.size, self.pts = encoder, size, 0
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(data), format="rgb24").reformat(format="yuv420p")
+        picture.pts = self.pts
+        self.pts += 1
+        packets = self.encoder.encode(picture)
+        meta["format"] = "h264"
+        meta["metadata"] = {"keyframe": any(p.is_keyframe for p in packets)}
+        return [b"".join(bytes(p) for p in packets)]
+
+    def decode(self, meta: dict[str, Any], payload: memoryview | bytes) -> VideoFrame | None:
+        av = self._av
+        if self.decoder is None:
+            self.decoder = av.CodecContext.create("h264", "r")
+        try:
+            pictures = self.decoder.decode(av.Packet(bytes(payload)))
+        except Exception as exc:  # PyAV's errors for a corrupt stream
+            raise WireError(f"undecodable H.264: {exc}") from None
+        if not pictures:
+            return None  # the decoder wants more (it never does with these settings)
+        pixels = pictures[-1].to_ndarray(format="rgb24")
+        timestamp, number = meta.get("timestamp", 0.0), meta.get("frame_number", 0)
+        clock_id, rate = meta.get("clock_id"), meta.get("clock_rate")
+        if not (isinstance(timestamp, (int, float)) and type(number) is int):
+            raise WireError("bad clock metadata on an H.264 frame")
+        return VideoFrame(
+            pixels,
+            float(timestamp),
+            number,
+            clock_id if isinstance(clock_id, str) else None,
+            float(rate) if isinstance(rate, (int, float)) else None,
+        )
+
+
 # -- the sending side -------------------------------------------------------------------------
 
 
 class _Connection:
     """One open data connection: its streams, and when we last heard from the peer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shm: bool) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shm: bool, h264: bool = False
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.last_heard = time.monotonic()
@@ -279,6 +349,7 @@ class _Connection:
         self.credit_event = asyncio.Event()
         self.sent_at: deque[float] = deque()
         self.ping_sent: float | None = None
+        self.h264 = H264() if h264 else None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -330,6 +401,8 @@ class Sender:
                 )
                 continue
             meta["dropped"] = self._new_drops()
+            if conn.h264 is not None and type(msg) is VideoFrame:
+                buffers = conn.h264.encode(msg, meta) or buffers
             if conn.pool is not None and len(buffers) == 1 and buffers[0].nbytes >= SHM_THRESHOLD:
                 buffers = self._to_shm(conn.pool, meta, buffers[0])
             size = write_record(writer, Kind.FRAME, meta, buffers)
@@ -385,6 +458,10 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
 
 
 def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: memoryview | bytes) -> Any:
+    if meta.get("format") == "h264":
+        if conn.h264 is None:
+            raise WireError("an H.264 frame on a link that did not agree to compression")
+        return conn.h264.decode(meta, payload)
     shm = meta.get("shm")
     if shm is not None:
         return wire.decode_message(meta, conn.views.view(shm).data)
@@ -444,7 +521,8 @@ async def _receive(
             if msg is _END:  # the sender's last drops come with it
                 await deliver(None, {"dropped": meta.get("dropped"), "end": True})
                 return "end"
-            await deliver(msg, meta)
+            if msg is not None or meta.get("format") != "h264":
+                await deliver(msg, meta)
             del msg, item
             owed += 1
             if queue.empty() or owed >= window:  # under load, one credit record for several messages
@@ -619,13 +697,20 @@ class DataServer:
         stats.state = "up"
         shm = bool(hello.get("shm")) and self.host.allow_shm and hello.get("host_id") == self.host_id
         mailbox = target.mailbox
+        h264 = hello.get("compress") == "h264" and H264.available()
         write_record(
             writer,
             Kind.WELCOME,
-            {"maxsize": mailbox.maxsize, "overflow": mailbox.overflow, "window": mailbox.maxsize, "shm": shm},
+            {
+                "maxsize": mailbox.maxsize,
+                "overflow": mailbox.overflow,
+                "window": mailbox.maxsize,
+                "shm": shm,
+                "compress": "h264" if h264 else None,
+            },
         )
         await writer.drain()
-        conn = _Connection(reader, writer, False)
+        conn = _Connection(reader, writer, False, h264)
 
         async def deliver(msg: Any, meta: dict[str, Any]) -> None:
             if meta.get("end"):
@@ -679,13 +764,20 @@ class DataServer:
         if state.conn is not None:
             state.conn.close()
         shm = bool(hello.get("shm")) and self.host.allow_shm and hello.get("host_id") == self.host_id
-        conn = state.conn = _Connection(reader, writer, shm)
+        h264 = hello.get("compress") == "h264" and H264.available()
+        conn = state.conn = _Connection(reader, writer, shm and not h264, h264)
         sender = state.sender
         sender.stats.state = "up"
         write_record(
             writer,
             Kind.WELCOME,
-            {"maxsize": maxsize, "overflow": overflow, "shm": shm, "type": wire.describe_type(output.msg_type)},
+            {
+                "maxsize": maxsize,
+                "overflow": overflow,
+                "shm": shm and not h264,
+                "type": wire.describe_type(output.msg_type),
+                "compress": "h264" if h264 else None,
+            },
         )
         await writer.drain()
         pump = asyncio.ensure_future(sender.pump(conn))
@@ -776,7 +868,11 @@ async def _open(
     except BaseException:
         writer.close()
         raise
-    return _Connection(reader, writer, bool(welcome.get("shm"))), welcome
+    h264 = welcome.get("compress") == "h264"
+    if h264 and hello.get("compress") != "h264":
+        writer.close()
+        raise WireError("the runtime offered compression nobody asked for")
+    return _Connection(reader, writer, bool(welcome.get("shm")) and not h264, h264), welcome
 
 
 _HOST_ID = host_id()
@@ -796,7 +892,13 @@ class _Link:
         source: str,
         max_payload: int = wire.MAX_PAYLOAD,
         shm: bool = True,
+        compress: str | None = None,
     ) -> None:
+        if compress not in (None, "h264"):
+            raise ValueError(f"compress must be None or 'h264', got {compress!r}")
+        if compress and not H264.available():
+            raise ImportError("compress='h264' needs PyAV: pip install 'streamlib[media]'")
+        self.compress = compress
         self.address = address
         self.token = token
         self.target = target
@@ -814,7 +916,14 @@ class _Link:
         self.task = asyncio.ensure_future(self._run())
 
     def hello(self) -> dict[str, Any]:
-        return {"op": self.op, "target": self.target, "link": self.link_id, "shm": self.shm, "source": self.source}
+        return {
+            "op": self.op,
+            "target": self.target,
+            "link": self.link_id,
+            "shm": self.shm and not self.compress,
+            "source": self.source,
+            "compress": self.compress,
+        }
 
     async def _run(self) -> None:
         delay = 0.05

@@ -370,6 +370,7 @@ class Node:
             source=str(actor.uri),
             max_payload=self.max_payload,
             shm=self.allow_shm,
+            compress="h264" if request.get("compress") == "h264" else None,
         )
         self.outgoing[key] = (proxy, link)
         output.connect(proxy)

@@ -55,7 +55,8 @@ def _type_name(t: Any) -> str:
 class _Endpoint:
     """Owns a stub's proxy ports and their links; outlives the stub's restarts."""
 
-    def __init__(self, uri: ActorURI, client: ControlClient, shared_memory: bool) -> None:
+    def __init__(self, uri: ActorURI, client: ControlClient, shared_memory: bool, compress: str | None) -> None:
+        self.compress = compress
         self.uri = uri
         self.path = str(uri)
         self.client = client
@@ -103,6 +104,7 @@ class _Endpoint:
                     name,
                     source=self._source(),
                     shm=self.shared_memory,
+                    compress=self.compress,
                 )
                 self.push[port] = link
                 link.start()
@@ -132,6 +134,7 @@ class _Endpoint:
                 overflow,
                 source=self._source(),
                 shm=self.shared_memory,
+                compress=self.compress,
             )
             self.pull[output] = link
             link.start()
@@ -192,6 +195,7 @@ class RemoteOutput(StreamOutput):
                 maxsize=mailbox.maxsize,
                 overflow=mailbox.overflow,
                 token=owner.client.token,
+                compress=owner.compress,
             )
             self.endpoint.remote_targets[key] = None
         return port
@@ -246,9 +250,12 @@ class RemoteActor(Actor):
         shared_memory: bool = True,
         fail_when_unreachable: bool | None = None,
         fallbacks: Sequence[str] = (),
+        compress: str | None = None,
         **kwargs: Any,
     ) -> None:
         target = parse_uri(uri)
+        if compress not in (None, "h264"):
+            raise ValueError(f"compress must be None or 'h264', got {compress!r}")
         super().__init__()
         self._target = target
         self._args = args
@@ -265,7 +272,7 @@ class RemoteActor(Actor):
         if description is None:
             description = self._ensure_sync()
         self._description = description
-        self._endpoint = _Endpoint(target, self._client, shared_memory)
+        self._endpoint = _Endpoint(target, self._client, shared_memory, compress)
         self._endpoint.stub = self
         for name, spec in description.get("inputs", {}).items():
             port = StreamInput(

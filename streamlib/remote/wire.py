@@ -41,6 +41,10 @@ and the payload is the data. Formats:
 ``f32le``
     an ``AudioBuffer``: ``width`` channels, ``height`` samples of little-endian float32,
     interleaved; ``metadata`` has ``sample_rate`` and ``shape``.
+``h264``
+    a ``VideoFrame`` (RGB, even size) compressed with H.264 on a link that agreed to it
+    (``compress="h264"``, see :mod:`.link`): the payload is the encoded access unit;
+    ``metadata`` has ``keyframe``.
 ``fields``
     any other message or dataclass: ``metadata["fields"]`` is a *value* (below) holding its
     fields other than the clock metadata.
