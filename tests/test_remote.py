@@ -220,6 +220,8 @@ async def test_get_actor_creates_then_returns_the_same_remote_actor(nodes: dict[
         created = first.call("describe")
         assert created["path"] == "/goc" and created["class"] == "Source"
         assert "actor://" in repr(first) and "goc" in repr(first)
+        with pytest.raises(streamlib.ActorInitError, match="is a Source, not a Relay"):
+            streamlib.get_actor(nodes["a"].uri("Relay", "goc"))
     finally:
         await stop_all(first)
     await until(

@@ -80,7 +80,8 @@ HANDSHAKE_TIMEOUT = 5.0
 SHM_THRESHOLD = 64 * 1024
 MAX_SHM_SLOTS = 8
 PULL_GRACE = 10.0
-"""Seconds a runtime keeps a pulled output's queue after its link dropped, for the reconnection."""
+"""Seconds a runtime keeps a link's end (a pulled output's queue, a pushed input's connection)
+after the connection dropped, for the reconnection."""
 
 
 def host_id() -> str:
@@ -595,6 +596,7 @@ class DataServer:
         self.mirrors: dict[str, tuple[StreamOutput, StreamInput]] = {}
         self.pulls: dict[str, _PullState] = {}
         self.links: dict[str, LinkStats] = {}
+        self.sessions: dict[str, int] = {}
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, bind: str, port: int) -> int:
@@ -721,11 +723,17 @@ class DataServer:
             stats.frames += 1
             await _deliver(output, target, msg, conn, meta.get("dropped"))
 
+        self.sessions[link] = self.sessions.get(link, 0) + 1
+        session = self.sessions[link]
         try:
             outcome = await _receive(conn, self.host.max_payload, mailbox.maxsize, stats, deliver, answer_pings=True)
         finally:
             if stats.state == "up":
                 stats.state = "down"
+                # Lost, not closed: keep the connection to the input for the sender's reconnection,
+                # and let it go if none comes (a sender that vanished for good).
+                loop = asyncio.get_running_loop()
+                loop.call_later(PULL_GRACE, self._forget_mirror, link, session)
         if outcome == "end":
             output.end_of_stream()
             self.mirrors.pop(link, None)
@@ -734,6 +742,13 @@ class DataServer:
             output.disconnect(target)
             self.mirrors.pop(link, None)
             stats.state = "closed"
+
+    def _forget_mirror(self, link: str, session: int) -> None:
+        if self.sessions.get(link) != session or self.links.get(link, LinkStats("", "")).state != "down":
+            return  # it reconnected meanwhile
+        mirror = self.mirrors.pop(link, None)
+        if mirror is not None:
+            mirror[0].disconnect(mirror[1])
 
     async def _serve_pull(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any], peer: str

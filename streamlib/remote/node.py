@@ -281,6 +281,12 @@ class Node:
         parse_uri(f"actor://{self.address}/{class_name}/{instance_id}")  # validates both
         existing = self.lookup(instance_id)
         if existing is not None:
+            kind = type(existing)
+            if class_name not in (kind.__name__, f"{kind.__module__}.{kind.__qualname__}"):
+                raise LookupError(
+                    f"{existing.path} on runtime {self.name} is a {kind.__name__}, not a {class_name}: "
+                    f"its URI is {existing.uri}"
+                )
             return {**describe_actor(existing), "created": False}
         cls = resolve_actor_class(class_name)
         args, kwargs = decode_args(request.get("args", {}), payload)
