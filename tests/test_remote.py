@@ -249,6 +249,11 @@ async def test_get_actor_on_the_local_runtime_returns_the_actor_itself() -> None
 def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     with pytest.raises(ValueError, match="without a token"):
         streamlib.remote.serve("0.0.0.0", 0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "streamlib", "node", "--listen", "0.0.0.0:0"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
 
 
 def test_bad_uris_say_what_is_wrong() -> None:
@@ -293,6 +298,14 @@ async def test_local_to_remote_to_local(nodes: dict[str, NodeProcess]) -> None:
         got = await probe.wait_for(20, timeout=10)
         assert [m.data for m in got] == list(range(20))
         assert got[5].frame_number == 5 and got[5].clock_source_id == "feed"
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from streamlib.remote.metrics import link_collector
+
+        registry = CollectorRegistry()
+        registry.register(link_collector())
+        text = generate_latest(registry).decode()
+        assert f'streamlib_link_frames_total{{actor="{relay.path}",direction="out",link="inputs[\'in\']"}} 20.0' in text
     finally:
         await stop_all(relay, feeder, probe)
 
