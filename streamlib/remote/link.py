@@ -66,6 +66,7 @@ __all__ = [
     "SHM_THRESHOLD",
     "DataServer",
     "LinkStats",
+    "PortOwner",
     "PullLink",
     "PushLink",
     "SendableMailbox",
@@ -559,8 +560,9 @@ class LinkHost(Protocol):
     def lookup(self, instance_id: str) -> Actor | None: ...
 
 
-class _Endpoint:
-    """The owner of a link's ports in this runtime: names them after the peer, for errors and views."""
+class PortOwner:
+    """The owner of a link's ports in this runtime (a mirror output, a pulled output's queue):
+    names them after the peer, for errors and views, and needs nothing from the run loop."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -691,7 +693,7 @@ class DataServer:
         mirror = self.mirrors.get(link)
         if mirror is None or mirror[1] is not target:
             output = StreamOutput("link", object)
-            output.owner = _Endpoint(f"{hello.get('source') or peer}")  # type: ignore[assignment]
+            output.owner = PortOwner(f"{hello.get('source') or peer}")  # type: ignore[assignment]
             output.connect(target)
             mirror = self.mirrors[link] = (output, target)
         output = mirror[0]
@@ -769,7 +771,7 @@ class DataServer:
             state = None
         if state is None:
             proxy = StreamInput("link", object, maxsize=maxsize, overflow=overflow)
-            proxy.owner = _Endpoint(str(hello.get("source") or peer))  # type: ignore[assignment]
+            proxy.owner = PortOwner(str(hello.get("source") or peer))  # type: ignore[assignment]
             stats = self.links.setdefault(link, LinkStats("out", str(hello.get("source") or peer)))
             state = self.pulls[link] = _PullState(output, proxy, stats)
             output.connect(proxy)

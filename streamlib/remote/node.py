@@ -40,7 +40,7 @@ from streamlib.eventloop import background_loop
 
 from . import wire
 from .control import ControlServer, ServerConnection, background, decode_args, network_loop
-from .link import DataServer, LinkStats, PushLink, SendableMailbox, _Endpoint, host_id
+from .link import DataServer, LinkStats, PortOwner, PushLink, SendableMailbox, host_id
 from .registry import Receptionist, RegistryEvent
 from .uri import parse_address, parse_uri
 
@@ -363,7 +363,7 @@ class Node:
         if key in self.outgoing:
             return {"local": False}
         token = request.get("token")
-        endpoint = _Endpoint(str(target))
+        endpoint = PortOwner(str(target))
         proxy = StreamInput(in_name, object, maxsize=maxsize, overflow=overflow)
         proxy.mailbox = SendableMailbox(maxsize, overflow, f"{target}.inputs[{in_name!r}]")
         proxy.owner = endpoint  # type: ignore[assignment]
