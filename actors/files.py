@@ -20,6 +20,20 @@ the HLS ``#EXT-X-ENDLIST``) in ``on_stop``, which the actor runtime runs on *eve
 exit path: end of stream, ``stop()``, a failure of the sink or of its parent,
 cancellation at ``KeyboardInterrupt``/loop shutdown, interpreter exit. So a sink always
 leaves a file that players and PyAV can read, containing everything it had encoded.
+
+Crash safety. Where ``on_stop`` never runs (``kill -9``, a power cut, an out-of-memory
+kill), a classic MP4 is unreadable: its index (``moov``) is written last. So FileSink
+writes MP4/MOV *fragmented* by default, as OBS does: an empty index up front, then a
+self-contained fragment (``moof`` + ``mdat``) every half second (``frag_duration``; a
+fragment per keyframe alone would wait 250 frames for x264's next one), each pushed to
+the operating system as soon as it is cut (``flush_packets``). MKV/WebM close a cluster
+every quarter second, flushed the same way. A killed file then plays up to its last
+complete fragment: everything but about the last second (the fragment being filled,
+plus the encoder's ~0.5 s of delay). The MP4 index is written with the first fragment, which the sink cuts after
+0.2 s (a keyframe there), so a file killed in its first second has a playable start.
+``faststart=True`` writes the classic single-index MP4 with the index moved to the front
+(progressive download, players that predate fragments) -- at the price of crash safety.
+What fragmenting costs (file size, CPU) is measured in ``benchmarks/bench_fragmented.py``.
 """
 
 from __future__ import annotations
@@ -100,6 +114,42 @@ AUDIO_CODECS: dict[str, str] = {
 _UNSUPPORTED: set[tuple[str, str]] = {("mov", "libvpx-vp9"), ("mov", "libopus")}
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 _VIDEO_TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz: exact for 24/25/30/50/60 fps and their /1.001 kin
+
+#: How often a crash-safe MP4/MOV is made durable: its fragment length. A kill loses the
+#: fragment being filled plus what is still inside the encoder (x264's lookahead and frame
+#: threads hold ~0.5 s), so half-second fragments keep the loss within ~1 s; a fragment costs
+#: one ``moof`` box, a few hundred bytes (benchmarks/bench_fragmented.py measures it).
+FRAGMENT_S = 0.5
+#: A crash-safe MKV/WebM closes a cluster this often. A cluster costs a dozen bytes, and
+#: MKV starts one early at a keyframe only once the current one holds 4 KB, which a
+#: low-bitrate stream takes seconds to fill: short clusters keep such a file safe too.
+CLUSTER_S = 0.25
+#: Where a fragmented MP4's first fragment (and with it the index) ends: a keyframe forced
+#: here, so a recording killed in its first second still leaves a playable start.
+FIRST_CUT_S = 0.2
+
+
+def container_defaults(fmt: str, *, faststart: bool = False) -> dict[str, str]:
+    """The muxer options FileSink uses for ``fmt`` unless ``container_options`` overrides them.
+
+    MP4/MOV: fragmented (crash-safe) unless ``faststart``, a fragment per :data:`FRAGMENT_S`;
+    MKV/WebM: a flushed cluster per :data:`CLUSTER_S`. ``flush_packets=1`` hands every write to the OS at once:
+    without it the header and the last fragment sit in FFmpeg's 32 KB buffer, and a killed
+    process leaves a file that does not even start ("moov atom not found")."""
+    if fmt in ("mp4", "mov"):
+        if faststart:
+            return {"movflags": "+faststart"}
+        # delay_moov: the index waits for the first fragment, so it can carry the edit list
+        # that starts the picture at 0 despite B-frames (with empty_moov alone the video starts
+        # two frames late, out of sync with its audio). FileSink cuts that first fragment early.
+        return {
+            "movflags": "frag_keyframe+empty_moov+delay_moov+default_base_moof",
+            "frag_duration": str(round(FRAGMENT_S * 1_000_000)),  # microseconds
+            "flush_packets": "1",
+        }
+    if fmt in ("matroska", "webm"):
+        return {"cluster_time_limit": str(round(CLUSTER_S * 1000)), "flush_packets": "1"}  # ms
+    return {}
 
 
 class MediaError(RuntimeError):
@@ -464,6 +514,13 @@ class FileSink(Actor):
     ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
     messages, so a slow encoder drops frames instead of stalling the pipeline.
     ``lossless=True``: ``overflow="block"`` inputs, so upstream waits for the encoder.
+
+    Files survive ``kill -9``: MP4/MOV are written fragmented (a self-contained fragment
+    every half second) and MKV/WebM flush a cluster every quarter second, so a killed process
+    leaves a file that plays up to its last second or so (see the module docstring).
+    ``faststart=True`` writes a classic MP4/MOV instead, its single index at the front
+    (for progressive download and old players), readable only once finalized.
+    ``container_options`` override these muxer options one by one.
     """
 
     default_fps: ClassVar[float | None] = None  # purely message-driven
@@ -485,6 +542,7 @@ class FileSink(Actor):
         start_wait: float = 2.0,
         options: Mapping[str, str] | None = None,
         container_options: Mapping[str, str] | None = None,
+        faststart: bool = False,
         dispatcher: Dispatcher | str | None = None,
         **kw: Any,
     ) -> None:
@@ -519,7 +577,10 @@ class FileSink(Actor):
         self.fps = fps
         self.start_wait = start_wait
         self.options = dict(options or {})
-        self.container_options = dict(container_options or {})
+        if faststart and fmt not in ("mp4", "mov"):
+            raise MediaError(f"{self.path}: faststart=True is an MP4/MOV layout; {str(self.file)!r} is {fmt}")
+        self.faststart = faststart
+        self.container_options = {**container_defaults(fmt, faststart=faststart), **(container_options or {})}
         overflow: Overflow = "block" if lossless else "drop_oldest"
         self.inputs["video"] = StreamInput("video", Frame, maxsize=maxsize, overflow=overflow)
         self.inputs["audio"] = StreamInput("audio", AudioBuffer, maxsize=maxsize * 4, overflow=overflow)
@@ -535,6 +596,10 @@ class FileSink(Actor):
         self._rate = 30.0
         self._last_pts = -1
         self._next_key_pts = 0
+        # A fragmented MP4 writes its index with the first fragment: a keyframe cuts that one early.
+        movflags = self.container_options.get("movflags", "")
+        early = "frag" in movflags and "delay_moov" in movflags
+        self._first_cut_pts = round(FIRST_CUT_S / _VIDEO_TIME_BASE) if early else None
         self._audio_rate = 0
         self._audio_channels = 0
         self._audio_pts: int | None = None
@@ -743,7 +808,7 @@ class FileSink(Actor):
         self._last_pts = pts
         vf.pts = pts
         vf.time_base = _VIDEO_TIME_BASE
-        if self._keyframe_due(pts):
+        if self._keyframe_due(pts) or self._first_cut_due(pts):
             vf.pict_type = PictureType.I
         self._out.mux(stream.encode(vf))
         self.frames_written += 1
@@ -751,6 +816,15 @@ class FileSink(Actor):
     def _keyframe_due(self, pts: int) -> bool:
         """Whether to force a keyframe here (HLS segments must start on one)."""
         return False
+
+    def _first_cut_due(self, pts: int) -> bool:
+        """A fragmented MP4's first fragment, and with it the index, ends at a keyframe
+        forced at :data:`FIRST_CUT_S`, not a whole fragment later."""
+        cut = self._first_cut_pts
+        if cut is None or pts < cut:
+            return False
+        self._first_cut_pts = None
+        return True
 
     def _check(self, msg: Frame | AudioBuffer) -> None:
         """Validate a message on the actor's thread (cheap), so a bad one fails the actor

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from .actor import Actor, ActorSpec, Completion, add_stats_section, current_actor
+from .alignment import InputSync, MatchedSet
 from .clock import Clock, SoftwareClock
 from .dispatch import (
     AsyncioDispatcher,
@@ -99,10 +100,12 @@ __all__ = [
     "DataMessage",
     "Dispatcher",
     "EndOfStream",
+    "InputSync",
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
     "MailboxStatistics",
+    "MatchedSet",
     "Message",
     "MouseEvent",
     "ProcessPoolDispatcher",

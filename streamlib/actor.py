@@ -623,6 +623,21 @@ class Actor(metaclass=ActorMeta):
         """Wait for the actor to end, without asking it to."""
         return Completion(self)
 
+    def tick_on(self, *ports: StreamInput) -> None:
+        """Let every message arriving on ``ports`` tick this actor, not only the driving input's.
+
+        An actor with several inputs normally ticks on its driving input and samples the
+        others; a :class:`~streamlib.alignment.InputSync` calls this for its inputs, because
+        a matched set may be completed by any of them. ``process`` must then take what
+        arrives on these inputs every tick (the sync does), or the actor ticks again at once.
+        """
+        for port in ports:
+            if not isinstance(port, StreamInput) or port.owner is not self:
+                raise ValueError(f"{self.path}.tick_on() takes this actor's own inputs, got {port!r}")
+        core = self._core
+        core.tick_on = core.tick_on | {port.mailbox for port in ports}
+        core.wiring_changed()
+
     def stats(self, *, recursive: bool = False) -> dict[str, Any]:
         """Counters of this actor and its ports (a plain dict, ready for JSON).
 

@@ -10,6 +10,7 @@ uvloop is installed. Children always live on their parent's loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import weakref
@@ -70,3 +71,16 @@ def existing_background_loop() -> asyncio.AbstractEventLoop | None:
 
 def is_background(loop: asyncio.AbstractEventLoop) -> bool:
     return loop is _background
+
+
+def _forget_in_child() -> None:
+    """A forked child (a process dispatcher's worker, a trial run) has no thread running the
+    parent's background loop: it starts its own if it needs one. Without this, its exit would
+    wait for actors that live on a loop nobody runs (and its copy of the lock may be held)."""
+    global _background, _lock
+    _background = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

@@ -271,6 +271,7 @@ class ActorRuntime:
         "stop_requested",
         "task",
         "tick_mark",
+        "tick_on",
         "tick_port",
         "ticked",
         "ticks",
@@ -296,6 +297,7 @@ class ActorRuntime:
         self.driver_id = ""  # the path of the last driving input ("" until one drove)
         self.ticked = 0  # the driver's `received` count that ticks have accounted for
         self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
+        self.tick_on: frozenset[Mailbox] = frozenset()  # inputs whose every message ticks (Actor.tick_on)
         self.connected = False
         self.silence_timer: asyncio.TimerHandle | None = None
         self.silence_mark: tuple[int, int] = (0, 0)
@@ -371,8 +373,10 @@ class ActorRuntime:
         if asyncio._get_running_loop() is not self.loop:
             call_soon(self.loop, self.woken, port)
             return
-        if self.driver is None and self.explicit_clock is None and self.may_drive(port):
-            self.set_driver(port)
+        if self.explicit_clock is None and (
+            (self.driver is None and self.may_drive(port)) or (port.mailbox in self.tick_on and port.mailbox._items)
+        ):
+            self.set_driver(port)  # a tick_on() input ticks the actor on every arrival
         if port is self.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
             self.ring()
@@ -491,7 +495,11 @@ class ActorRuntime:
         for mailbox, waker in wakers:
             mailbox.waker = waker
             # A message sent from another thread may have beaten the waker.
-            if mailbox._items and (driver is None or (mailbox is driver.mailbox and mailbox.received != self.ticked)):
+            if mailbox._items and (
+                driver is None
+                or (mailbox is driver.mailbox and mailbox.received != self.ticked)
+                or mailbox in self.tick_on
+            ):
                 waker()
         try:
             await bell
