@@ -253,7 +253,7 @@ def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "streamlib", "node", "--listen", "0.0.0.0:0"], capture_output=True, text=True, env=env
     )
-    assert done.returncode == 2 and "refusing to listen on 0.0.0.0 without a token" in done.stderr
+    assert done.returncode == 2 and "refuses to listen on '0.0.0.0' without a token" in done.stderr
 
 
 def test_bad_uris_say_what_is_wrong() -> None:

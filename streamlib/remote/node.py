@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import ipaddress
 import logging
 import signal
 import socket
@@ -37,6 +36,7 @@ import streamlib
 from streamlib import Actor, StreamInput
 from streamlib.actor import set_runtime_address
 from streamlib.eventloop import background_loop
+from streamlib.listening import check_listen_address
 
 from . import wire
 from .control import ControlServer, ServerConnection, background, decode_args, network_loop
@@ -54,15 +54,6 @@ _current: Node | None = None
 def current_node() -> Node | None:
     """The runtime this process serves, if any."""
     return _current
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def describe_actor(actor: Actor) -> dict[str, Any]:
@@ -433,14 +424,11 @@ def serve(
     ``port=0`` picks a free port (``node.address`` says which). ``data_port`` is where links
     connect (default: a free port, announced to peers on the control connection). ``advertise``
     is the host other runtimes should use when ``host`` is a wildcard. Any ``host`` but a
-    loopback address needs a ``token``. ``shared_memory=False`` sends every frame over TCP even
+    loopback address needs a ``token`` (:class:`streamlib.listening.ListenRefused` otherwise).
+    ``shared_memory=False`` sends every frame over TCP even
     to a runtime on the same host. One served runtime per process."""
     global _current
-    if not _is_loopback(host) and not token:
-        raise ValueError(
-            f"refusing to listen on {host} without a token: anyone who can reach it could create and stop actors "
-            "here. Pass token=... (streamlib node --token-file FILE), or listen on 127.0.0.1"
-        )
+    check_listen_address(host, token, f"runtime {name or socket.gethostname()}")
     if _current is not None:
         raise RuntimeError(f"this process already serves its runtime at {_current.address}; close() it first")
     running = asyncio._get_running_loop()
