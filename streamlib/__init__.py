@@ -38,7 +38,7 @@ from .errors import (
 from .lifecycle import Cause, ChildFate, LifecycleState
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
-from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
+from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
 
@@ -101,6 +101,7 @@ __all__ = [
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
+    "InputStatistics",
     "MailboxStatistics",
     "Message",
     "MouseEvent",
