@@ -837,7 +837,11 @@ _exit_hook_pid = os.getpid()
 _exit_hook_ran = False
 
 
-def _stop_all_at_exit(timeout: float = 5.0) -> None:
+EXIT_STOP_TIMEOUT = 5.0
+"""How long interpreter exit waits, in all, for the actors on the background loop to stop."""
+
+
+def _stop_all_at_exit(timeout: float | None = None) -> None:
     """At interpreter exit, stop the actors on the background loop so sinks can finalize.
 
     Runs once per process (it is registered twice, below) and never in a forked child, which
@@ -850,6 +854,7 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
     loop = existing_background_loop()
     if loop is None or loop.is_closed() or not loop.is_running():
         return
+    timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
     roots = [a for a in running_actors() if a._core.loop is loop]
     for actor in roots:
         actor._core.request_stop(Cause.STOP)

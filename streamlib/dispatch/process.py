@@ -59,6 +59,7 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from .. import clock, eventloop
 from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
@@ -401,6 +402,7 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event loop
     asyncio.events._set_running_loop(None)
+    _forget_parent_world()
 
     if isinstance(actor, bytes):
         image: _ActorImage = pickle.loads(actor)
@@ -416,6 +418,17 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
         pass  # the parent went away mid-call: nobody is left to answer
     finally:
         channel.close()
+
+
+def _forget_parent_world() -> None:
+    """A forked worker starts clean: the parent's background loop, clock timer thread and
+    actor registry were copied without the threads that run them. The runtime forgets its
+    registry and exit hook by itself (``os.register_at_fork``); the rest is reset here, so
+    an actor or a ``sleep_until`` in the worker gets a loop and a timer of its own, and the
+    worker's exit does not wait on actors that only exist in the parent."""
+    eventloop._lock = threading.Lock()
+    eventloop._background = None
+    clock._timer = clock._PreciseTimer()
 
 
 def _image_ports(actor: Actor) -> _ActorImage:
@@ -812,10 +825,10 @@ class ProcessPoolDispatcher(Dispatcher):
             mailbox = port.mailbox
             count = len(mailbox)
             if count:
-                heads[name] = mailbox.peek()
+                heads[name] = mailbox.lend_head()  # stays queued until the worker reports it read
                 queued[name] = count
-            if mailbox.dropped:
-                dropped[name] = mailbox.dropped
+            if port.dropped:
+                dropped[name] = port.dropped
         upcoming = functools.partial(_upcoming, actor, list(heads.items())) if heads else None
         return self._converse(actor, worker, _Tick(tick, heads, queued, dropped), heads, upcoming)
 
@@ -845,7 +858,9 @@ class ProcessPoolDispatcher(Dispatcher):
         except BaseException:
             if worker.open:
                 worker.broken = True
+            _return_heads(actor, heads)
             raise
+        _return_heads(actor, heads)
         if isinstance(report, _Failed):
             raise _rebuild(worker, report)
         if isinstance(report, _Done) and report.stop:
@@ -890,22 +905,25 @@ def _abandon(courier: _Courier, started: list[_Worker]) -> None:
 
 
 def _take_heads(actor: Actor, heads: dict[str, Any], names: list[str]) -> None:
-    """Take the heads the worker read out of their mailboxes.
-
-    A head is no longer first in line if the overflow evicted it (``drop_oldest``)
-    while the worker had it; it was read all the same, so it is counted as taken, not
-    dropped: every message is counted exactly once."""
+    """Take the heads the worker read out of their mailboxes (the heads are lent, see
+    :meth:`Mailbox.lend_head`): one the overflow evicted while the worker had it was read
+    all the same, so it counts as taken, not dropped -- every message is counted exactly
+    once, and no counter is ever corrected afterwards."""
     for name in names:
         head = heads.pop(name, EMPTY)
         port = actor.inputs.get(name)
-        if head is EMPTY or port is None:
-            continue
-        mailbox = port.mailbox
-        if mailbox.peek() is head:
-            mailbox.get_nowait()
-        elif mailbox.dropped:
-            mailbox.dropped -= 1
-            mailbox.taken += 1
+        if head is not EMPTY and port is not None:
+            port.mailbox.settle_loan(taken=True)
+
+
+def _return_heads(actor: Actor, heads: dict[str, Any]) -> None:
+    """The call ended without reading these heads: they stay queued (or, if the overflow
+    evicted them meanwhile, count as dropped after all)."""
+    for name in list(heads):
+        port = actor.inputs.get(name)
+        if port is not None:
+            port.mailbox.settle_loan(taken=False)
+    heads.clear()
 
 
 async def _fetch(actor: Actor, read: _Read) -> _Deliver:
