@@ -129,9 +129,7 @@ class Completion:
     def wait(self, timeout: float | None = None) -> LifecycleState:
         """Block this thread until the actor has stopped (never call it on the actor's loop)."""
         if asyncio._get_running_loop() is self._actor._core.loop:
-            raise RuntimeError(
-                f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'"
-            )
+            raise RuntimeError(f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'")
         return self._actor._core.done.wait(timeout)
 
     def done(self) -> bool:
@@ -464,9 +462,7 @@ class Actor(metaclass=ActorMeta):
     name: _RuntimeAttribute[str] = _RuntimeAttribute(
         "the actor's name in its tree, unique among its siblings (pass name=... to the constructor)"
     )
-    path: _RuntimeAttribute[str] = _RuntimeAttribute(
-        "the actor's place in its tree, e.g. /app/pipeline/encoder"
-    )
+    path: _RuntimeAttribute[str] = _RuntimeAttribute("the actor's place in its tree, e.g. /app/pipeline/encoder")
     state: _RuntimeAttribute[LifecycleState] = _RuntimeAttribute(
         "the actor's lifecycle state (a LifecycleState): RUNNING from construction, then STOPPED or FAILED"
     )

@@ -99,8 +99,7 @@ def _check_msg_type(kind: str, name: str, msg_type: Any) -> type:
         return object
     if not isinstance(msg_type, type):
         raise ActorDefinitionError(
-            f"{kind} {name!r}: msg_type must be a class such as VideoFrame (or object for "
-            f"anything), got {msg_type!r}"
+            f"{kind} {name!r}: msg_type must be a class such as VideoFrame (or object for anything), got {msg_type!r}"
         )
     return msg_type
 
@@ -321,8 +320,7 @@ class StreamOutput:
 
     def _check(self, message: Any) -> None:
         raise TypeError(
-            f"{self.path} is declared for {_type_name(self.msg_type)} but was sent a "
-            f"{_type_name(type(message))}"
+            f"{self.path} is declared for {_type_name(self.msg_type)} but was sent a {_type_name(type(message))}"
         )
 
     async def send(self, message: Any) -> None:
@@ -503,8 +501,7 @@ class PortMap(dict[str, Any]):
         if not isinstance(port, self._kind):
             what = "inputs" if self._kind is StreamInput else "outputs"
             raise ActorDefinitionError(
-                f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a "
-                f"{self._kind.__name__}, got {port!r}"
+                f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a {self._kind.__name__}, got {port!r}"
             )
         port.owner = self._owner  # type: ignore[attr-defined]
         super().__setitem__(key, port)
@@ -524,9 +521,7 @@ _R = TypeVar("_R")
 
 
 def _describe(ports: list[tuple[StreamOutput, StreamInput]]) -> str:
-    return "; ".join(
-        f"{o.path} ({_type_name(o.msg_type)}) >> {i.path} ({_type_name(i.msg_type)})" for o, i in ports
-    )
+    return "; ".join(f"{o.path} ({_type_name(o.msg_type)}) >> {i.path} ({_type_name(i.msg_type)})" for o, i in ports)
 
 
 def connect(left: Any, right: _R) -> _R:

@@ -5,6 +5,7 @@ kept at end of stream, and sources that wait for the ``>>`` of their own stateme
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -533,3 +534,37 @@ def test_the_statistics_are_frozen_snapshots() -> None:
     with pytest.raises(AttributeError):
         stats.delivered = 5  # type: ignore[misc]
     assert {f.name for f in fields(stats)} >= {*COUNTERS, "in_hand", "queued"}
+
+
+# -- a restart storm does not starve a bystander ------------------------------------------------
+
+
+class Bystander(Ticker):
+    default_fps = 60.0
+
+
+class CrashAt60(CrashEveryTick):
+    default_fps = 60.0
+
+
+async def bystander_fps(seconds: float) -> float:
+    bystander = Bystander()
+    await asyncio.sleep(0.2)
+    n0, t0 = bystander.n, time.monotonic()
+    await asyncio.sleep(seconds)
+    fps = (bystander.n - n0) / (time.monotonic() - t0)
+    await bystander.stop()
+    return fps
+
+
+async def test_a_restart_storm_leaves_a_60_fps_bystander_its_frame_rate(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="streamlib")  # the storm logs every restart
+    alone = await bystander_fps(1.0)
+    sup = Supervisor(max_restarts=100_000, within=1.0)  # generous: it never gives up
+    sup.spawn(CrashAt60)
+    await asyncio.sleep(0.2)
+    during = await bystander_fps(1.5)
+    restarts = sup.children[0].restarts
+    await sup.stop()
+    assert restarts >= 3  # it did storm...
+    assert during >= min(58.0, alone - 2.0), (alone, during)  # ...and the bystander kept its rate

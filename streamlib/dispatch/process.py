@@ -506,8 +506,6 @@ class _Courier:
             del job, fn, args, future, loop, result, error
 
 
-
-
 # Forks are serialized so that no child inherits another worker's half-made pipe.
 _launch_lock = threading.Lock()
 _parent_ends: dict[int, Connection] = {}  # id -> every live worker's parent-side pipe end
