@@ -59,7 +59,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from .. import clock, eventloop
+import streamlib.eventloop as eventloop_state  # its singletons are reset in a forked worker
+
 from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
@@ -422,13 +423,12 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
 
 def _forget_parent_world() -> None:
     """A forked worker starts clean: the parent's background loop, clock timer thread and
-    actor registry were copied without the threads that run them. The runtime forgets its
-    registry and exit hook by itself (``os.register_at_fork``); the rest is reset here, so
-    an actor or a ``sleep_until`` in the worker gets a loop and a timer of its own, and the
-    worker's exit does not wait on actors that only exist in the parent."""
-    eventloop._lock = threading.Lock()
-    eventloop._background = None
-    clock._timer = clock._PreciseTimer()
+    actor registry were copied without the threads that run them. The runtime (registry,
+    exit hook) and the clock (timer thread) forget theirs by themselves
+    (``os.register_at_fork``); the background loop is forgotten here, so an actor built in
+    the worker gets a loop of its own, and the worker's exit waits on nothing of the parent's."""
+    eventloop_state._lock = threading.Lock()
+    eventloop_state._background = None
 
 
 def _image_ports(actor: Actor) -> _ActorImage:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from .. import eventloop
+from ..eventloop import _worker_loops
 from .base import Dispatcher
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def _worker_loop() -> asyncio.AbstractEventLoop:
     loop = getattr(_local, "loop", None)
     if loop is None:
         loop = _local.loop = asyncio.SelectorEventLoop(_PermitSelector())
-        eventloop._worker_loops.add(loop)
+        _worker_loops.add(loop)
     return loop
 
 
