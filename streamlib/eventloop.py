@@ -15,8 +15,8 @@ import sys
 import threading
 import weakref
 
-from .worker import start_loop_thread
 from .signals import install_sigterm_handler
+from .worker import start_loop_thread
 
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
 
