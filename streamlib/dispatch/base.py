@@ -59,6 +59,18 @@ class Dispatcher(ABC):
         result = hook()
         return result if inspect.isawaitable(result) else None
 
+    def place(
+        self, actor_class: type[Actor], args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Actor | None:
+        """Build the actor somewhere else and return what stands in for it here, or ``None``.
+
+        Called by ``actor_class(*args, dispatcher=self, **kwargs)`` before anything is built
+        (``options`` holds the framework options, ``parent`` and ``name`` included). A
+        dispatcher that hosts actors in another runtime (``streamlib.cluster.RayDispatcher``)
+        returns a stub of the actor it created there; the default, ``None``, builds the actor
+        here as usual. The stand-in must not itself name this dispatcher."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquire resources (threads, processes, devices). Runs before the first actor."""
 
