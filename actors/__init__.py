@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 # name -> (module, what to pip install if its import fails)
 _EXPORTS: dict[str, tuple[str, str]] = {
     "TestPattern": ("video", "numpy"),
+    "Broadcast": ("mesh", "numpy"),
+    "Gather": ("mesh", "numpy"),
     "Drawing": ("draw", "skia-python"),
     "DrawContext": ("draw", "skia-python"),
     "DrawingError": ("draw", "skia-python"),
@@ -151,7 +153,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .inference import InferenceError as InferenceError
     from .inference import InferenceInputError as InferenceInputError
     from .inference import ProviderWarning as ProviderWarning
-    from .overlay import DetectionOverlay as DetectionOverlay
+    from .mesh import Broadcast as Broadcast
+    from .mesh import Gather as Gather
     from .net import H264RTPReceiveActor as H264RTPReceiveActor
     from .net import H264RTPSendActor as H264RTPSendActor
     from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
@@ -159,4 +162,5 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .net import RTPReceiveActor as RTPReceiveActor
     from .net import RTPSendActor as RTPSendActor
     from .net import WebRTCSink as WebRTCSink
+    from .overlay import DetectionOverlay as DetectionOverlay
     from .video import TestPattern as TestPattern

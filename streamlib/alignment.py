@@ -144,6 +144,9 @@ class LaneStats:
     """Messages dropped, oldest first, because the sync's buffer for this input was full."""
     buffered: int
     """Messages waiting in the sync's buffer now."""
+    duplicate: int = 0
+    """Messages discarded because this input already delivered one with the same key (a
+    retransmission, a worker that answered twice); the other late ones are in ``late``."""
 
 
 @dataclass(slots=True, eq=False)
@@ -162,6 +165,8 @@ class _Lane:
     timed_out: int = 0
     missing: int = 0
     overflow: int = 0
+    duplicate: int = 0
+    seen: dict[float, None] = field(default_factory=dict)  # the newest keys pulled, oldest first
 
 
 _owned: weakref.WeakKeyDictionary[Actor, list[InputSync]] = weakref.WeakKeyDictionary()
@@ -176,8 +181,12 @@ class InputSync:
     pivot arrived; ``None`` waits until the input shows a later message or ends.
     ``partial``: ``"emit"`` partial sets (``None`` for the missing) or ``"drop"`` them.
     ``buffer``: messages held per input while they wait. ``name``: the set's key in stats.
+    ``key``: the message attribute matched, ``"timestamp"`` (seconds) or ``"frame_number"``
+    (for results of one frame computed apart, e.g. by a mesh's workers: ``tolerance`` is then in
+    frames, so keep it 0); a second message with a key its input already delivered is counted
+    as ``duplicate``.
 
-    Messages must carry a ``timestamp`` (every :class:`~streamlib.messages.Message` does),
+    Messages must carry the key (every :class:`~streamlib.messages.Message` has both),
     except under ``"immediate"``. An ``InputSync`` is used from its actor's event loop only.
     """
 
@@ -193,6 +202,7 @@ class InputSync:
         partial: Partial = "emit",
         buffer: int = 64,
         name: str | None = None,
+        key: Literal["timestamp", "frame_number"] = "timestamp",
     ) -> None:
         if not inputs:
             raise ValueError("an InputSync needs at least one StreamInput")
@@ -210,6 +220,8 @@ class InputSync:
             raise ValueError(f"InputSync: tolerance must be seconds >= 0, got {tolerance!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"InputSync: timeout must be seconds > 0 or None, got {timeout!r}")
+        if key not in ("timestamp", "frame_number"):
+            raise ValueError(f"InputSync: key must be 'timestamp' or 'frame_number', got {key!r}")
         if not (isinstance(buffer, int) and buffer >= 1):
             raise ValueError(f"InputSync: buffer must be an int >= 1, got {buffer!r}")
         owners = list({id(p.owner): p.owner for p in inputs if isinstance(p.owner, Actor)}.values())
@@ -226,6 +238,7 @@ class InputSync:
         self.timeout = timeout
         self.partial: Partial = partial
         self.buffer = buffer
+        self.key = key
         self.names: tuple[str, ...] = tuple(names)
         self._lanes: dict[str, _Lane] = {p.name: _Lane(p, p.name) for p in inputs}
         self._ready: deque[MatchedSet] = deque()
@@ -285,6 +298,7 @@ class InputSync:
                 lane.missing,
                 lane.overflow,
                 len(lane.items),
+                lane.duplicate,
             )
             for n, lane in self._lanes.items()
         }
@@ -319,13 +333,19 @@ class InputSync:
         if self.policy == "immediate":
             self._release_alone(lane, message, now)
             return
-        ts = getattr(message, "timestamp", None)
+        ts = getattr(message, self.key, None)
         if not isinstance(ts, (int, float)):
             raise TypeError(
-                f"{lane.port.path}: InputSync(policy={self.policy!r}) matches messages by their timestamp, "
+                f"{lane.port.path}: InputSync(policy={self.policy!r}) matches messages by their {self.key}, "
                 f"but got a {type(message).__qualname__} without one; send streamlib Messages "
                 "(VideoFrame.at(tick, ...)) or use policy='immediate'"
             )
+        if ts in lane.seen:
+            lane.duplicate += 1
+            return
+        lane.seen[ts] = None
+        if len(lane.seen) > 4 * self.buffer:
+            del lane.seen[next(iter(lane.seen))]
         if ts <= lane.last_ts or ts <= lane.floor:
             lane.late += 1  # out of order, or its set is gone: it can match nothing now
             return

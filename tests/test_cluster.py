@@ -169,3 +169,48 @@ def test_pipeline_local_to_a_to_b_to_local(cluster: Any) -> None:
         source.stop().wait(10)
         for actor in (first, second, probe):
             actor.stop().wait(10)
+
+
+def _supervised_pipeline(dispatcher: RayDispatcher, name: str) -> tuple[Any, Any, PlacedActor, Probe]:
+    sup = Supervisor(max_restarts=5, within=60, name=f"{name}-sup")
+    source = Numbered(fps=60.0, name=f"{name}-src")
+    stage = sup.spawn(Stamp, add=1, dispatcher=dispatcher, name=name, restart_wait=30.0)
+    assert isinstance(stage, PlacedActor)
+    probe = Probe(VideoFrame, maxsize=512)
+    source >> stage >> probe
+    probe.wait_for(5, timeout=30)
+    return sup, source, stage, probe
+
+
+def _failed_within(stage: PlacedActor, started: float) -> float:
+    wait_until(lambda: stage.state.name in ("FAILED", "STOPPED"), 10, f"{stage.path} to fail")
+    return stage._core.ended_at - started if getattr(stage._core, "ended_at", None) else time.monotonic() - started
+
+
+def _flowing_again(probe: Probe, started: float) -> float:
+    seen = len(probe.messages)
+    wait_until(lambda: len(probe.messages) >= seen + 5, 60, "frames to flow again")
+    return time.monotonic() - started
+
+
+def test_killed_runtime_is_restarted_by_the_supervisor(cluster: Any) -> None:
+    dispatcher = RayDispatcher({"camera": 1}, runtime_env=RUNTIME_ENV)
+    sup, source, stage, probe = _supervised_pipeline(dispatcher, "restartable")
+    try:
+        host = stage._host
+        assert host.node_id == cluster.node_ids["a"]
+        started = time.monotonic()
+        ray.kill(host.handle, no_restart=True)
+        wait_until(lambda: stage.state.name == "FAILED", 2.0, "the supervisor to see a failed child")
+        noticed = time.monotonic() - started
+        wait_until(lambda: stage.replaced_by is not None, 30, "the restart")
+        flowing = _flowing_again(probe, started)
+        new = stage.replaced_by
+        assert isinstance(new, PlacedActor) and new.restarts == 1
+        assert new.node_id == cluster.node_ids["a"]  # only node a has a camera
+        assert new._host is not host and not host.alive and "Ray reports" in str(host.died)
+        print(f"runtime kill: failure seen after {noticed:.3f} s, frames again after {flowing:.2f} s")
+    finally:
+        sup.stop().wait(15)
+        source.stop().wait(10)
+        probe.stop().wait(10)

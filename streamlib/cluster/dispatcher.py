@@ -30,7 +30,7 @@ from streamlib.remote.uri import ActorURI
 
 from .hosting import HostRecord, choose_node, host_died, host_on
 
-__all__ = ["Placement", "PlacedActor", "RayDispatcher"]
+__all__ = ["PlacedActor", "Placement", "RayDispatcher"]
 
 
 def _class_name(cls: type[Actor]) -> str:

@@ -180,7 +180,7 @@ def _watch(record: HostRecord, sentinel: Any) -> None:
     try:
         ray.get(sentinel)
         reason = "its Ray actor returned"  # pragma: no cover - the sentinel never returns
-    except BaseException as exc:  # noqa: BLE001 - any failure of the reference means the host is gone
+    except BaseException as exc:
         if not ray.is_initialized() or isinstance(exc, SystemExit):
             return  # this driver left Ray (ray.shutdown): nothing to report
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -197,12 +197,12 @@ def host_died(record: HostRecord, reason: str) -> None:
         if _hosts.get(record.node_id) is record:
             del _hosts[record.node_id]
         _suspect[record.node_id] = time.monotonic()
-        listeners: list[Callable[[str], None]] = [getattr(s, "host_died") for s in list(record.listeners)]
+        listeners: list[Callable[[str], None]] = [s.host_died for s in list(record.listeners)]
     log.warning("streamlib runtime on Ray node %s at %s is gone: %s", record.node_id[:12], record.address, reason)
     for notify in listeners:
         try:
             notify(reason)
-        except Exception:  # noqa: BLE001 - one listener's trouble must not hide the death from the others
+        except Exception:
             log.exception("while telling a stub that its host died")
 
 
