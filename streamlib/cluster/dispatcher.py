@@ -57,10 +57,8 @@ class Placement:
 
     def find_host(self) -> HostRecord:
         """A live host on a node with the resources (blocking Ray calls)."""
-        prefer = self.node
-        if self.host is not None and not self.host.alive:
-            prefer = None if self.node is None else self.node  # choose_node ranks the dead node last
-        record = host_on(choose_node(self.resources, prefer), self.runtime_env)
+        moving = self.host is not None and not self.host.alive  # then nodes that just lost a host come last
+        record = host_on(choose_node(self.resources, self.node, moving=moving), self.runtime_env)
         self.host = record
         return record
 

@@ -112,29 +112,25 @@ def node_matches(node: Mapping[str, Any], want: str) -> bool:
     )
 
 
-def choose_node(resources: Mapping[str, float], prefer: str | None = None) -> str:
+def choose_node(resources: Mapping[str, float], prefer: str | None = None, *, moving: bool = False) -> str:
     """The node id of an alive node whose total resources cover ``resources``.
 
     Order of preference: the node named ``prefer``; nodes that already host a runtime (reuse);
-    the rest; nodes whose host died in the last :data:`SUSPECT_FOR` seconds come last."""
+    the rest. ``moving`` (a restart after the host died): nodes whose host died in the last
+    :data:`SUSPECT_FOR` seconds come last, whatever else they are."""
     now = time.monotonic()
-    candidates = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        have = node.get("Resources", {})
-        if all(have.get(k, 0.0) >= v for k, v in resources.items()):
-            candidates.append(node)
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    candidates = [n for n in alive if all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in resources.items())]
     if not candidates:
         raise NoNodeAvailable(
-            f"no alive Ray node has the resources {dict(resources)}; ray.nodes() lists "
-            f"{[n.get('Resources') for n in ray.nodes() if n.get('Alive')]}"
+            f"no alive Ray node has the resources {dict(resources)}; the alive nodes have "
+            f"{[n.get('Resources') for n in alive]}"
         )
     with _lock:
         used = {h.node_id for h in _hosts.values() if h.alive}
-        suspect = {n for n, t in _suspect.items() if now - t < SUSPECT_FOR}
+        suspect = {n for n, t in _suspect.items() if now - t < SUSPECT_FOR} if moving else set()
 
-    def rank(node: Mapping[str, Any]) -> tuple[int, int, int]:
+    def rank(node: Mapping[str, Any]) -> tuple[bool, bool, bool]:
         node_id = str(node["NodeID"])
         return (
             node_id in suspect,
