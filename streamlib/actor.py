@@ -216,7 +216,7 @@ class ActorMeta(ABCMeta):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in FRAMEWORK_OPTIONS and k not in declared}
         if options.get("dispatcher") is not None and not internal:
             # A dispatcher that runs actors elsewhere (a Ray node) may build a stand-in instead.
-            placed = resolve_dispatcher(options["dispatcher"]).place(cls, args, kwargs, options)
+            placed = resolve_dispatcher(options["dispatcher"]).place(cls, args, kwargs, options)  # type: ignore[arg-type]
             if placed is not None:
                 return placed
         spec = ActorSpec(cls, args, dict(kwargs), dict(options))  # type: ignore[arg-type]

@@ -101,6 +101,7 @@ async def test_gather_can_emit_partial_sets_with_none_for_the_missing() -> None:
     await feed["in1"].send(result(7))
     got = await probe.wait_for(1)
     assert got[0].frame_number == 7 and got[0].data["in2"] is None
+    assert (gather.counters["partial"], gather.counters["dropped"]) == (1, 0)
 
 
 async def test_mesh_of_three_workers_with_a_slow_one_stays_in_order_and_complete() -> None:

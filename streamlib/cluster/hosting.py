@@ -52,7 +52,7 @@ class RuntimeHost:
     def __init__(self, name: str, token: str) -> None:
         import streamlib.remote
 
-        host = ray.util.get_node_ip_address()
+        host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         self._token = token
         self._node_id = ray.get_runtime_context().get_node_id()
         self._node = streamlib.remote.serve(host=host, port=0, name=name, token=token)
@@ -119,7 +119,7 @@ def choose_node(resources: Mapping[str, float], prefer: str | None = None, *, mo
     the rest. ``moving`` (a restart after the host died): nodes whose host died in the last
     :data:`SUSPECT_FOR` seconds come last, whatever else they are."""
     now = time.monotonic()
-    alive = [n for n in ray.nodes() if n.get("Alive")]
+    alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
     candidates = [n for n in alive if all(n.get("Resources", {}).get(k, 0.0) >= v for k, v in resources.items())]
     if not candidates:
         raise NoNodeAvailable(
