@@ -214,9 +214,12 @@ class ActorMeta(ABCMeta):
         )
         internal = {k: kwargs.pop(k) for k in ("_restart_of",) if k in kwargs}
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in FRAMEWORK_OPTIONS and k not in declared}
-        if options.get("dispatcher") is not None and not internal:
-            # A dispatcher that runs actors elsewhere (a Ray node) may build a stand-in instead.
-            placed = resolve_dispatcher(options["dispatcher"]).place(cls, args, kwargs, options)  # type: ignore[arg-type]
+        # A dispatcher that runs actors elsewhere (a Ray node) may build a stand-in instead; also
+        # when the class takes ``dispatcher`` itself (to pick a default), as ready actors do.
+        chosen = options.get("dispatcher", kwargs.get("dispatcher") if "dispatcher" in declared else None)
+        if chosen is not None and not internal:
+            rest = {k: v for k, v in kwargs.items() if k != "dispatcher"}
+            placed = resolve_dispatcher(chosen).place(cls, args, rest, {**options, "dispatcher": chosen})  # type: ignore[arg-type]
             if placed is not None:
                 return placed
         spec = ActorSpec(cls, args, dict(kwargs), dict(options))  # type: ignore[arg-type]
