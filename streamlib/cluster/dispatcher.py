@@ -88,10 +88,10 @@ class PlacedActor(RemoteActor):
     def node_ip(self) -> str:
         return self._host.node_ip
 
-    def host_died(self, reason: str) -> None:
+    def host_died(self, record: HostRecord, reason: str) -> None:
         """Ray reports the hosting actor or its node dead (from a watcher thread): fail now,
         without waiting for the missed heartbeats, so the supervisor re-places the actor."""
-        if not self._fail_unreachable or self.stopping:
+        if record is not self._host or not self._fail_unreachable or self.stopping:
             return
         target = self._target
 
@@ -102,11 +102,13 @@ class PlacedActor(RemoteActor):
 
     async def on_start(self) -> None:
         if self.restarts:
+            self._host.listeners.discard(self)  # this instance moves, or re-registers below
             if self._host.alive and not self._client.available:
                 # Heartbeats noticed first (Ray may take seconds to declare a node dead).
                 host_died(self._host, "its runtime missed its heartbeats")
             if not self._host.alive or self._placement.host is not self._host:
                 await self._replace_host()
+            self._host.listeners.add(self)
         await super().on_start()
 
     async def _replace_host(self) -> None:

@@ -193,11 +193,11 @@ def host_died(record: HostRecord, reason: str) -> None:
         if _hosts.get(record.node_id) is record:
             del _hosts[record.node_id]
         _suspect[record.node_id] = time.monotonic()
-        listeners: list[Callable[[str], None]] = [s.host_died for s in list(record.listeners)]
+        listeners: list[Callable[[HostRecord, str], None]] = [s.host_died for s in list(record.listeners)]
     log.warning("streamlib runtime on Ray node %s at %s is gone: %s", record.node_id[:12], record.address, reason)
     for notify in listeners:
         try:
-            notify(reason)
+            notify(record, reason)
         except Exception:
             log.exception("while telling a stub that its host died")
 
