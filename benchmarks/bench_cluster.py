@@ -210,8 +210,8 @@ def main() -> None:
         results["ray_put_get_per_frame"] = through_ray(first.node_id, seconds)
         results["node_kill"] = node_kill(cluster, first, seconds)
     finally:
-        ray.shutdown()
         forget_hosts()
+        ray.shutdown()
         cluster.shutdown()
     print(json.dumps(results, indent=2))
     if args.json:

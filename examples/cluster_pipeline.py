@@ -26,7 +26,7 @@ import ray
 import streamlib
 from streamlib import Actor, StreamInput, Supervisor, TimedTick, VideoFrame
 from streamlib.actors import TestPattern
-from streamlib.cluster import RayDispatcher
+from streamlib.cluster import RayDispatcher, forget_hosts
 
 
 class Meter(Actor):
@@ -79,6 +79,7 @@ def main() -> None:
         sup.stop().wait(10)
         meter.stop().wait(5)
     finally:
+        forget_hosts()  # before ray.shutdown(): the death watchers leave Ray first
         ray.shutdown()
     os._exit(0)  # Ray's and the link threads are daemons; leave without waiting on them
 

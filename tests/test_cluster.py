@@ -107,8 +107,8 @@ def cluster() -> Iterator[Any]:
     try:
         yield c
     finally:
-        ray.shutdown()
         forget_hosts()
+        ray.shutdown()
         c.shutdown()
 
 

@@ -14,6 +14,7 @@ re-place a failed actor (possibly on another node) -- one owner of restarts, not
 
 from __future__ import annotations
 
+import atexit
 import logging
 import secrets
 import threading
@@ -92,6 +93,9 @@ _lock = threading.RLock()
 _hosts: dict[str, HostRecord] = {}  # node id -> live host
 _suspect: dict[str, float] = {}  # node id -> monotonic time its host died
 _remote_class: Any = None
+_stopping = threading.Event()  # set by forget_hosts(): the watcher threads return
+_watchers: list[threading.Thread] = []
+_at_exit = False
 
 
 def hosts() -> list[HostRecord]:
@@ -166,19 +170,36 @@ def host_on(node_id: str, runtime_env: Mapping[str, Any] | None = None) -> HostR
         record = HostRecord(actual, address, token, handle)
         _hosts[node_id] = record
     sentinel = handle.sentinel.remote()
-    threading.Thread(target=_watch, args=(record, sentinel), name=f"streamlib-ray-watch-{name}", daemon=True).start()
+    watcher = threading.Thread(target=_watch, args=(record, sentinel), name=f"streamlib-ray-watch-{name}", daemon=True)
+    global _at_exit
+    with _lock:
+        _watchers.append(watcher)
+        if not _at_exit:
+            atexit.register(forget_hosts)  # after ray.init's own registration: runs before it
+            _at_exit = True
+    watcher.start()
     log.info("streamlib runtime hosted on Ray node %s at %s", node_id[:12], address)
     return record
 
 
 def _watch(record: HostRecord, sentinel: Any) -> None:
-    """Wait (in a thread) for Ray to report the host dead, then tell its listeners."""
+    """Wait (in a thread) for Ray to report the host dead, then tell its listeners.
+
+    Polls with ``ray.wait`` so :func:`forget_hosts` can end it before ``ray.shutdown()``: a
+    thread still inside a Ray call after the shutdown makes Ray end the whole process."""
+    stopping = _stopping
     try:
+        while True:
+            if stopping.is_set() or not ray.is_initialized():
+                return
+            ready, _ = ray.wait([sentinel], timeout=0.25)
+            if ready:
+                break
         ray.get(sentinel)
         reason = "its Ray actor returned"  # pragma: no cover - the sentinel never returns
-    except BaseException as exc:
-        if not ray.is_initialized() or isinstance(exc, SystemExit):
-            return  # this driver left Ray (ray.shutdown): nothing to report
+    except BaseException as exc:  # any failure of the reference: the host is gone
+        if stopping.is_set() or not ray.is_initialized() or isinstance(exc, SystemExit):
+            return  # this driver is leaving Ray: nothing to report
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     host_died(record, f"Ray reports its hosting actor dead ({reason})")
 
@@ -203,7 +224,16 @@ def host_died(record: HostRecord, reason: str) -> None:
 
 
 def forget_hosts() -> None:
-    """Drop every record (after ``ray.shutdown()``); the watcher threads end with Ray."""
+    """Stop watching the hosts and drop every record: call it before ``ray.shutdown()`` (it is
+    registered to run at exit before Ray's own shutdown). The hosts themselves end with the
+    driver that started them."""
+    global _stopping
     with _lock:
+        stopping, _stopping = _stopping, threading.Event()
+        watchers = list(_watchers)
+        _watchers.clear()
         _hosts.clear()
         _suspect.clear()
+    stopping.set()
+    for thread in watchers:
+        thread.join(timeout=2.0)
