@@ -369,6 +369,19 @@ async def test_restart_rebuilds_an_actor_with_its_wiring_and_live_code(runtime: 
         await until(blue, what="the restarted overlay draws its live code over the source's frames")
         graph = data(await client.call_tool("get_graph", {}))
         assert (f"{source}.video", f"{overlay}.video") in {(c["from"], c["to"]) for c in graph["connections"]}
+        supervisor = data(await client.call_tool("spawn_actor", {"type": "Supervisor", "name": "sup"}))["path"]
+        child = data(
+            await client.call_tool(
+                "spawn_actor",
+                {"type": "TestPattern", "name": "kid", "parent": supervisor, "params": {"width": 32, "height": 18}},
+            )
+        )["path"]
+        assert child == "/sup/kid"
+        again = data(await client.call_tool("restart_actor", {"actor": child}))
+        assert again["actor"].startswith("/sup/kid") and again["state"] == "running" and again["supervised"]
+        graph = data(await client.call_tool("get_graph", {}))
+        assert next(a for a in graph["actors"] if a["path"] == again["actor"])["parent"] == "/sup"
+        data(await client.call_tool("stop_actor", {"actor": supervisor}))
         removed = data(await client.call_tool("disconnect", {"source": source, "target": overlay}))
         assert removed["removed"] == [{"from": f"{source}.video", "to": f"{overlay}.video"}]
         assert removed["remaining"] == []

@@ -685,15 +685,15 @@ class LocalRuntime:
         return {"actor": target.path, "state": state.value, **_failure_of(target)}
 
     async def restart_actor(self, actor: str, timeout: float = 10.0) -> dict[str, Any]:
-        """A supervised permanent child: stopped, and its supervisor restarts it. Any other
-        actor: stopped, rebuilt from its constructor arguments, its connections restored and
-        what its ``on_restart`` carries over (live code) carried."""
+        """Stop the actor, build a fresh instance from its constructor arguments under the same
+        parent (a supervisor keeps supervising it), restore its connections and carry over what
+        its ``on_restart`` carries (a Drawing's live code, a ShaderActor's shader)."""
         target = self.find(actor)
         path = target.path
         spec = target.spec
         if spec is None:
             raise ToolFailure("not_supported", f"{path} keeps no constructor record to rebuild from", actor=path)
-        supervised = isinstance(target.parent, Supervisor) and spec.options.get("restart", "permanent") == "permanent"
+        parent = target.parent
         upstream = [(out, port.name) for port in target.inputs.values() for out in port.upstreams]
         downstream = [
             (name, port)
@@ -704,17 +704,11 @@ class LocalRuntime:
 
         async def restart() -> Actor:
             await asyncio.wait_for(target.stop(), timeout)
-            if supervised:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    for candidate in list(target.parent.children) if target.parent else []:
-                        if candidate.path == path and candidate is not target:
-                            return candidate
-                    await asyncio.sleep(0.01)
-                raise TimeoutError
             arguments: dict[str, Any] = {**spec.kwargs, **{k: v for k, v in spec.options.items() if k != "parent"}}
-            if target.parent is not None:
-                fresh = target.parent.spawn(spec.cls, *spec.args, **arguments)
+            if parent is not None:
+                if parent.state is not LifecycleState.RUNNING:
+                    raise ToolFailure("not_supported", f"{path}: its parent {parent.path} has ended", actor=path)
+                fresh = parent.spawn(spec.cls, *spec.args, **arguments)
             else:
                 fresh = spec.cls(*spec.args, **arguments)
             try:
@@ -732,12 +726,17 @@ class LocalRuntime:
         try:
             fresh = await self._on_loop(restart)
         except TimeoutError:
-            raise ToolFailure("timeout", f"{path} did not restart within {timeout:g} s", actor=path) from None
+            raise ToolFailure("timeout", f"{path} did not stop within {timeout:g} s", actor=path) from None
         except ActorInitError as exc:
             raise ToolFailure("init_error", f"rebuilding {path} failed: {exc}", actor=path) from None
         self._watch(fresh)
         self.logs.add("info", f"restarted {fresh.path}", fresh.path, "restarted")
-        return {"actor": fresh.path, "state": fresh.state.value, "restarts": fresh.restarts, "supervised": supervised}
+        return {
+            "actor": fresh.path,
+            "state": fresh.state.value,
+            "supervised": isinstance(parent, Supervisor),
+            "connections": len(upstream) + len(downstream),
+        }
 
     # -- logs ------------------------------------------------------------------------------------
 

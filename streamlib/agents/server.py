@@ -293,7 +293,8 @@ def _add_tools(server: MCPServer[Any], runtime: RuntimeAccess) -> None:
 
     @server.tool()
     async def restart_actor(actor: Path) -> CallToolResult:
-        """Restart an actor: a fresh instance from its constructor arguments, same connections, live code kept."""
+        """Restart an actor: a fresh instance from its constructor arguments, same parent and connections,
+        live code kept."""
         return await _answer("restart_actor", lambda: runtime.restart_actor(actor))
 
     @server.tool(annotations=_READ_ONLY)
