@@ -231,22 +231,29 @@ SANDBOXED = textwrap.dedent(
         default_fps = 20
         async def process(self, tick):
             os._exit(3)
+
+    class Hoard(Actor):
+        default_fps = 20
+        async def process(self, tick):
+            self.files = [open(os.devnull) for _ in range(1000)]
     """
 )
 
 
-async def test_the_sandbox_fails_a_spinning_a_hungry_and_an_exiting_actor_alone(runtime: LocalRuntime) -> None:
+async def test_the_sandbox_fails_a_spinning_a_hungry_an_exiting_and_a_hoarding_actor_alone(
+    runtime: LocalRuntime,
+) -> None:
     async with Client(build_server(runtime)) as client:
         data(await client.call_tool("define_actor", {"source": SANDBOXED}))
         bystander = data(
             await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
         )
-        for kind in ("Spin", "Hog", "Quit"):
+        for kind in ("Spin", "Hog", "Quit", "Hoard"):
             data(await client.call_tool("spawn_actor", {"type": kind, "name": kind.lower()}))
 
         async def all_failed() -> bool:
             actors = {a["path"]: a for a in data(await client.call_tool("get_graph", {}))["actors"]}
-            return all(actors[f"/{k}"]["state"] == "failed" for k in ("spin", "hog", "quit"))
+            return all(actors[f"/{k}"]["state"] == "failed" for k in ("spin", "hog", "quit", "hoard"))
 
         await until(all_failed, timeout=30, what="the three sandboxed actors fail")
         actors = {a["path"]: a for a in data(await client.call_tool("get_graph", {}))["actors"]}
@@ -254,6 +261,9 @@ async def test_the_sandbox_fails_a_spinning_a_hungry_and_an_exiting_actor_alone(
         assert actors["/spin"]["limit"] == "cpu"
         assert "exceeded memory limit 1 GiB" in actors["/hog"]["failure"] and actors["/hog"]["limit"] == "memory"
         assert "exited with code 3" in actors["/quit"]["failure"]
+        assert (
+            "exceeded its open files limit" in actors["/hoard"]["failure"] and actors["/hoard"]["limit"] == "open_files"
+        )
         ticks = (await stats(client, bystander["path"]))["ticks"]
         await until(lambda: _more_ticks(client, bystander["path"], ticks), what="the bystander keeps ticking")
         logs = data(await client.call_tool("tail_logs", {"actor": "/hog", "level": "error"}))["records"]
