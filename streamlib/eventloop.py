@@ -15,6 +15,9 @@ import sys
 import threading
 import weakref
 
+from .signals import install_sigterm_handler
+from .worker import start_loop_thread
+
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
 
 _lock = threading.Lock()
@@ -48,18 +51,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def background_loop() -> asyncio.AbstractEventLoop:
     """The shared background loop, started on first call (thread-safe)."""
     global _background
+    install_sigterm_handler()  # the actors it will run stop gracefully on SIGTERM (see .signals)
     with _lock:
         if _background is None or _background.is_closed():
             loop = new_event_loop()
-            started = threading.Event()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(started.set)
-                loop.run_forever()
-
-            threading.Thread(target=run, name="streamlib-loop", daemon=True).start()
-            started.wait()
+            start_loop_thread(loop, "streamlib-loop")
             _background = loop
         return _background
 
@@ -68,6 +64,11 @@ def current_loop() -> asyncio.AbstractEventLoop:
     """The loop a new top-level actor should live on (see the module docstring)."""
     loop = asyncio._get_running_loop()
     return loop if loop is not None else background_loop()
+
+
+def existing_background_loop() -> asyncio.AbstractEventLoop | None:
+    """The shared background loop if one was started (never starts one: for exit hooks)."""
+    return _background
 
 
 def is_background(loop: asyncio.AbstractEventLoop) -> bool:

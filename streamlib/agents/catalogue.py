@@ -464,9 +464,21 @@ def summary(doc: str) -> str:
     return re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
 
 
+def _sets_own_rate(cls: type) -> bool:
+    """Whether the class (or a base of its family) sets ``self.own_fps`` from its arguments."""
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("streamlib.actors"):
+            try:
+                if "self.own_fps =" in inspect.getsource(klass):
+                    return True
+            except (OSError, TypeError):
+                continue
+    return False
+
+
 def _clock_of(cls: type) -> dict[str, Any]:
     fps = inspect.getattr_static(cls, "default_fps", None)
-    if isinstance(fps, property):
+    if isinstance(fps, property) or _sets_own_rate(cls):
         return {"own_clock": True, "fps": None, "text": "own clock rate set by its arguments"}
     if fps is None:
         return {"own_clock": False, "fps": None, "text": "message-driven only (no own clock)"}
