@@ -445,11 +445,11 @@ def test_the_docs_page_names_every_tool_and_argument() -> None:
             assert f"`{argument}`" in row, (tool.name, argument)
 
 
-def test_connect_to_a_remote_runtime_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+def test_connect_to_a_remote_runtime_says_it_is_not_implemented_yet(capsys: pytest.CaptureFixture[str]) -> None:
     from streamlib.cli import main
 
     assert main(["mcp", "--connect", "actor://127.0.0.1:9000"]) == 2
-    assert "remote runtimes layer" in capsys.readouterr().err
+    assert "--connect is not implemented yet" in capsys.readouterr().err
 
 
 def test_tail_logs_filters_by_actor_subtree_level_and_sequence() -> None:

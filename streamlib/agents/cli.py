@@ -98,8 +98,8 @@ def run_mcp(args: argparse.Namespace) -> int:
         return 2
     if args.connect:
         print(
-            "streamlib mcp: --connect needs the remote runtimes layer (streamlib.remote), which is not available "
-            "in this version; serve the runtime in its own process with 'streamlib mcp' instead",
+            "streamlib mcp: --connect is not implemented yet: a runtime served with 'streamlib node' does not "
+            "answer the agent tools; run 'streamlib mcp' (or streamlib.agents.serve_http) in that process instead",
             file=sys.stderr,
         )
         return 2
