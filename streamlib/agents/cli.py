@@ -52,7 +52,7 @@ def add_agent_commands(commands: Any) -> None:
     mcp.add_argument(
         "--connect",
         metavar="actor://HOST:PORT",
-        help="drive a remote runtime (not available yet: needs the remote runtimes layer)",
+        help="drive a runtime served with streamlib node (not implemented yet)",
     )
     mcp.add_argument(
         "--memory",
