@@ -852,16 +852,17 @@ def _failure_of(actor: Actor) -> dict[str, Any]:
 
 
 def _describe_actor(actor: Actor) -> dict[str, Any]:
+    """One actor for ``get_graph``: its counters (``Actor.stats``, read once), each port with
+    its message type, queue figures and peers."""
+    counters = actor.stats()
+    port_counters: dict[str, Any] = counters.get("inputs", {})
     inputs = {}
     for name, port in list(actor.inputs.items()):
-        mailbox = port.mailbox
+        figures = port_counters.get(name, {})
         inputs[name] = {
             "type": _type_name(port.msg_type),
-            "queued": len(mailbox),
-            "capacity": mailbox.maxsize,
-            "received": mailbox.received,
-            "dropped": mailbox.dropped,
-            "from": [f"{up.owner.path}.{up.name}" if isinstance(up.owner, Actor) else up.path for up in port.upstreams],
+            **{key: figures[key] for key in _INPUT_FIGURES if key in figures},
+            "from": [_peer(up) for up in port.upstreams],
         }
     outputs = {}
     for name, out in list(actor.outputs.items()):
@@ -871,7 +872,6 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
             "to": [f"{p.owner.path}.{p.name}" for p in out.subscribers if isinstance(p.owner, Actor)],
         }
     parent = actor.parent
-    counters = actor.stats()
     return {
         "path": actor.path,
         "class": type(actor).__name__,
@@ -886,6 +886,12 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
     }
 
 
+def _peer(output: StreamOutput) -> str:
+    owner = output.owner
+    return f"{owner.path}.{output.name}" if isinstance(owner, Actor) else output.path
+
+
+_INPUT_FIGURES = ("queued", "capacity", "received", "dropped")
 _GRAPH_STATS = ("ticks", "skipped_ticks", "messages_in", "messages_out", "dropped", "profile")
 
 

@@ -107,6 +107,8 @@ async def structured_errors(ctx: ServerRequestContext[Any, Any], call_next: Call
     if ctx.method != "tools/call":
         return result
     if isinstance(result, CallToolResult):
+        if not result.is_error or result.structured_content is not None:
+            return result  # ours: already structured (and not serialized twice)
         result = result.model_dump(by_alias=True, exclude_none=True, mode="json")
     if not isinstance(result, dict) or not result.get("isError") or result.get("structuredContent") is not None:
         return result
