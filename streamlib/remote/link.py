@@ -601,28 +601,12 @@ class DataServer:
         self.sessions: dict[str, int] = {}
         self.server: asyncio.AbstractServer | None = None
 
-    def start(self, bind: str, port: int, loop: asyncio.AbstractEventLoop) -> int:
-        """Listen on ``bind:port`` now and serve on ``loop`` as soon as it runs (it may be the
-        caller's own, busy loop); returns the port."""
-        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((bind, port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-
-        async def serve() -> None:
-            self.server = await asyncio.start_server(self._accept, sock=sock, limit=1 << 20)
-
-        asyncio.run_coroutine_threadsafe(serve(), loop)
+    async def start(self, bind: str, port: int) -> int:
+        self.server = await asyncio.start_server(self._accept, bind, port, limit=1 << 20)
+        sock = self.server.sockets[0]
         return int(sock.getsockname()[1])
 
-    def close(self) -> None:
-        """Stop accepting and let go of every pulled output's queue (call it on the serving loop)."""
+    async def close(self) -> None:
         if self.server is not None:
             self.server.close()
         for state in list(self.pulls.values()):
@@ -864,10 +848,7 @@ async def _open(
     """Connect to a runtime's data port, answer its challenge, and return the open connection
     and its WELCOME. The data port comes from the control connection's handshake."""
     client = client_for(address, token)
-    if asyncio.get_running_loop() is client.loop:
-        await client.ensure_connected(2.0)
-    else:  # links run on the loop of the actors they serve; the control connection on its own
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.ensure_connected(2.0), client.loop))
+    await client.ensure_connected(2.0)
     data_port = client.hello.get("data_port")
     if type(data_port) is not int:
         raise ActorUnavailable(f"runtime {address} announced no data port")
@@ -946,18 +927,10 @@ class _Link:
         self.stats = LinkStats("out" if self.op == "push" else "in", f"actor://{address}/{target}")
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.on_refused: Callable[[BaseException], None] | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Run the link on ``loop`` (from any thread; default: the running loop). Put it on the
-        loop of the actors whose ports it serves: delivery then never hops threads."""
-        if loop is None or loop is asyncio._get_running_loop():
-            self.loop = asyncio.get_running_loop()
-            self.task = asyncio.ensure_future(self._run())
-            return
-        self.loop = loop
-        loop.call_soon_threadsafe(self.start, loop)
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
 
     def hello(self) -> dict[str, Any]:
         return {
@@ -1018,13 +991,8 @@ class _Link:
             write_record(conn.writer, Kind.PING, {"released": released() if released is not None else []})
 
     async def close(self) -> None:
-        """Stop the link for good, from any loop (a ``BYE`` is sent by the sender when its port closes)."""
+        """Stop the link for good (a ``BYE`` is sent by the sender when its port closes)."""
         self.closed = True
-        loop = self.loop
-        if loop is not None and loop is not asyncio.get_running_loop():
-            with contextlib.suppress(BaseException):
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), loop))
-            return
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):
@@ -1126,3 +1094,10 @@ class PullLink(_Link):
             return "end" if outcome == "end" else "lost"  # a BYE: the queue over there closed, ask again
         finally:
             _reap(ping, receive)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
