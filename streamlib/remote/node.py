@@ -56,6 +56,10 @@ def current_node() -> Node | None:
     return _current
 
 
+async def _joined(actor: Actor) -> None:
+    await actor.join()
+
+
 def describe_actor(actor: Actor) -> dict[str, Any]:
     """What a stub needs to stand in for ``actor``: its names, class, state and ports."""
     return {
@@ -271,6 +275,10 @@ class Node:
             raise wire.WireError("ensure needs 'class' and 'target'")
         parse_uri(f"actor://{self.address}/{class_name}/{instance_id}")  # validates both
         existing = self.lookup(instance_id)
+        if existing is not None and existing.stopping:  # on its way out: wait, then create afresh
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.ensure_future(_joined(existing)), 5.0)
+            existing = self.lookup(instance_id)
         if existing is not None:
             kind = type(existing)
             if class_name not in (kind.__name__, f"{kind.__module__}.{kind.__qualname__}"):
