@@ -153,6 +153,8 @@ async def read_record(
 
 
 _WRITE_HIGH_WATER = 1 << 20
+_BATCH_BYTES = 256 << 10
+"""A sender writes records queued back to back in one go, up to this many bytes."""
 
 
 async def _flush(writer: asyncio.StreamWriter) -> None:
@@ -371,17 +373,31 @@ class Sender:
 
     async def pump(self, conn: _Connection) -> str:
         """Send until the stream ends (``"end"``), the port closes (``"bye"``) or the connection
-        breaks (raises)."""
+        breaks (raises). Records queued back to back go out in one write."""
         mailbox = self.port.mailbox
         writer = conn.writer
+        batch: list[Any] = []
+        batched = 0
+
+        def write_batch() -> None:
+            nonlocal batched
+            if batch:
+                writer.writelines(batch)
+                batch.clear()
+                batched = 0
+
         while True:
-            while conn.credit <= 0:
-                conn.credit_event.clear()
-                await conn.credit_event.wait()
+            if conn.credit <= 0:
+                write_batch()
+                await _flush(writer)
+                while conn.credit <= 0:
+                    conn.credit_event.clear()
+                    await conn.credit_event.wait()
             msg = self.pending
             if msg is EMPTY:
                 msg = mailbox.get_nowait()
             if msg is EMPTY:
+                write_batch()
                 if self.port.ended:
                     write_record(writer, Kind.END, {"dropped": self._new_drops()})
                     await writer.drain()
@@ -390,6 +406,7 @@ class Sender:
                     write_record(writer, Kind.BYE)
                     await writer.drain()
                     return "bye"
+                await _flush(writer)
                 await mailbox.wait_nonempty()
                 continue
             self.pending = msg
@@ -407,13 +424,18 @@ class Sender:
                 buffers = conn.h264.encode(msg, meta) or buffers
             if conn.pool is not None and len(buffers) == 1 and buffers[0].nbytes >= SHM_THRESHOLD:
                 buffers = self._to_shm(conn.pool, meta, buffers[0])
-            size = write_record(writer, Kind.FRAME, meta, buffers)
+            parts = wire.pack_record(Kind.FRAME, meta, buffers)
+            size = sum(memoryview(p).nbytes for p in parts)
+            batch.extend(parts)
+            batched += size
             conn.credit -= 1
             conn.sent_at.append(time.perf_counter())
             self.pending = EMPTY
             self.stats.frames += 1
             self.stats.bytes += size
-            await _flush(writer)
+            if batched >= _BATCH_BYTES:
+                write_batch()
+                await _flush(writer)
 
     def _to_shm(self, pool: _ShmPool, meta: dict[str, Any], buffer: memoryview) -> list[Any]:
         taken = pool.take(buffer.nbytes)
