@@ -949,7 +949,6 @@ class _Link:
         self.stats = LinkStats("out" if self.op == "push" else "in", f"actor://{address}/{target}")
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.on_refused: Callable[[BaseException], None] | None = None
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
@@ -979,8 +978,6 @@ class _Link:
             except (AuthenticationFailed, LookupError) as exc:
                 self.stats.state = "refused"
                 log.error("link to %s refused: %s", self.stats.peer, exc)
-                if self.on_refused is not None:
-                    self.on_refused(exc)
                 await asyncio.sleep(1.0)  # the actor may come back (a restart): keep trying, slowly
                 continue
             if not first:
