@@ -128,7 +128,7 @@ class SendableMailbox(Mailbox):
         super().__init__(maxsize, overflow)
         self.port_path = port_path
 
-    def put_nowait(self, item: Any) -> bool:
+    def put_nowait(self, item: Any) -> bool | None:
         try:
             wire.check_sendable(item)
         except NotSerializable as exc:
