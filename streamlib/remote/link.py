@@ -467,13 +467,22 @@ class Sender:
         conn.credit_event.set()
 
 
+def count_remote_drops(mailbox: Mailbox, n: int) -> None:
+    """Messages the sending side dropped on this input's behalf (its policy, applied there): they
+    were offered to the input and dropped, so they count in both ``delivered`` and ``dropped``,
+    and the mailbox's books still balance."""
+    mailbox.delivered += n
+    mailbox.dropped += n
+
+
 async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _Connection, dropped: Any) -> None:
     """Put a received message into the input through its mirror output (its own policy)."""
     if type(dropped) is int and dropped > 0:
-        target.mailbox.dropped += dropped
+        count_remote_drops(target.mailbox, dropped)
     msg_type = target.msg_type
     if msg_type is not object and not isinstance(msg, msg_type):
-        target.mailbox.dropped += 1
+        target.mailbox.delivered += 1  # offered, and refused for its type: discarded, and said so
+        target.mailbox.discarded += 1
         log.warning(
             "%s: dropped a %s from a link (it takes %s)", target.path, type(msg).__qualname__, msg_type.__qualname__
         )
@@ -742,7 +751,7 @@ class DataServer:
             if meta.get("end"):
                 dropped = meta.get("dropped")
                 if type(dropped) is int and dropped > 0:
-                    target.mailbox.dropped += dropped
+                    count_remote_drops(target.mailbox, dropped)
                 return
             stats.frames += 1
             await _deliver(output, target, msg, conn, meta.get("dropped"))
@@ -1098,7 +1107,7 @@ class PullLink(_Link):
             if type(dropped) is int and dropped > 0:
                 stats.dropped += dropped
                 for port in self.output.subscribers:  # dropped on their behalf over there
-                    port.mailbox.dropped += dropped
+                    count_remote_drops(port.mailbox, dropped)
             if not meta.get("end"):
                 stats.frames += 1
                 await self.output.send(msg)
