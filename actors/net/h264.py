@@ -224,7 +224,10 @@ class DecodingReceiver(Actor):
                     self.opened.set()
                     if not container.streams.video:
                         raise ValueError(f"{self.path}: {self.url!r} has no video stream")
-                    rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+                    video = container.streams.video[0]
+                    # frame threading holds frames back (one per thread): decode with slice threads only
+                    video.thread_type = "SLICE"
+                    rate = video.average_rate or video.guessed_rate
                     self._fps = float(rate) if rate else 30.0
                 try:
                     for packet in container.demux(video=0):
