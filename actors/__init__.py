@@ -49,6 +49,14 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Upload": ("gpu", "wgpu"),
     "Download": ("gpu", "wgpu"),
     "TransferWarning": ("gpu", "wgpu"),
+    "InferenceActor": ("inference", "onnxruntime"),
+    "Detections": ("inference", "onnxruntime"),
+    "DetectionOutputs": ("inference", "onnxruntime"),
+    "ImagePreprocess": ("inference", "onnxruntime"),
+    "InferenceError": ("inference", "onnxruntime"),
+    "InferenceInputError": ("inference", "onnxruntime"),
+    "ProviderWarning": ("inference", "onnxruntime"),
+    "DetectionOverlay": ("overlay", "opencv-python"),
     "RTPSendActor": ("net", "numpy"),
     "RTPReceiveActor": ("net", "numpy"),
     "H264RTPSendActor": ("net", "av"),
@@ -66,6 +74,7 @@ _MODULES = {
     "numpy": "numpy",
     "wgpu": "wgpu",
     "numba": "numba",
+    "onnxruntime": "onnxruntime",
     "aiortc": "aiortc",
 }
 
@@ -85,7 +94,7 @@ def __getattr__(name: str) -> Any:
         by_module = {module: pip for pip, module in _MODULES.items()}
         if missing in by_module or "pip install" in str(exc):
             package = by_module.get(missing, package)
-            extra = "gpu" if package == "wgpu" else "media"
+            extra = {"wgpu": "gpu", "onnxruntime": "ml"}.get(package, "media")
             raise ImportError(
                 f"streamlib.actors.{name} needs the {package!r} package: pip install {package} "
                 f"(or pip install streamlib[{extra}])"
@@ -135,6 +144,14 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .gpu import ShaderStatus as ShaderStatus
     from .gpu import TransferWarning as TransferWarning
     from .gpu import Upload as Upload
+    from .inference import DetectionOutputs as DetectionOutputs
+    from .inference import Detections as Detections
+    from .inference import ImagePreprocess as ImagePreprocess
+    from .inference import InferenceActor as InferenceActor
+    from .inference import InferenceError as InferenceError
+    from .inference import InferenceInputError as InferenceInputError
+    from .inference import ProviderWarning as ProviderWarning
+    from .overlay import DetectionOverlay as DetectionOverlay
     from .net import H264RTPReceiveActor as H264RTPReceiveActor
     from .net import H264RTPSendActor as H264RTPSendActor
     from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
