@@ -430,11 +430,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{ff['missed_packets']} packets missed, sender CPU {100 * ff['send_cpu']:.0f} %, "
         f"receiver CPU {100 * ff['receive_cpu']:.0f} %"
     )
+    # CPU per frame (process time / frames): what a side costs, whatever share of the machine it got
+    per_frame = {
+        "streamlib 720p10 send": 1000 * r720["send"]["cpu"] / max(r720["receive"]["fps"], 1e-9),
+        "streamlib 720p10 receive": 1000 * r720["receive"]["cpu"] / max(r720["receive"]["fps"], 1e-9),
+        "streamlib 1080p8 send": 1000 * s["cpu"] / max(r1080["receive"]["fps"], 1e-9),
+        "streamlib 1080p8 receive": 1000 * r1080["receive"]["cpu"] / max(r1080["receive"]["fps"], 1e-9),
+        "ffmpeg 1080p8 send": 1000 * ff["send_cpu"] / 30,
+        "ffmpeg 1080p8 receive": 1000 * ff["receive_cpu"] / 30,
+    }
+    results["cpu_ms_per_frame"] = per_frame
+    print("CPU per frame (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in per_frame.items()))
     lat = asyncio.run(h264_latency(min(seconds, 10.0)))
-    results["h264"] = lat
+    base = pyav_latency(min(seconds, 10.0))
+    results["h264"], results["h264_pyav_baseline"] = lat, base
     print(
         f"RTP H.264 640x360@30 glass-to-glass: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms "
-        f"over {lat['frames']} frames"
+        f"over {lat['frames']} frames; baseline PyAV alone, same run: median {base['median_ms']:.1f} ms, "
+        f"p90 {base['p90_ms']:.1f} ms"
     )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return results
