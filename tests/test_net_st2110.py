@@ -347,15 +347,27 @@ def test_port_in_use_error_names_the_actor() -> None:
 
 
 @pytest.mark.parametrize("depth", [8, 10])
-def test_compiled_pgroup_packing_matches_its_python_twin_and_numpy(depth: int) -> None:
+def test_compiled_pgroup_conversions_match_their_python_twins_and_numpy(depth: int) -> None:
     from streamlib.actors.net import kernel
-    from streamlib.actors.net.st2110 import VideoFormat, _fixed_matrix, _from_rgb_numpy, from_rgb, to_rgb
+    from streamlib.actors.net.st2110 import (
+        VideoFormat,
+        _fixed_inverse,
+        _fixed_matrix,
+        _from_rgb_numpy,
+        _to_rgb_numpy,
+        from_rgb,
+        to_rgb,
+    )
 
     rgb = np.random.default_rng(depth).integers(0, 256, (8, 16, 3), dtype=np.uint8)
     fmt = VideoFormat(16, 8, "YCbCr-4:2:2", depth)
     twin = np.empty((8, fmt.line_bytes), np.uint8)
     kernel.python_pack_422(rgb, twin, _fixed_matrix("BT709", depth), depth)
     assert np.array_equal(from_rgb(rgb, fmt), twin)
+    back = np.empty_like(rgb)
+    kernel.python_unpack_422(twin, back, _fixed_inverse("BT709", depth), depth)
+    assert np.array_equal(to_rgb(twin, fmt), back)
+    assert np.abs(to_rgb(twin, fmt).astype(int) - _to_rgb_numpy(twin, fmt).astype(int)).max() <= 1
     # the OpenCV path rounds the pair average before the matrix: decoded, both agree within 4 levels
     ours = to_rgb(twin, fmt).astype(int)
     cv = to_rgb(_from_rgb_numpy(rgb, fmt), fmt).astype(int)

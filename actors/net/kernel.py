@@ -156,3 +156,51 @@ try:
 except ImportError:  # pragma: no cover
     pack_422 = _pack_422
 python_pack_422 = _pack_422
+
+
+def _unpack_422(packed: NDArray[np.uint8], rgb: NDArray[np.uint8], coef: NDArray[np.int64], depth: int) -> None:
+    """YCbCr-4:2:2 pixel groups -> RGB in one pass; each Cb/Cr sample covers its pixel pair.
+
+    ``coef`` is the YCbCr -> RGB matrix in 2^-14 fixed point, offsets and rounding in its last column."""
+    h = rgb.shape[0]
+    pairs = rgb.shape[1] // 2
+    for y in range(h):
+        for p in range(pairs):
+            if depth == 8:
+                o = 4 * p
+                cb = np.int64(packed[y, o])
+                y0 = np.int64(packed[y, o + 1])
+                cr = np.int64(packed[y, o + 2])
+                y1 = np.int64(packed[y, o + 3])
+            else:
+                o = 5 * p
+                b0 = np.int64(packed[y, o])
+                b1 = np.int64(packed[y, o + 1])
+                b2 = np.int64(packed[y, o + 2])
+                b3 = np.int64(packed[y, o + 3])
+                b4 = np.int64(packed[y, o + 4])
+                cb = (b0 << 2) | (b1 >> 6)
+                y0 = ((b1 & 63) << 4) | (b2 >> 4)
+                cr = ((b2 & 15) << 6) | (b3 >> 2)
+                y1 = ((b3 & 3) << 8) | b4
+            for k in range(2):
+                yy = y0 if k == 0 else y1
+                for c in range(3):
+                    v = (coef[c, 0] * yy + coef[c, 1] * cb + coef[c, 2] * cr + coef[c, 3]) >> 14
+                    rgb[y, 2 * p + k, c] = min(max(v, 0), 255)
+
+
+try:
+    import numba
+
+    _t = numba.types
+    _packed = (_t.Array(_t.uint8, 2, "C"), _t.Array(_t.uint8, 2, "C", readonly=True))  # bytes are read-only
+    unpack_422: Callable[..., None] = numba.njit(
+        [_t.void(f, _t.Array(_t.uint8, 3, "C"), _t.Array(_t.int64, 2, "C"), _t.int64) for f in _packed],
+        cache=True,
+        nogil=True,
+        boundscheck=False,
+    )(_unpack_422)
+except ImportError:  # pragma: no cover
+    unpack_422 = _unpack_422
+python_unpack_422 = _unpack_422
