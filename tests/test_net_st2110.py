@@ -338,7 +338,11 @@ async def test_gstreamer_to_streamlib(gst_format: str, depth: int) -> None:
     assert_bars(probe.messages[-1].data, BARS_100)
 
 
-def test_port_in_use_error_names_the_actor() -> None:
+async def test_port_in_use_error_names_the_actor() -> None:
+    first = RTPReceiveActor(free_port(), width=W, height=H)
+    with pytest.raises(ActorInitError, match=rf"/rtp_receive_actor\S*: cannot receive on 127.0.0.1:{first.port}"):
+        RTPReceiveActor(first.port, width=W, height=H)  # a second receiver on a unicast port is refused
+    await first.stop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
