@@ -368,6 +368,8 @@ def test_compiled_pgroup_conversions_match_their_python_twins_and_numpy(depth: i
     twin = np.empty((8, fmt.line_bytes), np.uint8)
     kernel.python_pack_422(rgb, twin, _fixed_matrix("BT709", depth), depth)
     assert np.array_equal(from_rgb(rgb, fmt), twin)
+    rgba = np.dstack([rgb, np.full((8, 16), 7, np.uint8)])
+    assert np.array_equal(from_rgb(rgba, fmt), twin)  # RGBA frames: alpha is ignored
     back = np.empty_like(rgb)
     kernel.python_unpack_422(twin, back, _fixed_inverse("BT709", depth), depth)
     assert np.array_equal(to_rgb(twin, fmt), back)
