@@ -338,9 +338,43 @@ async def test_gstreamer_to_streamlib(gst_format: str, depth: int) -> None:
     assert_bars(probe.messages[-1].data, BARS_100)
 
 
-def test_port_in_use_error_names_the_actor() -> None:
+async def test_port_in_use_error_names_the_actor() -> None:
+    first = RTPReceiveActor(free_port(), width=W, height=H)
+    with pytest.raises(ActorInitError, match=rf"/rtp_receive_actor\S*: cannot receive on 127.0.0.1:{first.port}"):
+        RTPReceiveActor(first.port, width=W, height=H)  # a second receiver on a unicast port is refused
+    await first.stop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         with pytest.raises(ActorInitError, match=rf"/rtp_receive_actor\S*: cannot receive on 127.0.0.1:{port}"):
             RTPReceiveActor(port, width=W, height=H)
+
+
+@pytest.mark.parametrize("depth", [8, 10])
+def test_compiled_pgroup_conversions_match_their_python_twins_and_numpy(depth: int) -> None:
+    from streamlib.actors.net import kernel
+    from streamlib.actors.net.st2110 import (
+        VideoFormat,
+        _fixed_inverse,
+        _fixed_matrix,
+        _from_rgb_numpy,
+        _to_rgb_numpy,
+        from_rgb,
+        to_rgb,
+    )
+
+    rgb = np.random.default_rng(depth).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    fmt = VideoFormat(16, 8, "YCbCr-4:2:2", depth)
+    twin = np.empty((8, fmt.line_bytes), np.uint8)
+    kernel.python_pack_422(rgb, twin, _fixed_matrix("BT709", depth), depth)
+    assert np.array_equal(from_rgb(rgb, fmt), twin)
+    rgba = np.dstack([rgb, np.full((8, 16), 7, np.uint8)])
+    assert np.array_equal(from_rgb(rgba, fmt), twin)  # RGBA frames: alpha is ignored
+    back = np.empty_like(rgb)
+    kernel.python_unpack_422(twin, back, _fixed_inverse("BT709", depth), depth)
+    assert np.array_equal(to_rgb(twin, fmt), back)
+    assert np.abs(to_rgb(twin, fmt).astype(int) - _to_rgb_numpy(twin, fmt).astype(int)).max() <= 1
+    # the OpenCV path rounds the pair average before the matrix: decoded, both agree within 4 levels
+    ours = to_rgb(twin, fmt).astype(int)
+    cv = to_rgb(_from_rgb_numpy(rgb, fmt), fmt).astype(int)
+    assert np.abs(ours - cv).max() <= 4

@@ -295,7 +295,7 @@ class RTPSendActor(Actor):
             span = period * self.pacing
             # Bursts are capped at 2 ms worth of packets at the paced rate (at least 16); a pacer woken late
             # sends that much and lets its schedule slip, unless the frame would then miss its period:
-            # the cap then grows to what still finishes it in time.
+            # the cap then grows toward what still finishes it in time, up to 8 ms worth.
             base_cap = max(16, math.ceil(n / span * 0.002))
             if self._batch is not None:
                 self._batch.load(packets, lengths)
@@ -311,7 +311,8 @@ class RTPSendActor(Actor):
             while sent < n:
                 now = time.perf_counter()
                 due = min(n, int((now - t0) / span * n) + 1)
-                cap = max(base_cap, math.ceil((n - sent) * 0.002 / max(deadline - now, 0.002)))
+                catch_up = math.ceil((n - sent) * 0.002 / max(deadline - now, 0.002))
+                cap = max(base_cap, min(catch_up, 4 * base_cap))  # never more than 8 ms worth at once
                 if due > sent + cap:
                     due = sent + cap
                     t0 = now - (due - 1) * span / n  # slip: the schedule continues from here
