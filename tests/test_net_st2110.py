@@ -378,3 +378,33 @@ def test_compiled_pgroup_conversions_match_their_python_twins_and_numpy(depth: i
     ours = to_rgb(twin, fmt).astype(int)
     cv = to_rgb(_from_rgb_numpy(rgb, fmt), fmt).astype(int)
     assert np.abs(ours - cv).max() <= 4
+
+
+async def test_a_ptp_clocked_stream_says_so_in_its_sdp_and_rtp_timestamps() -> None:
+    """Frames from a PTPClock-driven source (clock id ``ptp:<gm>:<domain>``, frame numbers counting
+    periods since the PTP epoch) are sent with RTP timestamps on PTP time, and the SDP names the
+    grandmaster (RFC 7273 ts-refclk), as ST 2110-10 asks."""
+    from streamlib.testing import Feeder
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    feeder = Feeder(VideoFrame)
+    sender = RTPSendActor("127.0.0.1", port, width=64, height=32, fps=30)
+    feeder >> sender
+    try:
+        assert "a=ts-refclk:localmac=" in sender.sdp()  # no PTP yet: the local clock
+        pixels = np.zeros((32, 64, 3), np.uint8)
+        frame_number = 52_000_000_123  # about 55 years of 30 fps periods since 1970
+        clock = "ptp:001122.fffe.334455:0"
+        await feeder.send(VideoFrame(pixels, timestamp=time.monotonic(), frame_number=frame_number,
+                                     clock_source_id=clock, clock_rate=30.0))
+        packet = await asyncio.to_thread(rx.recv, 2048)  # off the loop: the sender runs on it
+        assert int.from_bytes(packet[4:8], "big") == (frame_number * 3000) & 0xFFFFFFFF
+        assert "a=ts-refclk:ptp=IEEE1588-2008:00-11-22-FF-FE-33-44-55:0" in sender.sdp()
+        assert "localmac" not in sender.sdp()
+    finally:
+        rx.close()
+        await feeder.stop()
+        await sender.stop()
