@@ -317,6 +317,71 @@ async def h264_latency(seconds: float) -> dict[str, Any]:
     }
 
 
+def pyav_latency(seconds: float) -> dict[str, Any]:
+    """Baseline: the same encode -> RTP -> decode with PyAV alone (two threads, no actors)."""
+    import fractions
+    import threading
+
+    import av
+
+    from streamlib.actors.net.h264 import LOW_LATENCY_INPUT, LOW_LATENCY_X264
+
+    port = free_port()
+    made: dict[int, float] = {}
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sdp = Path(tmp) / "baseline.sdp"
+        sdp.write_text(
+            f"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+        )
+        opened = threading.Event()
+
+        def receive() -> None:
+            with av.open(str(sdp), format="sdp", options=LOW_LATENCY_INPUT, timeout=(3, 1)) as c:
+                c.streams.video[0].thread_type = "SLICE"
+                opened.set()
+                try:
+                    for packet in c.demux(video=0):
+                        for frame in packet.decode():
+                            rgb = frame.to_ndarray(format="rgb24")
+                            now = time.monotonic()
+                            code = sum(1 << b for b in range(BITS) if rgb[BLOCK // 2, b * BLOCK + BLOCK // 2, 1] > 128)
+                            if code in made:
+                                samples.append(now - made[code])
+                except av.error.FFmpegError:
+                    pass  # the read timeout after the sender stopped
+
+        thread = threading.Thread(target=receive)
+        thread.start()
+        opened.wait(10)
+        out = av.open(f"rtp://127.0.0.1:{port}", mode="w", format="rtp")
+        stream = out.add_stream("libx264", rate=30, options={**LOW_LATENCY_X264, "g": "30"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        base = np.full((360, 640, 3), 40, np.uint8)
+        t0 = time.monotonic()
+        for i in range(round(seconds * 30)):
+            while time.monotonic() < t0 + i / 30:
+                time.sleep(0.001)
+            img = base.copy()
+            img[100:160, (i * 7) % 580 : (i * 7) % 580 + 60] = 255
+            for b in range(BITS):
+                img[:BLOCK, b * BLOCK : (b + 1) * BLOCK] = 255 if i >> b & 1 else 0
+            made[i % (1 << BITS)] = time.monotonic()
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        out.close()
+        thread.join(10)
+    s = sorted(samples[10:])
+    return {
+        "frames": len(samples),
+        "median_ms": 1000 * statistics.median(s) if s else float("nan"),
+        "p90_ms": 1000 * s[int(0.9 * len(s))] if s else float("nan"),
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -365,11 +430,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{ff['missed_packets']} packets missed, sender CPU {100 * ff['send_cpu']:.0f} %, "
         f"receiver CPU {100 * ff['receive_cpu']:.0f} %"
     )
+    # CPU per frame (process time / frames): what a side costs, whatever share of the machine it got
+    per_frame = {
+        "streamlib 720p10 send": 1000 * r720["send"]["cpu"] / max(r720["receive"]["fps"], 1e-9),
+        "streamlib 720p10 receive": 1000 * r720["receive"]["cpu"] / max(r720["receive"]["fps"], 1e-9),
+        "streamlib 1080p8 send": 1000 * s["cpu"] / max(r1080["receive"]["fps"], 1e-9),
+        "streamlib 1080p8 receive": 1000 * r1080["receive"]["cpu"] / max(r1080["receive"]["fps"], 1e-9),
+        "ffmpeg 1080p8 send": 1000 * ff["send_cpu"] / 30,
+        "ffmpeg 1080p8 receive": 1000 * ff["receive_cpu"] / 30,
+    }
+    results["cpu_ms_per_frame"] = per_frame
+    print("CPU per frame (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in per_frame.items()))
     lat = asyncio.run(h264_latency(min(seconds, 10.0)))
-    results["h264"] = lat
+    base = pyav_latency(min(seconds, 10.0))
+    results["h264"], results["h264_pyav_baseline"] = lat, base
     print(
         f"RTP H.264 640x360@30 glass-to-glass: median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms "
-        f"over {lat['frames']} frames"
+        f"over {lat['frames']} frames; baseline PyAV alone, same run: median {base['median_ms']:.1f} ms, "
+        f"p90 {base['p90_ms']:.1f} ms"
     )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return results

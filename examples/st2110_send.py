@@ -1,6 +1,6 @@
 """Send SMPTE colour bars as an ST 2110-20 stream (RTP, YCbCr-4:2:2 10-bit) and print how to watch it.
 
-    python examples/st2110_send.py                      # 5 s to 127.0.0.1:5004, writes st2110.sdp
+    python examples/st2110_send.py                      # 3 s to 127.0.0.1:5004, writes st2110.sdp
     python examples/st2110_send.py --seconds 0 --depth 8  # until Ctrl-C, 8-bit
     python examples/st2110_send.py --host 239.1.1.1     # multicast, as ST 2110 is used in practice
 
@@ -25,7 +25,7 @@ async def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--depth", type=int, choices=(8, 10), default=10)
-    parser.add_argument("--seconds", type=float, default=5.0, help="how long to send (0: until Ctrl-C)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="how long to send (0: until Ctrl-C)")
     parser.add_argument("--sdp", default="st2110.sdp", help="where to write the session description")
     args = parser.parse_args()
 

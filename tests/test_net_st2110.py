@@ -338,9 +338,73 @@ async def test_gstreamer_to_streamlib(gst_format: str, depth: int) -> None:
     assert_bars(probe.messages[-1].data, BARS_100)
 
 
-def test_port_in_use_error_names_the_actor() -> None:
+async def test_port_in_use_error_names_the_actor() -> None:
+    first = RTPReceiveActor(free_port(), width=W, height=H)
+    with pytest.raises(ActorInitError, match=rf"/rtp_receive_actor\S*: cannot receive on 127.0.0.1:{first.port}"):
+        RTPReceiveActor(first.port, width=W, height=H)  # a second receiver on a unicast port is refused
+    await first.stop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         with pytest.raises(ActorInitError, match=rf"/rtp_receive_actor\S*: cannot receive on 127.0.0.1:{port}"):
             RTPReceiveActor(port, width=W, height=H)
+
+
+@pytest.mark.parametrize("depth", [8, 10])
+def test_compiled_pgroup_conversions_match_their_python_twins_and_numpy(depth: int) -> None:
+    from streamlib.actors.net import kernel
+    from streamlib.actors.net.st2110 import (
+        VideoFormat,
+        _fixed_inverse,
+        _fixed_matrix,
+        _from_rgb_numpy,
+        _to_rgb_numpy,
+        from_rgb,
+        to_rgb,
+    )
+
+    rgb = np.random.default_rng(depth).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    fmt = VideoFormat(16, 8, "YCbCr-4:2:2", depth)
+    twin = np.empty((8, fmt.line_bytes), np.uint8)
+    kernel.python_pack_422(rgb, twin, _fixed_matrix("BT709", depth), depth)
+    assert np.array_equal(from_rgb(rgb, fmt), twin)
+    rgba = np.dstack([rgb, np.full((8, 16), 7, np.uint8)])
+    assert np.array_equal(from_rgb(rgba, fmt), twin)  # RGBA frames: alpha is ignored
+    back = np.empty_like(rgb)
+    kernel.python_unpack_422(twin, back, _fixed_inverse("BT709", depth), depth)
+    assert np.array_equal(to_rgb(twin, fmt), back)
+    assert np.abs(to_rgb(twin, fmt).astype(int) - _to_rgb_numpy(twin, fmt).astype(int)).max() <= 1
+    # the OpenCV path rounds the pair average before the matrix: decoded, both agree within 4 levels
+    ours = to_rgb(twin, fmt).astype(int)
+    cv = to_rgb(_from_rgb_numpy(rgb, fmt), fmt).astype(int)
+    assert np.abs(ours - cv).max() <= 4
+
+
+async def test_a_ptp_clocked_stream_says_so_in_its_sdp_and_rtp_timestamps() -> None:
+    """Frames from a PTPClock-driven source (clock id ``ptp:<gm>:<domain>``, frame numbers counting
+    periods since the PTP epoch) are sent with RTP timestamps on PTP time, and the SDP names the
+    grandmaster (RFC 7273 ts-refclk), as ST 2110-10 asks."""
+    from streamlib.testing import Feeder
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    feeder = Feeder(VideoFrame)
+    sender = RTPSendActor("127.0.0.1", port, width=64, height=32, fps=30)
+    feeder >> sender
+    try:
+        assert "a=ts-refclk:localmac=" in sender.sdp()  # no PTP yet: the local clock
+        pixels = np.zeros((32, 64, 3), np.uint8)
+        frame_number = 52_000_000_123  # about 55 years of 30 fps periods since 1970
+        clock = "ptp:001122.fffe.334455:0"
+        await feeder.send(VideoFrame(pixels, timestamp=time.monotonic(), frame_number=frame_number,
+                                     clock_source_id=clock, clock_rate=30.0))
+        packet = await asyncio.to_thread(rx.recv, 2048)  # off the loop: the sender runs on it
+        assert int.from_bytes(packet[4:8], "big") == (frame_number * 3000) & 0xFFFFFFFF
+        assert "a=ts-refclk:ptp=IEEE1588-2008:00-11-22-FF-FE-33-44-55:0" in sender.sdp()
+        assert "localmac" not in sender.sdp()
+    finally:
+        rx.close()
+        await feeder.stop()
+        await sender.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import threading
 import time
 from collections import deque
@@ -224,7 +225,10 @@ class DecodingReceiver(Actor):
                     self.opened.set()
                     if not container.streams.video:
                         raise ValueError(f"{self.path}: {self.url!r} has no video stream")
-                    rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+                    video = container.streams.video[0]
+                    # frame threading holds frames back (one per thread): decode with slice threads only
+                    video.thread_type = "SLICE"
+                    rate = video.average_rate or video.guessed_rate
                     self._fps = float(rate) if rate else 30.0
                 try:
                     for packet in container.demux(video=0):
@@ -331,11 +335,14 @@ class H264RTPReceiveActor(DecodingReceiver):
         if media.encoding.upper() != "H264":
             raise ValueError(f"the SDP video is {media.encoding!r}, not H264")
         self.port = media.port
-        import tempfile
-
+        # FFmpeg's SDP demuxer reads a file: a private copy, removed when the actor stops
         folder = Path(sdp_dir) if sdp_dir is not None else Path(tempfile.gettempdir())
-        path = folder / f"streamlib-h264-{os.getpid()}-{media.port}.sdp"
+        path = folder / f"streamlib-h264-{os.getpid()}-{media.port}-{id(self):x}.sdp"
         path.write_text(description.text)
         self.sdp_path = path
         super().__init__(str(path), "sdp", **kw)
         self.clock_id = f"rtp-h264:{media.address or '127.0.0.1'}:{media.port}"
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        self.sdp_path.unlink(missing_ok=True)

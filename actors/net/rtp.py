@@ -254,9 +254,9 @@ def open_receive_socket(
     ``buffer_size`` (the kernel caps it at ``net.core.rmem_max``): raw video arrives in bursts."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
-        if multicast:
+        if multicast:  # several receivers of one group on one host may share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((multicast, port))
             mreq = socket.inet_aton(multicast) + socket.inet_aton(interface)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)

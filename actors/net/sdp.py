@@ -84,12 +84,14 @@ def write_sdp(
     session: str = "streamlib",
     clock_lines: bool = True,
     source: str | None = None,
+    refclk: str | None = None,
 ) -> str:
     """An SDP for one RTP stream: session lines, the ``m=`` line, ``rtpmap``, then ``lines``.
 
     ``clock_lines`` adds ST 2110-10's ``a=mediaclk:direct=0`` and ``a=ts-refclk:localmac=...``: with no
     PTP clock the RTP timestamps count this host's real-time clock, which RFC 7273 §4.8 names as a
-    local (unsynchronised) reference identified by the host's MAC."""
+    local (unsynchronised) reference identified by the host's MAC. ``refclk`` (RFC 7273 §4.3's
+    ``ptp=IEEE1588-2008:<grandmaster EUI-64>:<domain>``) says the stream is stamped on PTP time."""
     origin = source or ("127.0.0.1" if host.startswith("127.") else "0.0.0.0")
     ident = int(time.time())
     out = [
@@ -103,7 +105,7 @@ def write_sdp(
         *lines,
     ]
     if clock_lines:
-        out += [f"a=ts-refclk:localmac={local_mac()}", "a=mediaclk:direct=0"]
+        out += [f"a=ts-refclk:{refclk or 'localmac=' + local_mac()}", "a=mediaclk:direct=0"]
     return "\r\n".join(out) + "\r\n"
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamlib import Actor, AudioBuffer, Dispatcher, StreamInput, TimedTick, VideoFrame
+from streamlib.clocks.ptp import ts_refclk
 
 from ..buffer import own_thread
 from . import batch
@@ -117,6 +118,7 @@ class RTPSendActor(Actor):
         self.frames_dropped = 0  # converted frames the pacer had no time for
         self._encoding, self._ptime, self._channels = encoding, ptime_ms, channels
         self._offset = media_time_offset()
+        self._refclk: str | None = None  # RFC 7273 ts-refclk of a PTP-stamped stream (else localmac)
         self._packetizer: VideoPacketizer | None = None
         self._sock: socket.socket = open_send_socket(host, interface=interface, ttl=ttl)
         self._batch = batch.DatagramSender(self._sock, host, self.port) if batch.AVAILABLE else None
@@ -165,6 +167,7 @@ class RTPSendActor(Actor):
                 self.rtp_payload_type,
                 "raw/90000",
                 session="streamlib ST 2110-20",
+                refclk=self._refclk,
             )
         afmt = self.audio_format
         if afmt is None:
@@ -259,7 +262,16 @@ class RTPSendActor(Actor):
             self._set_video_format(w, h, fps)
         assert self._packetizer is not None and self.format is not None
         packed = from_rgb(data, self.format)
-        rtp_ts = round((frame.timestamp + self._offset) * 90000) & 0xFFFFFFFF
+        refclk = ts_refclk(frame.clock_source_id)
+        if refclk is not None and frame.clock_rate:
+            # A PTP-clocked source (streamlib.clocks.PTPClock) numbers its frames in periods since the
+            # PTP epoch: the media clock is then PTP time itself (ST 2110-10 §8.2, mediaclk:direct=0).
+            rtp_ts = round(frame.frame_number * 90000 / frame.clock_rate) & 0xFFFFFFFF
+        else:
+            rtp_ts = round((frame.timestamp + self._offset) * 90000) & 0xFFFFFFFF
+        if refclk != self._refclk:
+            self._refclk = refclk
+            self._write_sdp()
         packets, lengths = self._packetizer.packetize(packed, rtp_ts)
         self._queue(packets, lengths, 1.0 / self.format.fps)
 
@@ -295,7 +307,7 @@ class RTPSendActor(Actor):
             span = period * self.pacing
             # Bursts are capped at 2 ms worth of packets at the paced rate (at least 16); a pacer woken late
             # sends that much and lets its schedule slip, unless the frame would then miss its period:
-            # the cap then grows to what still finishes it in time.
+            # the cap then grows toward what still finishes it in time, up to 8 ms worth.
             base_cap = max(16, math.ceil(n / span * 0.002))
             if self._batch is not None:
                 self._batch.load(packets, lengths)
@@ -311,7 +323,8 @@ class RTPSendActor(Actor):
             while sent < n:
                 now = time.perf_counter()
                 due = min(n, int((now - t0) / span * n) + 1)
-                cap = max(base_cap, math.ceil((n - sent) * 0.002 / max(deadline - now, 0.002)))
+                catch_up = math.ceil((n - sent) * 0.002 / max(deadline - now, 0.002))
+                cap = max(base_cap, min(catch_up, 4 * base_cap))  # never more than 8 ms worth at once
                 if due > sent + cap:
                     due = sent + cap
                     t0 = now - (due - 1) * span / n  # slip: the schedule continues from here

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from .kernel import fast_run
+from .kernel import COMPILED, fast_run, pack_422, unpack_422
 from .rtp import SequenceTracker, SourceLock
 
 __all__ = [
@@ -137,6 +137,30 @@ def from_rgb(rgb: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
         raise ValueError(f"expected an RGB or RGBA frame (H, W, 3|4), got shape {rgb.shape}")
     if fmt.sampling == "RGB":
         return np.ascontiguousarray(rgb).reshape(h, w * 3)
+    if COMPILED:  # one fused pass (numba), fixed point
+        out = np.empty((h, fmt.line_bytes), np.uint8)
+        pack_422(np.ascontiguousarray(rgb), out, _fixed_matrix(fmt.colorimetry, fmt.depth), fmt.depth)
+        return out
+    return _from_rgb_numpy(rgb, fmt)
+
+
+_FIXED: dict[tuple[str, int], NDArray[np.int64]] = {}
+
+
+def _fixed_matrix(colorimetry: str, depth: int) -> NDArray[np.int64]:
+    """:func:`_rgb_to_ycbcr_matrix` in 2^-14 fixed point, rounding folded into the offsets."""
+    key = (colorimetry, depth)
+    if key not in _FIXED:
+        m = _matrix(colorimetry, depth, inverse=False).astype(np.float64)
+        fixed = np.rint(m * (1 << 14)).astype(np.int64)
+        fixed[:, 3] += 1 << 13  # + 0.5: round to nearest
+        _FIXED[key] = np.ascontiguousarray(fixed)
+    return _FIXED[key]
+
+
+def _from_rgb_numpy(rgb: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
+    """The same conversion with numpy and OpenCV (no numba)."""
+    h, w = rgb.shape[:2]
     m = _matrix(fmt.colorimetry, fmt.depth, inverse=False)
     # Chroma is linear in RGB, so averaging each pixel pair first (INTER_AREA halves the width)
     # halves the chroma work; the pair average is what ffmpeg's swscale does by default.
@@ -171,6 +195,32 @@ def to_rgb(packed: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
     h, w = fmt.height, fmt.width
     if fmt.sampling == "RGB":
         return packed.reshape(h, w, 3).copy()
+    if COMPILED:  # one fused pass (numba), fixed point
+        rgb = np.empty((h, w, 3), np.uint8)
+        unpack_422(
+            np.ascontiguousarray(packed.reshape(h, fmt.line_bytes)),
+            rgb,
+            _fixed_inverse(fmt.colorimetry, fmt.depth),
+            fmt.depth,
+        )
+        return rgb
+    return _to_rgb_numpy(packed, fmt)
+
+
+def _fixed_inverse(colorimetry: str, depth: int) -> NDArray[np.int64]:
+    """:func:`_ycbcr_to_rgb_matrix` in 2^-14 fixed point, rounding folded into the offsets."""
+    key = (colorimetry, -depth)
+    if key not in _FIXED:
+        m = _matrix(colorimetry, depth, inverse=True).astype(np.float64)
+        fixed = np.rint(m * (1 << 14)).astype(np.int64)
+        fixed[:, 3] += 1 << 13
+        _FIXED[key] = np.ascontiguousarray(fixed)
+    return _FIXED[key]
+
+
+def _to_rgb_numpy(packed: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
+    """The same conversion with numpy and OpenCV (no numba)."""
+    h, w = fmt.height, fmt.width
     m = _matrix(fmt.colorimetry, fmt.depth, inverse=True)
     if fmt.depth == 8:
         g = packed.reshape(h, w // 2, 4)
