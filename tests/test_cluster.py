@@ -26,7 +26,7 @@ from streamlib.testing import Probe
 ray = pytest.importorskip("ray", reason="the cluster layer needs Ray: pip install streamlib[cluster]")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
-from streamlib.cluster import PlacedActor, RayDispatcher, hosts  # noqa: E402
+from streamlib.cluster import NoNodeAvailable, PlacedActor, RayDispatcher, hosts  # noqa: E402
 from streamlib.cluster.hosting import forget_hosts  # noqa: E402
 from streamlib.observe.views import tree_text  # noqa: E402
 
@@ -147,6 +147,11 @@ def test_dispatcher_by_name(cluster: Any) -> None:
         assert anywhere.node_id in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
         anywhere.stop().wait(10)
+
+
+def test_a_placement_no_node_can_take_is_refused_with_the_resources_named(cluster: Any) -> None:
+    with pytest.raises(NoNodeAvailable, match=r"cannot place Stamp 'gpu-stage': no alive Ray node has the resources"):
+        Stamp(dispatcher=RayDispatcher({"GPU": 1}), name="gpu-stage")
 
 
 def test_pipeline_local_to_a_to_b_to_local(cluster: Any) -> None:

@@ -28,7 +28,7 @@ from streamlib.remote import ActorUnavailable, RemoteActor
 from streamlib.remote.control import client_for, network_loop
 from streamlib.remote.uri import ActorURI
 
-from .hosting import HostRecord, choose_node, host_died, host_on
+from .hosting import HostRecord, NoNodeAvailable, choose_node, host_died, host_on
 
 __all__ = ["PlacedActor", "Placement", "RayDispatcher"]
 
@@ -185,6 +185,13 @@ class RayDispatcher(Dispatcher):
             ray.init(address=self.address, namespace="streamlib", log_to_driver=False)
         placement = Placement(dict(self.resources), self.node, self.runtime_env)
         name = options.get("name") or _snake(actor_class.__name__)
+        try:
+            placement.find_host()
+        except NoNodeAvailable as exc:
+            raise NoNodeAvailable(
+                f"cannot place {actor_class.__qualname__} {name!r}: {exc}; start a node that has them "
+                "(ray start --address ... --resources '{...}') or ask RayDispatcher for fewer"
+            ) from None
         instance_id = f"{name}-{secrets.token_hex(3)}"  # unique on the shared runtime
         stub_options = {k: v for k, v in options.items() if k in ("parent", "name", "restart")}
         stub_options.setdefault("name", name)
