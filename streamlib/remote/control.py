@@ -73,6 +73,8 @@ PING_INTERVAL = 0.25
 DEAD_AFTER = 1.25
 """Seconds without any message from a runtime after which it counts as unreachable."""
 CALL_TIMEOUT = 5.0
+CREATE_TIMEOUT = 30.0
+"""Creating an actor may import heavy modules there (OpenCV, PyAV, numba) on first use: it gets longer."""
 AUTH_TIMEOUT = 5.0
 _LEN = struct.Struct("!I")
 

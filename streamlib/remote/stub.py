@@ -36,7 +36,16 @@ from streamlib import Actor, Cause, Completion, StreamInput, StreamOutput, Timed
 from streamlib.actor import runtime_address
 
 from . import wire
-from .control import CALL_TIMEOUT, ControlClient, background, client_for, encode_args, network_loop, run_sync
+from .control import (
+    CALL_TIMEOUT,
+    CREATE_TIMEOUT,
+    ControlClient,
+    background,
+    client_for,
+    encode_args,
+    network_loop,
+    run_sync,
+)
 from .errors import ActorUnavailable, RemoteError
 from .link import LinkStats, PullLink, PushLink, SendableMailbox
 from .uri import ActorURI, parse_address, parse_uri
@@ -291,7 +300,8 @@ class RemoteActor(Actor):
 
     def _ensure_sync(self) -> dict[str, Any]:
         try:
-            description: dict[str, Any] = run_sync(self._ensure(self._timeout), self._timeout + 0.5)
+            wait = max(self._timeout, CREATE_TIMEOUT)
+            description: dict[str, Any] = run_sync(self._ensure(wait), wait + 0.5)
         except RemoteError as exc:
             raise LookupError(f"{self._target}: {exc}") from None
         return description
