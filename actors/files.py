@@ -570,8 +570,9 @@ class FileSink(Actor):
 
     The streams of a file are fixed when its header is written, so the sink opens the
     file once every connected input has delivered its first message (or, if one stays
-    silent, ``start_wait`` seconds of media later, without it). Frames must keep the
-    first frame's size; a frame of another size or dtype fails the actor with a clear
+    silent, ``start_wait`` seconds of media later -- of wall-clock time when ``lossless``,
+    where an offline source can race seconds of media ahead in milliseconds -- without
+    it). Frames must keep the first frame's size; a frame of another size or dtype fails the actor with a clear
     error, and what was written before is finalized.
 
     ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
@@ -644,6 +645,8 @@ class FileSink(Actor):
             raise MediaError(f"{self.path}: faststart=True is an MP4/MOV layout; {str(self.file)!r} is {fmt}")
         self.faststart = faststart
         self.container_options = {**container_defaults(fmt, faststart=faststart), **(container_options or {})}
+        self.lossless = lossless
+        self._waiting_since: float | None = None  # wall time the first message waited for the others
         overflow: Overflow = "block" if lossless else "drop_oldest"
         self.inputs["video"] = StreamInput("video", Frame, maxsize=maxsize, overflow=overflow)
         self.inputs["audio"] = StreamInput("audio", AudioBuffer, maxsize=maxsize * 4, overflow=overflow)
@@ -733,7 +736,12 @@ class FileSink(Actor):
         if not waiting:
             return True
         stamps = [m.timestamp for m in self._pending]
-        if max(stamps) - min(stamps) >= self.start_wait or len(self._pending) > 2000:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        # Live, media time and wall time run together; offline (lossless), one source may race
+        # seconds of media ahead of another in milliseconds: there only wall time says "silent".
+        waited = time.monotonic() - self._waiting_since if self.lossless else max(stamps) - min(stamps)
+        if waited >= self.start_wait or len(self._pending) > 2000:
             log.warning(
                 "%s: no %s within %.1f s; writing %s without it", self.path, waiting[0], self.start_wait, self.file
             )
