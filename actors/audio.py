@@ -63,16 +63,13 @@ class AudioGenerator(Actor):
         self.channels = int(channels)
         self.block_size = int(block_size)
         self.realtime = realtime
+        # One tick per block in real time; unbounded otherwise.
+        self.own_fps = self.sample_rate / self.block_size if realtime else math.inf
         self.duration = duration
         self._rng = np.random.default_rng(seed)
         self._t0: float | None = None
         self.samples_generated = 0
         self.outputs["audio"] = StreamOutput("audio", AudioBuffer)
-
-    @property
-    def default_fps(self) -> float:  # type: ignore[override]
-        """One tick per block in real time; unbounded otherwise."""
-        return self.sample_rate / self.block_size if self.realtime else math.inf
 
     def _block(self, n: int) -> NDArray[np.float32]:
         if self.waveform == "sine":

@@ -31,6 +31,12 @@ picture-in-picture branch beside a slower overlay branch) waits for the base's f
 frame, at most ``base_wait`` seconds (default 2) from the first tick; a base that shows
 nothing by then is logged once and the layers are composited without it.
 
+``align=<seconds>`` matches the layers' frames by timestamp instead, for cameras of one
+scene: an :class:`~streamlib.alignment.InputSync` over every layer (policy
+``"tolerance"``, ``sync_timeout`` as its timeout) releases sets of frames within ``align``
+seconds of each other, and each set becomes one output frame, stamped with the set's
+timestamp; a layer missing from a set keeps its previous frame.
+
 Cost. The canvas is RGBA, handled as one ``uint32`` per pixel; each RGBA layer is blended
 onto it by :func:`streamlib.actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
 skips fully transparent rows, copies fully opaque ones and blends the rest with exact
@@ -52,7 +58,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
+from streamlib import Actor, Dispatcher, InputSync, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.mailbox import EMPTY, Overflow
 
 from .blend import over, words
@@ -100,7 +106,8 @@ def _draw(canvas: NDArray[np.uint8], layer: Layer, image: NDArray[np.uint8], bac
     if layer.opacity >= 1.0:
         cv2.cvtColor(src, code, dst=canvas[y0:y1, x0:x1])  # opaque: straight into the canvas
     else:
-        over(words(canvas), words(cv2.cvtColor(src, code)), x0, y0, layer.opacity, background)
+        converted: NDArray[np.uint8] = cv2.cvtColor(src, code)  # type: ignore[assignment]
+        over(words(canvas), words(converted), x0, y0, layer.opacity, background)
 
 
 def _paint(
@@ -170,7 +177,7 @@ class _LayerState(LayerState):
         return self.scaled
 
 
-class Compositor(LayerStack, Actor):
+class Compositor(LayerStack[_LayerState], Actor):
     """Blends layers into one ``'video'`` output (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).
@@ -196,6 +203,7 @@ class Compositor(LayerStack, Actor):
         sync: bool = True,
         sync_timeout: float | None = None,
         base_wait: float = 2.0,
+        align: float | None = None,
         maxsize: int = 2,
         overflow: Overflow = "drop_oldest",
         dispatcher: Dispatcher | str | None = None,
@@ -211,6 +219,8 @@ class Compositor(LayerStack, Actor):
         self.base_wait = base_wait
         self._base_shown = False  # the bottom layer has delivered (or was waited for long enough)
         self._base_deadline: float | None = None
+        self.align = align
+        self._aligned: tuple[tuple[StreamInput, ...], InputSync] | None = None
         self.outputs["video"] = StreamOutput("video", VideoFrame)
         self._canvas = FramePool(6)  # RGBA canvases (the output frames when channels=4)
         self._pool = FramePool(6)  # RGB output frames
@@ -227,6 +237,9 @@ class Compositor(LayerStack, Actor):
 
     async def process(self, tick: TimedTick) -> None:
         order = self._order
+        if self.align is not None:
+            await self._composite_aligned(order)
+            return
         for state in order:
             self._take(state, tick)
         if not self._base_shown and not await self._wait_for_base(order, tick):
@@ -243,6 +256,26 @@ class Compositor(LayerStack, Actor):
             return
         await self.outputs["video"].send(VideoFrame.at(tick, data=data))
         self.frames_out += 1
+
+    async def _composite_aligned(self, order: list[_LayerState]) -> None:
+        """``align``: one output frame per set of layer frames matched by timestamp."""
+        ports = tuple(state.port for state in order)
+        if self._aligned is None or self._aligned[0] != ports:  # layers changed: a new sync set
+            if self._aligned is not None:
+                self._aligned[1].close()
+            sync = InputSync(*ports, policy="tolerance", tolerance=self.align or 0.0, timeout=self.sync_timeout)
+            self._aligned = (ports, sync)
+        for matched in await self._aligned[1].read_many():
+            for state in order:
+                frame = matched.get(state.port.name)
+                if frame is not None:
+                    state.frame = frame
+            data = self.render(order)
+            first = next(f for f in matched.values() if f is not None)
+            if data is not None:
+                tick = TimedTick(matched.timestamp, first.frame_number, first.clock_source_id, first.clock_rate)
+                await self.outputs["video"].send(VideoFrame.at(tick, data=data))
+                self.frames_out += 1
 
     @staticmethod
     def _take(state: _LayerState, tick: TimedTick) -> None:

@@ -266,6 +266,9 @@ class FileSource(Actor):
                 self._declared_end = _declared_end(probe, [*vstreams[:1], *astreams[:1]])
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise MediaError(f"{self.path}: cannot open {str(self.file)!r} as media: {exc}") from exc
+        # In real time, the video's frame rate (100 Hz for audio alone: blocks go out when due);
+        # otherwise unbounded: as fast as downstream takes frames.
+        self.own_fps = (self.fps if self.has_video else 100.0) if realtime else math.inf
         if self.has_video:
             self.outputs["video"] = StreamOutput("video", Frame)
         if self.has_audio:
@@ -285,14 +288,6 @@ class FileSource(Actor):
         self._audio_next: float | None = None  # where the next audio block may start (output time)
         self.video_frames_sent = 0
         self.audio_blocks_sent = 0
-
-    @property
-    def default_fps(self) -> float:  # type: ignore[override]
-        """In real time, the video's frame rate (100 Hz for audio alone: blocks go out when due);
-        otherwise unbounded: as fast as downstream takes frames."""
-        if not self.realtime:
-            return math.inf
-        return self.fps if self.has_video else 100.0
 
     def seek(self, seconds: float) -> None:
         """Jump to ``seconds`` into the file (from any thread); applied before the next frame.
@@ -331,7 +326,7 @@ class FileSource(Actor):
         # In real time: send every frame that is due by this tick (normally one video
         # frame and the audio demuxed around it); a frame not yet due waits for a later
         # tick. Otherwise: one video frame per tick (one audio block in an audio-only file).
-        horizon = tick.timestamp + 0.5 / self.default_fps
+        horizon = tick.timestamp + 0.5 / (self.own_fps or 100.0)
         while True:
             item, self._held = self._held or self._next_frame(tick), None
             if item is None:
@@ -869,12 +864,13 @@ class FileSink(Actor):
         if data.ndim == 2 or data.shape[2] == 1:
             data = np.repeat(data.reshape(data.shape[0], data.shape[1], 1), 3, axis=2)
         if self._pad != (0, 0):
-            data = np.pad(data, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+            data = cast(NDArray[np.uint8], np.pad(data, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge"))
         if stream.pix_fmt == "yuv420p":
             # OpenCV's SIMD RGB->I420 (BT.601, limited range, as swscale's default) takes about half
             # the time of PyAV's own conversion, which dominates a 1080p x264 encode otherwise.
             code = cv2.COLOR_RGBA2YUV_I420 if data.shape[2] == 4 else cv2.COLOR_RGB2YUV_I420
-            vf = av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(data), code), format="yuv420p")
+            yuv: NDArray[np.uint8] = cv2.cvtColor(np.ascontiguousarray(data), code)  # type: ignore[assignment]
+            vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         else:
             rgb_format = "rgba" if data.shape[2] == 4 else "rgb24"
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(data), format=rgb_format)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from streamlib import StreamInput, VideoFrame
 from streamlib.mailbox import Overflow
@@ -53,7 +53,10 @@ def clamp01(value: float) -> float:
     return min(max(float(value), 0.0), 1.0)
 
 
-class LayerStack:
+_S = TypeVar("_S", bound=LayerState)
+
+
+class LayerStack(Generic[_S]):
     """Mixin for an :class:`~streamlib.Actor` whose inputs are layers (see the module docstring)."""
 
     path: str
@@ -61,6 +64,12 @@ class LayerStack:
     restarts: int
     maxsize: int
     overflow: Overflow
+    own_fps: float | None
+
+    if TYPE_CHECKING:  # provided by Actor, which follows this mixin in the class's bases
+
+        def add_input(self, port: StreamInput) -> StreamInput: ...
+        def remove_input(self, name: str) -> StreamInput: ...
 
     def _init_layers(
         self,
@@ -79,24 +88,21 @@ class LayerStack:
             raise ValueError(f"fps must be > 0 or None, got {fps!r}")
         self.size: tuple[int, int] | None = (int(width), int(height)) if width and height else None
         self.fps = fps
+        self.own_fps = fps
         self.background = tuple(int(c) for c in background)
         self.maxsize = maxsize
         self.overflow = overflow
-        self._layers: dict[str, LayerState] = {}
-        self._order: list[LayerState] = []
+        self._layers: dict[str, _S] = {}
+        self._order: list[_S] = []
         self._layers_lock = threading.Lock()
-
-    @property
-    def default_fps(self) -> float | None:
-        return self.fps
 
     # -- what a compositor specialises -------------------------------------------------
 
     def _layer_port(self, name: str, maxsize: int, overflow: Overflow) -> StreamInput:
         return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow)
 
-    def _layer_state(self, spec: Layer, port: StreamInput) -> LayerState:
-        return LayerState(spec, port)
+    def _layer_state(self, spec: Layer, port: StreamInput) -> _S:
+        raise NotImplementedError  # each compositor makes its own kind of layer state
 
     # -- layers (callable from any thread) -----------------------------------------------
 
@@ -125,7 +131,7 @@ class LayerStack:
             spec = Layer(name, float(z), int(x), int(y), float(scale), clamp01(opacity), bool(visible))
             port = self._layer_port(name, maxsize or self.maxsize, overflow or self.overflow)
             self._set_layers({**self._layers, name: self._layer_state(spec, port)})
-            self._replace_inputs(add=port)
+            self.add_input(port)
         return port
 
     def remove_layer(self, name: str) -> None:
@@ -137,7 +143,7 @@ class LayerStack:
                 raise KeyError(f"{self.path} has no layer {name!r}; layers: {', '.join(self._layers) or 'none'}")
             self._set_layers(layers)
             if self.inputs.get(name) is state.port:
-                self._replace_inputs(remove=name)
+                self.remove_input(name)
         port = state.port
         for upstream in port.upstreams:
             upstream.disconnect(port)  # tells the runtime this actor's wiring changed
@@ -173,25 +179,9 @@ class LayerStack:
     def _top_z(self) -> float:
         return max((s.spec.z for s in self._layers.values()), default=-1.0)
 
-    def _set_layers(self, layers: dict[str, LayerState]) -> None:
+    def _set_layers(self, layers: dict[str, _S]) -> None:
         self._layers = layers  # rebinding is atomic: process() works on a snapshot
         self._order = sorted(layers.values(), key=lambda s: s.spec.z)
-
-    def _replace_inputs(self, add: StreamInput | None = None, remove: str | None = None) -> None:
-        """Add or remove an input port from any thread, while the runtime may be iterating
-        ``self.inputs`` on the loop: build a new port map and swap it in (one atomic rebinding)."""
-        ports = PortMap(self, StreamInput)  # type: ignore[arg-type]
-        for name, port in self.inputs.items():
-            if name != remove:
-                dict.__setitem__(ports, name, port)
-        if add is not None:
-            add.owner = self  # type: ignore[assignment]
-            dict.__setitem__(ports, add.name, add)
-        self.inputs = ports
-        if add is not None:
-            ports[add.name] = add  # through PortMap: tells the runtime the wiring changed
-        else:
-            self._wiring_changed()  # type: ignore[attr-defined]
 
     def on_restart(self, previous: Any) -> None:
         """A supervisor's restart: this instance has adopted ``previous``'s ports (and so

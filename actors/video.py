@@ -143,6 +143,7 @@ class TestPattern(Actor):
         self.burn_in = burn_in
         self.frames = frames
         self.realtime = realtime
+        self.own_fps = self.fps if realtime else math.inf
         self.outputs["video"] = StreamOutput("video", VideoFrame)
         self.sent = 0
         self._t0: float | None = None
@@ -166,10 +167,6 @@ class TestPattern(Actor):
             self._noise = _read_only(raw[: 2 * n])
         if burn_in:
             import cv2  # noqa: F401  (fail at construction, not on the first frame)
-
-    @property
-    def default_fps(self) -> float:  # type: ignore[override]
-        return self.fps if self.realtime else math.inf
 
     def render(self, frame_number: int) -> NDArray[np.uint8]:
         """The pattern for ``frame_number``, without burn-in (read-only for static patterns)."""

@@ -19,16 +19,8 @@ import os
 import sys
 from typing import Any
 
-from .actor import (
-    Actor,
-    ActorSpec,
-    Completion,
-    LifecycleState,
-    add_stats_section,
-    current_actor,
-    running_actors,
-    set_tick_instrument,
-)
+from .actor import Actor, ActorSpec, Completion, add_stats_section, current_actor
+from .alignment import InputSync, MatchedSet
 from .clock import Clock, SoftwareClock
 from .dispatch import (
     AsyncioDispatcher,
@@ -44,9 +36,11 @@ from .errors import (
     EndOfStream,
     RestartIntensityExceeded,
 )
+from .lifecycle import Cause, ChildFate, LifecycleState
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
-from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
+from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
+from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
 from .waiting import wait
 
@@ -66,6 +60,7 @@ _LAYER_NAMES: dict[str, tuple[str, str | None]] = {
     "dashboard": ("streamlib.observe.dashboard", "dashboard"),
     "run": ("streamlib.service", "run"),
     "service": ("streamlib.service", None),
+    "get_actor": ("streamlib.remote", "get_actor"),
 }
 
 
@@ -98,15 +93,21 @@ __all__ = [
     "AsyncioDispatcher",
     "AudioBuffer",
     "BlockingWarning",
+    "Cause",
+    "ChildFate",
     "Clock",
+    "ClockMode",
     "Completion",
     "DataMessage",
     "Dispatcher",
     "EndOfStream",
+    "InputStatistics",
+    "InputSync",
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
     "MailboxStatistics",
+    "MatchedSet",
     "Message",
     "MouseEvent",
     "ProcessPoolDispatcher",

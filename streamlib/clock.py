@@ -9,16 +9,17 @@ anything that can produce the next :class:`~streamlib.messages.TimedTick`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from .messages import TimedTick
+from .threadsafe import call_soon, settle
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -85,16 +86,20 @@ class _PreciseTimer:
                     self._cond.wait(wait)
                     continue
                 _, _, loop, fut = heapq.heappop(heap)
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody to wake
-                    loop.call_soon_threadsafe(_resolve, fut)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+                call_soon(loop, settle, fut)
 
 
 _timer = _PreciseTimer()
+
+
+def _new_timer_after_fork() -> None:
+    """A forked child (a process dispatcher's worker) has a copy of the timer but not its
+    thread: start afresh, or a ``sleep_until`` there would never wake."""
+    global _timer
+    _timer = _PreciseTimer()
+
+
+os.register_at_fork(after_in_child=_new_timer_after_fork)
 
 
 async def sleep_until(deadline: float) -> None:

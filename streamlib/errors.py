@@ -23,8 +23,11 @@ class ActorDefinitionError(TypeError):
     """An actor class is unusable as written (no ``process``, a port that is not a port, ...)."""
 
 
-class ActorInitError(RuntimeError):
-    """An actor's ``__init__`` raised; the original exception is chained as ``__cause__``."""
+class ActorInitError(Exception):
+    """An actor's ``__init__`` raised; the original exception is chained as ``__cause__``.
+
+    When the original was a ``ValueError`` or ``TypeError`` (a bad argument), the error
+    raised is also one (``except ValueError`` catches it), as validation errors should be."""
 
 
 class RestartIntensityExceeded(RuntimeError):

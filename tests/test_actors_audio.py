@@ -41,7 +41,7 @@ async def test_sine_is_continuous_exact_and_ends_after_duration() -> None:
 
 async def test_realtime_generator_runs_at_sample_rate_over_block_size() -> None:
     gen = AudioGenerator(440.0, sample_rate=48000, block_size=480)  # 100 blocks per second
-    assert gen.default_fps == 100.0
+    assert gen.own_fps == 100.0
     probe = Probe(AudioBuffer)
     gen >> probe
     await probe.wait_for(5)

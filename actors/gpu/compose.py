@@ -26,13 +26,13 @@ input delivers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.gpu import GPUContext, GPUImage, upload
 from streamlib.mailbox import Overflow
 
-from ..layers import Layer, LayerStack
+from ..layers import Layer, LayerStack, LayerState
 from .shader import ShaderProgram, gpu_dispatcher
 
 GPULayer = Layer  # the same layer model as the CPU compositor
@@ -70,7 +70,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {{
 """
 
 
-class GPUCompositor(LayerStack, Actor):
+class GPUCompositor(LayerStack[LayerState], Actor):
     """Blends GPU layers into one RGB ``'video'`` output on the GPU (see the module docstring).
 
     ``width``/``height``: the canvas (``None``: the size of the first frame to arrive).
@@ -108,6 +108,9 @@ class GPUCompositor(LayerStack, Actor):
         return StreamInput(name, VideoFrame, maxsize=maxsize, overflow=overflow, memory="gpu")
 
     # -- per tick --------------------------------------------------------------------------
+
+    def _layer_state(self, spec: Layer, port: StreamInput) -> LayerState:
+        return LayerState(spec, port)
 
     async def process(self, tick: TimedTick) -> None:
         ctx = self.gpu
@@ -155,7 +158,7 @@ class GPUCompositor(LayerStack, Actor):
             frame = state.frame
             assert frame is not None
             spec = state.spec
-            image: GPUImage = frame.data
+            image = cast(GPUImage, frame.data)
             w = max(round(image.width * spec.scale), 1)
             h = max(round(image.height * spec.scale), 1)
             exact = 1.0 if (w, h) == (image.width, image.height) else 0.0

@@ -60,20 +60,21 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from streamlib import Actor, DataMessage, Dispatcher, Message, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.dispatch import resolve_dispatcher
-from streamlib.gpu import GPUDispatcher, gpu_thread
 from streamlib.gpu import (
     GPUContext,
+    GPUDispatcher,
     GPUImage,
     LRUCache,
     ShaderCompileError,
     ShaderError,
     context,
+    gpu_thread,
     upload,
 )
 from streamlib.mailbox import Overflow
@@ -400,6 +401,7 @@ class ShaderActor(Actor):
         self.size = (int(size[0]), int(size[1])) if size is not None else None
         self.channels = channels
         self.fps = fps
+        self.own_fps = None if self.frame_inputs else fps  # a generator ticks on its own clock
         self._source = source
         self._params: dict[str, Any] = dict(params or {})
         UniformLayout(self._params)  # reject bad parameters now, not on the GPU thread
@@ -412,10 +414,6 @@ class ShaderActor(Actor):
         self.last_error: ShaderError | None = None
         self.frames_out = 0
         self.stale_frames = 0
-
-    @property
-    def default_fps(self) -> float | None:  # type: ignore[override]
-        return None if self.frame_inputs else self.fps
 
     # -- what the shader sees ----------------------------------------------------------
 
@@ -501,7 +499,7 @@ class ShaderActor(Actor):
             return
         if self._t0 is None:
             self._t0 = tick.timestamp
-        images = [f.data for f in frames]
+        images = [cast(GPUImage, f.data) for f in frames]
         size = self.size or (images[0].width, images[0].height)
         channels = self.channels or (images[0].channels if images else 3)
         if channels not in (3, 4):
@@ -575,7 +573,7 @@ class ShaderActor(Actor):
         device are dropped and counted)."""
         if not frame.is_gpu():
             return frame.with_data(upload(frame.data, ctx=self._context()))
-        if frame.data.context is not self._context():
+        if cast(GPUImage, frame.data).context is not self._context():
             self.stale_frames += 1
             return None
         return frame

@@ -47,7 +47,6 @@ import multiprocessing.connection
 import multiprocessing.context
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -59,10 +58,13 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+import streamlib.eventloop as eventloop_state  # its singletons are reset in a forked worker
+
 from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
 from ..mailbox import EMPTY
+from ..worker import JobWorker
 from .base import Dispatcher
 from .shared_memory import DEFAULT_THRESHOLD, ChannelStats, CopyNeeded, SharedArrayChannel, new_prefix, sweep
 
@@ -400,6 +402,7 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event loop
     asyncio.events._set_running_loop(None)
+    _forget_parent_world()
 
     if isinstance(actor, bytes):
         image: _ActorImage = pickle.loads(actor)
@@ -415,6 +418,16 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
         pass  # the parent went away mid-call: nobody is left to answer
     finally:
         channel.close()
+
+
+def _forget_parent_world() -> None:
+    """A forked worker starts clean: the parent's background loop, clock timer thread and
+    actor registry were copied without the threads that run them. The runtime (registry,
+    exit hook) and the clock (timer thread) forget theirs by themselves
+    (``os.register_at_fork``); the background loop is forgotten here, so an actor built in
+    the worker gets a loop of its own, and the worker's exit waits on nothing of the parent's."""
+    eventloop_state._lock = threading.Lock()
+    eventloop_state._background = None
 
 
 def _image_ports(actor: Actor) -> _ActorImage:
@@ -449,7 +462,7 @@ _T = TypeVar("_T")
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None", "asyncio.AbstractEventLoop | None"]
 
 
-class _Courier:
+class _Courier(JobWorker):
     """The one thread that does a worker's blocking work: it forks the worker, makes
     every big copy into shared memory (ahead of time where it can), and waits for the
     process to exit -- so the event loop never blocks on any of it.
@@ -458,48 +471,6 @@ class _Courier:
     once the interpreter starts exiting -- exactly when actors on the background loop
     still need their ``on_stop`` -- and a fork from an executor thread would carry the
     executor's state into the child."""
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def call(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        """Run ``fn(*args)`` on the courier; the result arrives on the calling loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((fn, args, future, loop))
-        return future
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the courier, after the jobs already queued; nobody waits."""
-        self._jobs.put((fn, args, None, None))
-
-    def close(self) -> None:
-        """End the thread once the queued jobs are done."""
-        self._jobs.put(None)
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args, future, loop = job
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:
-                result, error = None, exc
-                if future is None:
-                    log.error("streamlib process dispatcher: %r failed", fn, exc_info=exc)
-            if future is not None and loop is not None:
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle, future, result, error)
-            del job, fn, args, future, loop, result, error
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 # Forks are serialized so that no child inherits another worker's half-made pipe.
@@ -677,7 +648,8 @@ def _default_start_method() -> StartMethod:
 
 
 class ProcessPoolDispatcher(Dispatcher):
-    """Run each actor in a worker process of its own, at most ``workers`` at a time
+    """One worker process per actor: each actor on this dispatcher gets a process of its own
+    (not a shared pool, despite the name seed 004 gave it), at most ``workers`` at a time
     (default: one per CPU core). See the module docstring."""
 
     interruptible: ClassVar[bool] = False
@@ -819,10 +791,10 @@ class ProcessPoolDispatcher(Dispatcher):
             mailbox = port.mailbox
             count = len(mailbox)
             if count:
-                heads[name] = mailbox.peek()
+                heads[name] = mailbox.lend_head()  # stays queued until the worker reports it read
                 queued[name] = count
-            if mailbox.dropped:
-                dropped[name] = mailbox.dropped
+            if port.dropped:
+                dropped[name] = port.dropped
         upcoming = functools.partial(_upcoming, actor, list(heads.items())) if heads else None
         return self._converse(actor, worker, _Tick(tick, heads, queued, dropped), heads, upcoming)
 
@@ -852,7 +824,9 @@ class ProcessPoolDispatcher(Dispatcher):
         except BaseException:
             if worker.open:
                 worker.broken = True
+            _return_heads(actor, heads)
             raise
+        _return_heads(actor, heads)
         if isinstance(report, _Failed):
             raise _rebuild(worker, report)
         if isinstance(report, _Done) and report.stop:
@@ -897,22 +871,25 @@ def _abandon(courier: _Courier, started: list[_Worker]) -> None:
 
 
 def _take_heads(actor: Actor, heads: dict[str, Any], names: list[str]) -> None:
-    """Take the heads the worker read out of their mailboxes.
-
-    A head is no longer first in line if the overflow evicted it (``drop_oldest``)
-    while the worker had it; it was read all the same, so it is counted as taken, not
-    dropped: every message is counted exactly once."""
+    """Take the heads the worker read out of their mailboxes (the heads are lent, see
+    :meth:`Mailbox.lend_head`): one the overflow evicted while the worker had it was read
+    all the same, so it counts as taken, not dropped -- every message is counted exactly
+    once, and no counter is ever corrected afterwards."""
     for name in names:
         head = heads.pop(name, EMPTY)
         port = actor.inputs.get(name)
-        if head is EMPTY or port is None:
-            continue
-        mailbox = port.mailbox
-        if mailbox.peek() is head:
-            mailbox.get_nowait()
-        elif mailbox.dropped:
-            mailbox.dropped -= 1
-            mailbox.taken += 1
+        if head is not EMPTY and port is not None:
+            port.mailbox.settle_loan(taken=True)
+
+
+def _return_heads(actor: Actor, heads: dict[str, Any]) -> None:
+    """The call ended without reading these heads: they stay queued (or, if the overflow
+    evicted them meanwhile, count as dropped after all)."""
+    for name in list(heads):
+        port = actor.inputs.get(name)
+        if port is not None:
+            port.mailbox.settle_loan(taken=False)
+    heads.clear()
 
 
 async def _fetch(actor: Actor, read: _Read) -> _Deliver:

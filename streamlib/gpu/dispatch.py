@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from streamlib.dispatch import Dispatcher
+from streamlib.threadsafe import call_soon, settle
 
 from . import device as gpu
 from .thread import GPUThread, awaited, gpu_thread
@@ -39,13 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["GPUDispatcher"]
 
 
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
 
 
 class GPUDispatcher(Dispatcher):
@@ -83,8 +77,7 @@ class GPUDispatcher(Dispatcher):
         def report(exc: BaseException | None) -> None:
             if exc is not None and gpu_ctx is not None and hasattr(gpu_ctx, "translate"):
                 exc = gpu_ctx.translate(exc)
-            with contextlib.suppress(RuntimeError):  # the actor's loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, fut, exc)
+            call_soon(loop, settle, fut, None, exc)
 
         def start() -> None:
             try:
