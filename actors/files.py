@@ -115,6 +115,10 @@ _UNSUPPORTED: set[tuple[str, str]] = {("mov", "libvpx-vp9"), ("mov", "libopus")}
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 _VIDEO_TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz: exact for 24/25/30/50/60 fps and their /1.001 kin
 
+#: Timestamp rounding a container may add (MKV stores milliseconds): audio that overlaps the
+#: previous block by less than this simply continues it; more is an overlap, trimmed.
+_TIMESTAMP_SLACK = 0.002
+
 #: How often a crash-safe MP4/MOV is made durable: its fragment length. A kill loses the
 #: fragment being filled plus what is still inside the encoder (x264's lookahead and frame
 #: threads hold ~0.5 s), so half-second fragments keep the loss within ~1 s; a fragment costs
@@ -423,12 +427,14 @@ class FileSource(Actor):
             data = np.ascontiguousarray(f.to_ndarray().T, dtype=np.float32)  # (channels, n) planar -> (n, channels)
             follows = self._audio_next
             if follows is not None and ts < follows:
-                # Audio demuxed ahead of the video before a seek or loop overlaps what follows
-                # the jump: drop the overlap, so time never runs backwards on this stream.
-                skip = round((follows - ts) * f.sample_rate)
-                if skip >= data.shape[0]:
-                    continue
-                data, ts = data[skip:], ts + skip / f.sample_rate
+                if follows - ts > _TIMESTAMP_SLACK:
+                    # Audio demuxed ahead of the video before a seek or loop overlaps what follows
+                    # the jump: drop the overlap, so time never runs backwards on this stream.
+                    skip = round((follows - ts) * f.sample_rate)
+                    if skip >= data.shape[0]:
+                        continue
+                    data = data[skip:]
+                ts = follows  # (within the container's timestamp precision: MKV's 1 ms, just continue)
             self._audio_next = ts + data.shape[0] / f.sample_rate
             msg = AudioBuffer(
                 data=data,
@@ -565,8 +571,9 @@ class FileSink(Actor):
 
     The streams of a file are fixed when its header is written, so the sink opens the
     file once every connected input has delivered its first message (or, if one stays
-    silent, ``start_wait`` seconds of media later, without it). Frames must keep the
-    first frame's size; a frame of another size or dtype fails the actor with a clear
+    silent, ``start_wait`` seconds of media later -- of wall-clock time when ``lossless``,
+    where an offline source can race seconds of media ahead in milliseconds -- without
+    it). Frames must keep the first frame's size; a frame of another size or dtype fails the actor with a clear
     error, and what was written before is finalized.
 
     ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
@@ -639,6 +646,8 @@ class FileSink(Actor):
             raise MediaError(f"{self.path}: faststart=True is an MP4/MOV layout; {str(self.file)!r} is {fmt}")
         self.faststart = faststart
         self.container_options = {**container_defaults(fmt, faststart=faststart), **(container_options or {})}
+        self.lossless = lossless
+        self._waiting_since: float | None = None  # wall time the first message waited for the others
         overflow: Overflow = "block" if lossless else "drop_oldest"
         self.inputs["video"] = StreamInput("video", Frame, maxsize=maxsize, overflow=overflow)
         self.inputs["audio"] = StreamInput("audio", AudioBuffer, maxsize=maxsize * 4, overflow=overflow)
@@ -728,7 +737,12 @@ class FileSink(Actor):
         if not waiting:
             return True
         stamps = [m.timestamp for m in self._pending]
-        if max(stamps) - min(stamps) >= self.start_wait or len(self._pending) > 2000:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        # Live, media time and wall time run together; offline (lossless), one source may race
+        # seconds of media ahead of another in milliseconds: there only wall time says "silent".
+        waited = time.monotonic() - self._waiting_since if self.lossless else max(stamps) - min(stamps)
+        if waited >= self.start_wait or len(self._pending) > 2000:
             log.warning(
                 "%s: no %s within %.1f s; writing %s without it", self.path, waiting[0], self.start_wait, self.file
             )
@@ -943,6 +957,22 @@ class FileSink(Actor):
         if self._finalized:
             return
         self._finalized = True
+        # What was delivered but not yet taken (a stop lands between two ticks) is written
+        # too: a graceful stop loses nothing that reached the sink. (Not after a failure: the
+        # next message may be as bad as the one that failed it.)
+        leftover = []
+        if self.failure is None:
+            leftover = [m for name in ("video", "audio") for m in iter(self.inputs[name].read_nowait, None)]
+        if self._out is None:
+            self._pending.extend(leftover)
+        else:
+            for msg in leftover:
+                try:
+                    self._check(msg)
+                    self.writer.put(msg)
+                except Exception as exc:
+                    log.error("%s: while writing %s at stop: %s", self.path, self.file, exc)
+                    break
         pending, self._pending = self._pending, []
         try:
             self.writer.close()  # what was handed over is written before the trailer

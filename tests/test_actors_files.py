@@ -823,3 +823,24 @@ async def test_hls_writes_no_one_frame_last_segment(tmp_path: Path) -> None:
     with av.open(str(playlist)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 31 and close_to(frames[-1], BLUE)
+
+
+async def test_offline_audio_racing_ahead_does_not_make_a_lossless_sink_drop_its_video(tmp_path: Path) -> None:
+    """Offline, 3 s of audio arrive in milliseconds before the first video frame: the sink
+    waits for the video in wall-clock time, not media time (which the audio ran through)."""
+    path = tmp_path / "race.mkv"
+    sink = FileSink(path, lossless=True, start_wait=2.0)
+    audio, video = Feeder(AudioBuffer), Feeder(VideoFrame)
+    audio >> sink.inputs["audio"]
+    video >> sink.inputs["video"]
+    t0 = time.monotonic()
+    for n in range(30):  # 3 s of media, at once
+        await audio.send(AudioBuffer(np.zeros((4800, 2), np.float32), 48000, timestamp=t0 + n * 0.1, clock_rate=10.0))
+    await asyncio.sleep(0.3)  # the video source is slower to start
+    for n in range(10):
+        await video.send(VideoFrame(solid(RED), timestamp=t0 + n / 30, frame_number=n, clock_rate=30.0))
+    audio.end()
+    video.end()
+    assert await asyncio.wait_for(sink.join(), 15) is LifecycleState.STOPPED
+    _, images, _ = decode_video(path)
+    assert len(images) == 10 and close_to(images[0], RED)

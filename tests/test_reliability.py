@@ -153,7 +153,9 @@ def test_sigterm_stops_gracefully_in_plain_and_asyncio_scripts(tmp_path: Path) -
         rc, times, err = ffprobe_frames(path)
         sent = sent_times(path)
         report.append(f"{path.name}: ffprobe rc {rc}, sent {len(sent)}, kept {len(times)} {err.strip()[-80:]}")
-        if rc == 0 and len(times) == len(sent):  # lossless sink, stopped gracefully: every frame
+        # Every frame the sink was sent is written (it drains its inputs at stop), but for one
+        # the source may have sent while the stop was already under way.
+        if rc == 0 and len(times) >= len(sent) - 1:
             playable.append(path.name)
     assert codes == [143] * len(paths)
     assert len(playable) == len(paths), "\n".join(report)
@@ -251,14 +253,18 @@ def test_a_finite_source_loses_no_frame_before_its_connection_in_a_plain_script(
     from streamlib.testing import Probe
 
     class SlowProbe(Probe):  # a sink whose construction takes a moment, as opening a device can
-        def __init__(self, **kw: object) -> None:
+        def __init__(self, source: TestPattern, **kw: object) -> None:
             super().__init__(**kw)
-            time.sleep(0.1)
+            deadline = time.monotonic() + 0.5
+            while source.sent < 3 and time.monotonic() < deadline:  # long enough for frames to go out
+                time.sleep(0.005)
 
     # No running loop here: the actors run on streamlib's background loop, as in a plain script.
-    probe = SlowProbe()
     # Not realtime: a loaded machine makes a realtime clock skip (and count) late ticks, which is
-    # not what this test is about; a non-realtime source must deliver every frame.
-    TestPattern("gradient", width=32, height=24, fps=60, frames=30, realtime=False) >> probe
+    # not what this test is about; a non-realtime source must deliver every frame. The sink takes
+    # until the source has sent 3 frames (or 0.5 s) to build: the source must hold them back.
+    source = TestPattern("gradient", width=32, height=24, fps=60, frames=30, realtime=False)
+    probe = SlowProbe(source)
+    source >> probe
     streamlib.wait(probe, timeout=30)
     assert [f.frame_number for f in probe.messages] == list(range(30))
