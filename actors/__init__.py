@@ -49,6 +49,21 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Upload": ("gpu", "wgpu"),
     "Download": ("gpu", "wgpu"),
     "TransferWarning": ("gpu", "wgpu"),
+    "InferenceActor": ("inference", "onnxruntime"),
+    "Detections": ("inference", "onnxruntime"),
+    "DetectionOutputs": ("inference", "onnxruntime"),
+    "ImagePreprocess": ("inference", "onnxruntime"),
+    "InferenceError": ("inference", "onnxruntime"),
+    "InferenceInputError": ("inference", "onnxruntime"),
+    "ProviderWarning": ("inference", "onnxruntime"),
+    "DetectionOverlay": ("overlay", "opencv-python"),
+    "RTPSendActor": ("net", "numpy"),
+    "RTPReceiveActor": ("net", "numpy"),
+    "H264RTPSendActor": ("net", "av"),
+    "H264RTPReceiveActor": ("net", "av"),
+    "MPEGTSSendActor": ("net", "av"),
+    "MPEGTSReceiveActor": ("net", "av"),
+    "WebRTCSink": ("net", "aiortc"),
 }
 
 # The third-party module each pip package provides (to tell a missing library from a bug).
@@ -59,6 +74,8 @@ _MODULES = {
     "numpy": "numpy",
     "wgpu": "wgpu",
     "numba": "numba",
+    "onnxruntime": "onnxruntime",
+    "aiortc": "aiortc",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -77,7 +94,7 @@ def __getattr__(name: str) -> Any:
         by_module = {module: pip for pip, module in _MODULES.items()}
         if missing in by_module or "pip install" in str(exc):
             package = by_module.get(missing, package)
-            extra = "gpu" if package == "wgpu" else "media"
+            extra = {"wgpu": "gpu", "onnxruntime": "ml"}.get(package, "media")
             raise ImportError(
                 f"streamlib.actors.{name} needs the {package!r} package: pip install {package} "
                 f"(or pip install streamlib[{extra}])"
@@ -127,4 +144,19 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .gpu import ShaderStatus as ShaderStatus
     from .gpu import TransferWarning as TransferWarning
     from .gpu import Upload as Upload
+    from .inference import DetectionOutputs as DetectionOutputs
+    from .inference import Detections as Detections
+    from .inference import ImagePreprocess as ImagePreprocess
+    from .inference import InferenceActor as InferenceActor
+    from .inference import InferenceError as InferenceError
+    from .inference import InferenceInputError as InferenceInputError
+    from .inference import ProviderWarning as ProviderWarning
+    from .net import H264RTPReceiveActor as H264RTPReceiveActor
+    from .net import H264RTPSendActor as H264RTPSendActor
+    from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
+    from .net import MPEGTSSendActor as MPEGTSSendActor
+    from .net import RTPReceiveActor as RTPReceiveActor
+    from .net import RTPSendActor as RTPSendActor
+    from .net import WebRTCSink as WebRTCSink
+    from .overlay import DetectionOverlay as DetectionOverlay
     from .video import TestPattern as TestPattern

@@ -8,8 +8,10 @@ event loop stays free.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,27 @@ class CameraError(RuntimeError):
 
 def _is_url(source: str) -> bool:
     return "://" in source
+
+
+@contextlib.contextmanager
+def _quiet_opencv_probe() -> Iterator[None]:
+    """Silence OpenCV's log while ``VideoCapture`` probes its backends.
+
+    With ``CAP_ANY`` OpenCV tries V4L2, FFmpeg, Orbbec... in turn and logs a WARN or ERROR for
+    each that cannot open the source, even when a later one can; a missing camera prints a
+    dozen lines. Whether the source opened is what matters, and :class:`Camera` reports that
+    itself (a :class:`CameraError` naming the actor and the source). Setting
+    ``OPENCV_LOG_LEVEL`` in the environment shows OpenCV's own messages again."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None or "OPENCV_LOG_LEVEL" in os.environ:
+        yield
+        return
+    previous = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
 
 
 class Camera(Actor):
@@ -73,12 +96,14 @@ class Camera(Actor):
         self.outputs["video"] = StreamOutput("video", VideoFrame)
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.source, self.api)
+        with _quiet_opencv_probe():
+            cap = cv2.VideoCapture(self.source, self.api)
         if not cap.isOpened():
             cap.release()
             what = f"camera {self.source}" if isinstance(self.source, int) else repr(self.source)
             raise CameraError(
-                f"{self.path}: cannot open {what} with OpenCV (no such device, unreadable or unsupported)"
+                f"{self.path}: cannot open {what} with OpenCV (no such device, unreadable or unsupported; "
+                "OPENCV_LOG_LEVEL=DEBUG shows why)"
             )
         width, height = self.requested_size
         if width:

@@ -32,10 +32,15 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import itertools
 import linecache
 import logging
 import math
+import os
+import re
+import sys
+import tempfile
 import textwrap
 import threading
 import traceback
@@ -80,6 +85,47 @@ def default_typeface() -> Any:
         if _typeface is None:
             _typeface = skia.Typeface("sans-serif")
         return _typeface
+
+
+# skia-python's wheels bundle fontconfig 2.13, older than the configuration of newer systems
+# (Debian 12, Ubuntu 22.04+), whose 05-reset-dirs-sample.conf uses an element it does not know.
+# It warns about it on stderr the first time fonts are looked up (in the middle of a progress
+# bar, on every run), and fonts work regardless. Only that exact line is dropped.
+_HARMLESS_FONTCONFIG = re.compile(rb'^Fontconfig warning: "[^"]*", line \d+: unknown element "reset-dirs"\r?\n?$')
+
+
+def _load_fonts_quietly() -> None:
+    """Look the default typeface up now, dropping the one known-harmless fontconfig warning.
+
+    fontconfig writes to file descriptor 2 from C, so stderr is caught at that level for the
+    few milliseconds of the lookup; every other line (a real error, or another thread's
+    output meanwhile) is written back to stderr unchanged. A lookup that fails is left for
+    the first drawing to raise, as it would without this."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable stderr: nothing to keep quiet
+        saved = -1
+    if saved < 0:
+        with contextlib.suppress(Exception):
+            default_typeface()
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            default_typeface()
+        except Exception:
+            pass  # raised again, with its message, where a drawing first needs the font
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        kept = [line for line in caught.read().splitlines(keepends=True) if not _HARMLESS_FONTCONFIG.match(line)]
+    if kept:
+        os.write(2, b"".join(kept))
+
+
+_load_fonts_quietly()
 
 
 @dataclass(slots=True)
@@ -239,7 +285,7 @@ class Drawing(Actor):
         self._program = _compile(draw, self.name)  # a SyntaxError here fails construction
         self._picture: Any = None  # the last complete recording
         self._picture_size: tuple[int, int] | None = None
-        self._reported: set[tuple[str, str, int | None, str]] = set()
+        self._errors: dict[tuple[str, str, int | None, str, str], tuple[DrawingError, int]] = {}
         self._t0: float | None = None
         self._pool = FramePool(6)
         self._work: NDArray[np.uint8] | None = None
@@ -279,13 +325,24 @@ class Drawing(Actor):
 
     # -- drawing -----------------------------------------------------------------------------
 
+    @property
+    def errors(self) -> list[tuple[DrawingError, int]]:
+        """Each distinct error so far (its first occurrence) with how many times it happened,
+        oldest first. ``on_error`` hears of each distinct error once (same code version,
+        exception, line and message), not on every frame a persistent bug fails; this has
+        the counts it could not know yet."""
+        return list(self._errors.values())
+
     def _report(self, error: DrawingError) -> None:
         self.last_error = error
         self.error_count += 1
-        signature = (error.kind, error.exception, error.lineno, error.message)
-        if signature not in self._reported:  # log each distinct error once, not at 60 fps
-            self._reported.add(signature)
-            log.warning("%s: drawing code failed: %s", self.path, error)
+        signature = (error.kind, error.exception, error.lineno, error.message, error.source)
+        seen = self._errors.get(signature)
+        if seen is not None:  # the same error again (a persistent bug fails every frame): count it only
+            self._errors[signature] = (seen[0], seen[1] + 1)
+            return
+        self._errors[signature] = (error, 1)
+        log.warning("%s: drawing code failed: %s", self.path, error)
         if self.on_error is not None:
             try:
                 self.on_error(error)
@@ -422,6 +479,9 @@ class Drawing(Actor):
         await self.outputs["video"].send(out)
 
     async def on_stop(self) -> None:
+        repeated = [(error, count) for error, count in self._errors.values() if count > 1]
+        for error, count in repeated:  # logged once when it first happened: now say how often
+            log.warning("%s: drawing code failed %d times in all: %s", self.path, count, error)
         self._work_surface = None
         self._work = None
         self._pool.clear()

@@ -1,12 +1,19 @@
-"""Tick jitter of a 60 fps actor on its own SoftwareClock, with 100 idle actors alive.
+"""Tick jitter of a 60 fps actor on its own SoftwareClock, beside idle and beside ticking actors.
 
 What is measured
     An actor with no inputs and ``default_fps = 60`` ticks on its own clock; each
-    ``process`` call records ``time.perf_counter()``. 100 idle actors (one connected,
-    silent input each, as in ``bench_spawn``) live on the same loop. After about
-    ``--seconds`` the intervals between consecutive ticks give p50, p99 and the jitter
-    ``p99 - p50`` (target < 1 ms), and ``actor.clock.skipped`` counts the ticks the clock
-    had to skip because it fell a whole period behind.
+    ``process`` call records ``time.perf_counter()``. Other actors live on the same loop,
+    in three cases:
+
+    * ``idle100``: 100 idle actors (one connected, silent input each, as in ``bench_spawn``);
+    * ``tick100``: 100 actors ticking at 10 fps on their own clocks, built together in one
+      burst (so, unless the clocks stagger them, their deadlines coincide and their ticks
+      arrive in bursts);
+    * ``tick1000``: the same with 1,000 ticking actors (10,000 ticks a second).
+
+    After about ``--seconds`` the intervals between consecutive ticks give p50, p99 and the
+    jitter ``p99 - p50`` (target < 0.5 ms), and ``actor.clock.skipped`` counts the ticks the
+    clock had to skip because it fell a whole period behind.
 
 Why
     A realtime pipeline is only as smooth as the clock at its source: a 60 fps display
@@ -24,7 +31,7 @@ what the loop alone gives. Each ticker also records its *lateness* (processing t
 the tick's deadline), and the table shows the machine's load average: on a loaded machine
 the wake-up latency of the OS scheduler, not the code, sets p99.
 
-Run: ``python benchmarks/bench_clock_jitter.py [--quick] [--seconds 5] [--reps 3]``.
+Run: ``python benchmarks/bench_clock_jitter.py [--quick] [--seconds 5] [--reps 3] [--cases idle100,tick100,tick1000]``.
 """
 
 from __future__ import annotations
@@ -46,9 +53,19 @@ from streamlib.clock import sleep_until
 FPS = 60.0
 WARMUP_TICKS = 3  # the first intervals include start-up, not steady-state pacing
 
+CASES: dict[str, tuple[str, int]] = {
+    "idle100": ("idle", 100),
+    "tick100": ("ticking", 100),
+    "tick1000": ("ticking", 1000),
+}
+"""Each case: what the other actors do, and how many there are."""
+
+OTHER_FPS = 10.0
+
 TARGETS = [
-    Target("jitter_asyncio_ms_median", "clock: 60 fps tick p99 - p50, asyncio loop", "<", 1.0, " ms"),
-    Target("jitter_uvloop_ms_median", "clock: 60 fps tick p99 - p50, uvloop", "<", 1.0, " ms"),
+    Target(f"jitter_{case}_{loop}_ms_median", f"clock: 60 fps p99 - p50, {case}, {loop}", "<", 0.5, " ms")
+    for case in CASES
+    for loop in ("asyncio", "uvloop")
 ]
 
 
@@ -65,6 +82,19 @@ class Ticker(Actor):
     async def process(self, tick: TimedTick) -> None:
         self.stamps.append(time.perf_counter())
         self.lateness.append(time.monotonic() - tick.timestamp)  # the tick's deadline, on monotonic
+
+
+class OtherTicker(Actor):
+    """One of the other actors of the ``tick*`` cases: its own 10 fps clock, a trivial tick."""
+
+    default_fps: ClassVar[float | None] = OTHER_FPS
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.ticks_seen = 0
+
+    async def process(self, tick: TimedTick) -> None:
+        self.ticks_seen += 1
 
 
 class Pacing(NamedTuple):
@@ -84,9 +114,7 @@ def pacing(stamps: list[float], lateness: list[float], skipped: int = 0) -> Paci
     intervals = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)][WARMUP_TICKS:]
     late = [x * 1000 for x in lateness[WARMUP_TICKS:]]
     p50, p99 = percentile(intervals, 50), percentile(intervals, 99)
-    return Pacing(
-        p50, p99, p99 - p50, max(intervals), percentile(late, 50), percentile(late, 99), len(stamps), skipped
-    )
+    return Pacing(p50, p99, p99 - p50, max(intervals), percentile(late, 50), percentile(late, 99), len(stamps), skipped)
 
 
 async def deadline_loop(
@@ -123,11 +151,16 @@ class Run(NamedTuple):
     load: float
 
 
-async def jitter_run(seconds: float, idle: int) -> Run:
-    """Run the ticker and both plain loops side by side for ``seconds``."""
+async def jitter_run(seconds: float, case: str) -> Run:
+    """Run the ticker and both plain loops side by side for ``seconds``, beside ``case``'s actors."""
+    kind, count = CASES[case]
     source = SilentSource()
-    others = spawn_idle_actors(source, idle)
-    await asyncio.sleep(0.05)  # the idle actors are asleep
+    others: list[Actor] = []
+    if kind == "idle":
+        others += spawn_idle_actors(source, count)
+    else:
+        others += [OtherTicker() for _ in range(count)]  # built together: one burst
+    await asyncio.sleep(0.25)  # the idle actors are asleep, the ticking ones on their clocks
     stop = asyncio.Event()
     base: tuple[list[float], list[float]] = ([], [])
     timer: tuple[list[float], list[float]] = ([], [])
@@ -140,6 +173,10 @@ async def jitter_run(seconds: float, idle: int) -> Run:
     await ticker.stop()
     stop.set()
     await asyncio.gather(*loops)
+    if kind == "ticking":
+        seen = sum(a.ticks_seen for a in others if isinstance(a, OtherTicker))
+        if seen < count * OTHER_FPS * seconds * 0.5:
+            raise AssertionError(f"the {count} other actors ticked only {seen} times in {seconds} s")
     await asyncio.gather(*(a.stop() for a in others))
     await source.stop()
     skipped = ticker.clock.skipped if ticker.clock is not None else 0
@@ -150,61 +187,91 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run the measurements, print the table, return the figures (milliseconds)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of one run")
-    parser.add_argument("--reps", type=int, default=3, help="runs per loop type")
-    parser.add_argument("--idle", type=int, default=100, help="idle actors alive during the run")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 run of 2 s per loop)")
+    parser.add_argument("--reps", type=int, default=3, help="runs per case and loop type")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (1 run of 2 s per case and loop)")
     args = parser.parse_args(argv)
     seconds, reps = (2.0, 1) if args.quick else (args.seconds, args.reps)
-    print(f"# bench_clock_jitter: {FPS:g} fps, {args.idle} idle actors, {reps} x {seconds:g} s per loop "
-          f"({describe_tree()})")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    print(
+        f"# bench_clock_jitter: {FPS:g} fps beside {', '.join(cases)}; {reps} x {seconds:g} s per case and loop "
+        f"({describe_tree()})"
+    )
+
+    # Rounds interleave cases and loop types, so a slow moment of the machine is shared out.
+    results: dict[tuple[str, str], list[Run]] = {(c, loop): [] for c in cases for loop in LOOP_RUNNERS}
+    for _ in range(reps):
+        for case in cases:
+            for loop, run in LOOP_RUNNERS.items():
+                results[(case, loop)].append(run(jitter_run(seconds, case)))
 
     figures: dict[str, float] = {}
     rows: list[list[object]] = []
-    for loop, run in LOOP_RUNNERS.items():
-        results: list[Run] = [run(jitter_run(seconds, args.idle)) for _ in range(reps)]
-        load = statistics.median(r.load for r in results)
-        tickers = (
-            ("streamlib SoftwareClock actor", "ticker"),
-            ("asyncio.sleep loop (baseline)", "baseline"),
-            ("sleep_until loop (bare timer)", "timer"),
-        )
+    tickers = (
+        ("streamlib SoftwareClock actor", "ticker"),
+        ("asyncio.sleep loop (baseline)", "baseline"),
+        ("sleep_until loop (bare timer)", "timer"),
+    )
+    for (case, loop), found in results.items():
+        load = statistics.median(r.load for r in found)
         for label, field in tickers:
-            runs: list[Pacing] = [getattr(r, field) for r in results]
+            runs: list[Pacing] = [getattr(r, field) for r in found]
             jitters = [p.jitter for p in runs]
-            rows.append([
-                loop,
-                label,
-                f"{statistics.median(p.p50 for p in runs):.3f}",
-                f"{statistics.median(p.p99 for p in runs):.3f}",
-                f"{statistics.median(jitters):.3f}",
-                f"{min(jitters):.3f}",
-                f"{statistics.median(p.late_p50 for p in runs):.3f} / "
-                f"{statistics.median(p.late_p99 for p in runs):.3f}",
-                f"{max(p.worst for p in runs):.2f}",
-                f"{sum(p.ticks for p in runs)}",
-                f"{sum(p.skipped for p in runs)}" if field == "ticker" else "-",
-                f"{load:.1f}",
-            ])
-        ours = [r.ticker.jitter for r in results]
-        theirs = [r.baseline.jitter for r in results]
-        figures[f"jitter_{loop}_ms_median"] = statistics.median(ours)
-        figures[f"jitter_{loop}_ms_best"] = min(ours)
-        figures[f"jitter_{loop}_baseline_ms_median"] = statistics.median(theirs)
-        figures[f"jitter_{loop}_timer_ms_median"] = statistics.median(r.timer.jitter for r in results)
-        figures[f"jitter_{loop}_ratio_median"] = statistics.median(t / o for t, o in zip(theirs, ours, strict=True))
-        figures[f"jitter_{loop}_skipped"] = float(sum(r.ticker.skipped for r in results))
-        figures[f"jitter_{loop}_p50_ms"] = statistics.median(r.ticker.p50 for r in results)
-        figures[f"jitter_{loop}_load"] = load
+            rows.append(
+                [
+                    case,
+                    loop,
+                    label,
+                    f"{statistics.median(p.p50 for p in runs):.3f}",
+                    f"{statistics.median(p.p99 for p in runs):.3f}",
+                    f"{statistics.median(jitters):.3f}",
+                    f"{min(jitters):.3f}",
+                    f"{statistics.median(p.late_p50 for p in runs):.3f} / "
+                    f"{statistics.median(p.late_p99 for p in runs):.3f}",
+                    f"{max(p.worst for p in runs):.2f}",
+                    f"{sum(p.ticks for p in runs)}",
+                    f"{sum(p.skipped for p in runs)}" if field == "ticker" else "-",
+                    f"{load:.1f}",
+                ]
+            )
+        ours = [r.ticker.jitter for r in found]
+        theirs = [r.baseline.jitter for r in found]
+        key = f"jitter_{case}_{loop}"
+        figures[f"{key}_ms_median"] = statistics.median(ours)
+        figures[f"{key}_ms_best"] = min(ours)
+        figures[f"{key}_baseline_ms_median"] = statistics.median(theirs)
+        figures[f"{key}_timer_ms_median"] = statistics.median(r.timer.jitter for r in found)
+        figures[f"{key}_ratio_median"] = statistics.median(t / o for t, o in zip(theirs, ours, strict=True))
+        figures[f"{key}_skipped"] = float(sum(r.ticker.skipped for r in found))
+        figures[f"{key}_p50_ms"] = statistics.median(r.ticker.p50 for r in found)
+        figures[f"{key}_load"] = load
     print_table(
-        "Tick intervals in ms (target: streamlib p99 - p50 < 1 ms)",
+        "Tick intervals in ms (target: streamlib p99 - p50 < 0.5 ms)",
         [
-            "loop", "ticker", "p50", "p99", "p99-p50 median", "p99-p50 best", "late p50 / p99",
-            "worst", "ticks", "skipped", "load avg",
+            "case",
+            "loop",
+            "ticker",
+            "p50",
+            "p99",
+            "p99-p50 median",
+            "p99-p50 best",
+            "late p50 / p99",
+            "worst",
+            "ticks",
+            "skipped",
+            "load avg",
         ],
         rows,
     )
-    ratio_rows = [[loop, f"{figures[f'jitter_{loop}_ratio_median']:.1f}x"] for loop in LOOP_RUNNERS]
-    print_table("Jitter ratio, baseline / streamlib (> 1: streamlib steadier)", ["loop", "median"], ratio_rows)
+    ratio_rows = [[case, loop, f"{figures[f'jitter_{case}_{loop}_ratio_median']:.1f}x"] for case, loop in results]
+    print_table(
+        "Jitter ratio, asyncio.sleep baseline / streamlib (> 1: streamlib steadier)",
+        ["case", "loop", "median"],
+        ratio_rows,
+    )
     return figures
 
 

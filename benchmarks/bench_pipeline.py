@@ -34,9 +34,10 @@ from streamlib.actors.compose import Compositor
 from streamlib.actors.draw import Drawing
 from streamlib.actors.files import FileSink
 from streamlib.actors.video import TestPattern
-from streamlib.cli import format_summary, percentile, summary_rows, timed
+from streamlib.cli import format_summary, summary_rows, timed
 from streamlib.eventloop import new_event_loop
 from streamlib.mailbox import Overflow
+from streamlib.observe.profiling import percentile
 
 OVERLAY = """
 w, h = ctx.width, ctx.height

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
 import uvloop
+
+from streamlib.observe.profiling import percentile  # the one percentile streamlib reports with
 
 __all__ = [
     "LOOP_RUNNERS",
@@ -81,11 +82,6 @@ def fresh_heap() -> None:
 def ratio_stats(ratios: Sequence[float]) -> tuple[float, float]:
     """``(median, best)`` of speed ratios where higher is better."""
     return statistics.median(ratios), max(ratios)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, linearly interpolated."""
-    return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
 @dataclass(frozen=True)

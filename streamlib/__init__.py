@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from .actor import Actor, ActorSpec, Completion, add_stats_section, current_actor
+from .alignment import InputSync, MatchedSet
 from .clock import Clock, SoftwareClock
 from .dispatch import (
     AsyncioDispatcher,
@@ -41,6 +42,7 @@ from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, T
 from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
+from .waiting import wait
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,7 @@ _LAYER_NAMES: dict[str, tuple[str, str | None]] = {
     "dashboard": ("streamlib.observe.dashboard", "dashboard"),
     "run": ("streamlib.service", "run"),
     "service": ("streamlib.service", None),
+    "get_actor": ("streamlib.remote", "get_actor"),
 }
 
 
@@ -99,10 +102,12 @@ __all__ = [
     "Dispatcher",
     "EndOfStream",
     "InputStatistics",
+    "InputSync",
     "KeyEvent",
     "LifecycleState",
     "Mailbox",
     "MailboxStatistics",
+    "MatchedSet",
     "Message",
     "MouseEvent",
     "ProcessPoolDispatcher",
@@ -122,4 +127,5 @@ __all__ = [
     "register_transfer",
     "running_actors",
     "set_tick_instrument",
+    "wait",
 ]

@@ -77,6 +77,8 @@ __all__ = [
     "add_stats_section",
     "current_actor",
     "running_actors",
+    "runtime_address",
+    "set_runtime_address",
 ]
 
 log = logging.getLogger("streamlib")
@@ -287,6 +289,23 @@ def _abandon(actor: Actor, error: BaseException) -> None:
         child._core.request_stop(Cause.STOP)
 
 
+_runtime_address: str | None = None
+
+
+def set_runtime_address(address: str | None) -> None:
+    """Record the ``HOST:PORT`` at which this process's runtime can be reached (``None``: nowhere).
+
+    Set by whatever serves the runtime to other processes (:func:`streamlib.remote.serve`);
+    :attr:`Actor.uri` is built from it. The core only keeps the value."""
+    global _runtime_address
+    _runtime_address = address
+
+
+def runtime_address() -> str | None:
+    """The ``HOST:PORT`` this process's runtime is served at, or ``None`` if it is not served."""
+    return _runtime_address
+
+
 def add_stats_section(key: str, section: Callable[[Actor], Any]) -> None:
     """Add ``key: section(actor)`` to every :meth:`Actor.stats` (omitted when it returns a falsy value)."""
     _stats_sections[key] = section
@@ -468,6 +487,16 @@ class Actor(metaclass=ActorMeta):
     )
 
     @property
+    def uri(self) -> str | None:
+        """``actor://HOST:PORT/ClassName/instance-id`` (the id is the path without its leading
+        slash): how other processes address this actor. ``None`` while this process's runtime is
+        not served (see :func:`set_runtime_address`, set by :func:`streamlib.remote.serve`)."""
+        address = _runtime_address
+        if address is None:
+            return None
+        return f"actor://{address}/{type(self).__name__}/{self.path[1:]}"
+
+    @property
     def event_loop(self) -> asyncio.AbstractEventLoop:
         """The event loop this actor (and its children) run on."""
         return self._core.loop
@@ -618,6 +647,21 @@ class Actor(metaclass=ActorMeta):
     def join(self) -> Completion:
         """Wait for the actor to end, without asking it to."""
         return Completion(self)
+
+    def tick_on(self, *ports: StreamInput) -> None:
+        """Let every message arriving on ``ports`` tick this actor, not only the driving input's.
+
+        An actor with several inputs normally ticks on its driving input and samples the
+        others; a :class:`~streamlib.alignment.InputSync` calls this for its inputs, because
+        a matched set may be completed by any of them. ``process`` must then take what
+        arrives on these inputs every tick (the sync does), or the actor ticks again at once.
+        """
+        for port in ports:
+            if not isinstance(port, StreamInput) or port.owner is not self:
+                raise ValueError(f"{self.path}.tick_on() takes this actor's own inputs, got {port!r}")
+        core = self._core
+        core.tick_on = core.tick_on | {port.mailbox for port in ports}
+        core.wiring_changed()
 
     def stats(self, *, recursive: bool = False) -> dict[str, Any]:
         """Counters of this actor and its ports (a plain dict, ready for JSON).

@@ -10,9 +10,13 @@ uvloop is installed. Children always live on their parent's loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import weakref
+
+from .signals import install_sigterm_handler
+from .worker import start_loop_thread
 
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
 
@@ -47,18 +51,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def background_loop() -> asyncio.AbstractEventLoop:
     """The shared background loop, started on first call (thread-safe)."""
     global _background
+    install_sigterm_handler()  # the actors it will run stop gracefully on SIGTERM (see .signals)
     with _lock:
         if _background is None or _background.is_closed():
             loop = new_event_loop()
-            started = threading.Event()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(started.set)
-                loop.run_forever()
-
-            threading.Thread(target=run, name="streamlib-loop", daemon=True).start()
-            started.wait()
+            start_loop_thread(loop, "streamlib-loop")
             _background = loop
         return _background
 
@@ -76,3 +73,16 @@ def existing_background_loop() -> asyncio.AbstractEventLoop | None:
 
 def is_background(loop: asyncio.AbstractEventLoop) -> bool:
     return loop is _background
+
+
+def _forget_in_child() -> None:
+    """A forked child (a process dispatcher's worker, a trial run) has no thread running the
+    parent's background loop: it starts its own if it needs one. Without this, its exit would
+    wait for actors that live on a loop nobody runs (and its copy of the lock may be held)."""
+    global _background, _lock
+    _background = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

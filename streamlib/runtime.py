@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
+import contextlib
 import enum
 import functools
 import inspect
@@ -54,6 +55,7 @@ from .eventloop import current_loop, existing_background_loop, is_worker_loop
 from .lifecycle import Cause, ChildFate, LifecycleState, RestartPolicy
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
+from .signals import install_sigterm_handler, set_drain
 from .threadsafe import call_soon
 
 if TYPE_CHECKING:
@@ -184,6 +186,7 @@ def home_loop() -> asyncio.AbstractEventLoop:
     """The loop for a new top-level actor: the running loop, unless that is a thread
     dispatcher's private worker loop (which only runs during a hook call): then the loop
     of the actor whose hook is building it."""
+    install_sigterm_handler()  # SIGTERM stops actors gracefully, as Ctrl-C does (see .signals)
     loop = asyncio._get_running_loop()
     if loop is not None and not is_worker_loop(loop):
         return loop
@@ -277,6 +280,7 @@ class ActorRuntime:
         "state",
         "stop_requested",
         "task",
+        "tick_on",
         "ticked",
         "ticks",
         "wakers",
@@ -301,6 +305,7 @@ class ActorRuntime:
         self.driver_id = ""  # the path of the last driving input ("" until one drove)
         self.ticked = 0  # the driver's `received` count that ticks have accounted for
         self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
+        self.tick_on: frozenset[Mailbox] = frozenset()  # inputs whose every message ticks (Actor.tick_on)
         self.connected = False
         self.silence_timer: asyncio.TimerHandle | None = None
         self.silence_mark: tuple[int, int] = (0, 0)
@@ -378,8 +383,10 @@ class ActorRuntime:
         if asyncio._get_running_loop() is not self.loop:
             call_soon(self.loop, self.woken, port)
             return
-        if self.driver is None and self.explicit_clock is None and self.may_drive(port):
-            self.set_driver(port)
+        if self.explicit_clock is None and (
+            (self.driver is None and self.may_drive(port)) or (port.mailbox in self.tick_on and port.mailbox._items)
+        ):
+            self.set_driver(port)  # a tick_on() input ticks the actor on every arrival
         if port is self.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
             self.ring()
@@ -553,7 +560,11 @@ class ActorRuntime:
         for mailbox, waker in wakers:
             mailbox.waker = waker
             # A message sent from another thread may have beaten the waker.
-            if mailbox._items and (driver is None or (mailbox is driver.mailbox and mailbox.received != self.ticked)):
+            if mailbox._items and (
+                driver is None
+                or (mailbox is driver.mailbox and mailbox.received != self.ticked)
+                or mailbox in self.tick_on
+            ):
                 waker()
         try:
             await bell
@@ -857,14 +868,44 @@ def _stop_all_at_exit(timeout: float | None = None) -> None:
         return
     timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
     roots = [a for a in running_actors() if a._core.loop is loop]
-    for actor in roots:
-        actor._core.request_stop(Cause.STOP)
+    sources = _stop_sources(roots)
     deadline = time.monotonic() + timeout
+    drained = time.monotonic() + timeout / 2
+    for actor in roots:
+        if actor not in sources:
+            with contextlib.suppress(TimeoutError):
+                actor._core.done.wait(max(drained - time.monotonic(), 0))
+            actor._core.request_stop(Cause.STOP)
     for actor in roots:
         try:
             actor._core.done.wait(max(deadline - time.monotonic(), 0))
         except TimeoutError:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
+
+
+def _stop_sources(roots: list[Actor]) -> list[Actor]:
+    """A graceful stop begins with the sources: the trees with no connected input stop, and
+    what they already sent drains downstream, whose actors end by end of stream (sinks write
+    every frame, then finalize). Returns the trees stopped (all of them if none is a source)."""
+    sources = [a for a in roots if not any(port.connected for port in a.inputs.values())] or roots
+    for actor in sources:
+        actor._core.request_stop(Cause.STOP)
+    return sources
+
+
+async def drain_loop(loop: asyncio.AbstractEventLoop, timeout: float | None = None) -> None:
+    """Stop the actors of ``loop`` sources first (see :func:`_stop_sources`), give the rest half
+    of ``timeout`` to end by end of stream, then stop what is left: SIGTERM's graceful path
+    under ``asyncio.run`` (then the loop exits as on Ctrl-C)."""
+    timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
+    roots = [a for a in running_actors() if a._core.loop is loop]
+    _stop_sources(roots)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(ended(a) for a in roots)), timeout / 2)
+    for actor in roots:
+        actor._core.request_stop(Cause.STOP)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(ended(a) for a in roots)), timeout / 2)
 
 
 def _forget_parent_world() -> None:
@@ -880,6 +921,7 @@ def _forget_parent_world() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_parent_world)
+set_drain(drain_loop)
 
 # Registered with threading as well as atexit: threading's exit hooks run before atexit's,
 # in reverse order of registration, and concurrent.futures joins its worker threads (and

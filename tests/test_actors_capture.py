@@ -96,3 +96,27 @@ def test_an_unreadable_file_raises_at_construction(tmp_path: Path) -> None:
 def test_an_absent_device_raises_at_construction() -> None:
     with pytest.raises(ActorInitError, match="cannot open camera 97"):
         Camera(97)
+
+
+def test_a_missing_camera_is_one_clear_error_not_opencv_noise() -> None:
+    """OpenCV logs a warning per backend it probes for a missing device; the CameraError says
+    it in one line, and OPENCV_LOG_LEVEL brings OpenCV's own messages back."""
+    import subprocess
+    import sys
+
+    code = (
+        "from streamlib.actors.capture import Camera\n"
+        "try:\n    Camera(97, name='cam')\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert "/cam: cannot open camera 97 with OpenCV" in quiet.stdout
+    assert "WARN" not in quiet.stderr and "ERROR" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "OPENCV_LOG_LEVEL": "WARNING"},
+    )
+    assert "/cam: cannot open camera 97" in loud.stdout and "WARN" in loud.stderr, loud.stderr

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,3 +234,44 @@ async def test_a_frame_of_the_wrong_type_fails_the_drawing_clearly() -> None:
     assert await asyncio.wait_for(drawing.join(), 5) is LifecycleState.FAILED
     assert drawing.path in str(drawing.failure) and "float32" in str(drawing.failure)
     await feed.stop()
+
+
+async def test_on_error_fires_once_per_distinct_error_with_a_count() -> None:
+    seen: list[DrawingError] = []
+    drawing, clock, probe = await drawn(RED_DOT, on_error=seen.append)
+    drawing.set_code("x = ctx.missing_variable\n")  # fails on every frame
+    await clock.step(5)
+    await probe.wait_for(6)
+    assert drawing.error_count == 5 and len(seen) == 1 and seen[0].exception == "AttributeError"
+    drawing.set_code("x = 1 / 0\n")  # a different error: reported once more
+    await clock.step(3)
+    await probe.wait_for(9)
+    assert [e.exception for e in seen] == ["AttributeError", "ZeroDivisionError"]
+    assert [(e.exception, n) for e, n in drawing.errors] == [("AttributeError", 5), ("ZeroDivisionError", 3)]
+    assert drawing.errors[0][0] is seen[0]
+    await drawing.stop()
+
+
+def test_fontconfig_reset_dirs_warning_is_dropped_and_other_warnings_kept(tmp_path: Path) -> None:
+    """skia's bundled fontconfig warns about Debian 12's reset-dirs element on every run; a
+    configuration that is really wrong must still be reported."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "fonts.conf"
+    config.write_text(
+        '<?xml version="1.0"?>\n<fontconfig>\n<include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
+        "<bogus-element/>\n</fontconfig>\n"
+    )
+    env = {**os.environ, "FONTCONFIG_FILE": str(config)}
+    plain = "import skia; skia.Typeface('sans-serif')"
+    ours = "import streamlib.actors.draw"
+    run = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+        for code in (plain, ours)
+    ]
+    assert 'unknown element "bogus-element"' in run[0].stderr  # what fontconfig says without us
+    assert 'unknown element "bogus-element"' in run[1].stderr  # a real problem still shows
+    if 'unknown element "reset-dirs"' not in run[0].stderr:
+        pytest.skip("this system's fontconfig files do not trigger the reset-dirs warning")
+    assert "reset-dirs" not in run[1].stderr, run[1].stderr

@@ -137,7 +137,12 @@ def _elapsed(cell: Any) -> float:
 
 @pytest.fixture
 def kernel_manager(tmp_path: Path) -> KernelManager:
-    """A manager for a ``python3`` kernel running this very interpreter, from a private kernelspec."""
+    return private_kernel_manager(tmp_path)
+
+
+def private_kernel_manager(tmp_path: Path) -> KernelManager:
+    """A manager for a ``python3`` kernel running this very interpreter, from a private kernelspec
+    (also used by tests/test_docs.py to run the notebook recipes)."""
     kernels = tmp_path / "kernels"
     ipykernel.kernelspec.write_kernel_spec(kernels / KERNEL)  # its argv runs sys.executable
     ksm = KernelSpecManager(kernel_dirs=[str(kernels)])

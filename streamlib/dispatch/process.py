@@ -48,7 +48,6 @@ import multiprocessing.connection
 import multiprocessing.context
 import os
 import pickle
-import queue
 import signal
 import sys
 import threading
@@ -66,7 +65,7 @@ from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
 from ..mailbox import EMPTY
-from ..threadsafe import call_soon, settle
+from ..worker import JobWorker
 from .base import Dispatcher
 from .shared_memory import DEFAULT_THRESHOLD, ChannelStats, CopyNeeded, SharedArrayChannel, new_prefix, sweep
 
@@ -464,7 +463,7 @@ _T = TypeVar("_T")
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None", "asyncio.AbstractEventLoop | None"]
 
 
-class _Courier:
+class _Courier(JobWorker):
     """The one thread that does a worker's blocking work: it forks the worker, makes
     every big copy into shared memory (ahead of time where it can), and waits for the
     process to exit -- so the event loop never blocks on any of it.
@@ -473,38 +472,6 @@ class _Courier:
     once the interpreter starts exiting -- exactly when actors on the background loop
     still need their ``on_stop`` -- and a fork from an executor thread would carry the
     executor's state into the child."""
-
-    def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def call(self, fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
-        """Run ``fn(*args)`` on the courier; the result arrives on the calling loop."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((fn, args, future, loop))
-        return future
-
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the courier, after the jobs already queued; nobody waits."""
-        self._jobs.put((fn, args, None, None))
-
-    def close(self) -> None:
-        """End the thread once the queued jobs are done."""
-        self._jobs.put(None)
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args, future, loop = job
-            try:
-                result, error = fn(*args), None
-            except BaseException as exc:
-                result, error = None, exc
-                if future is None:
-                    log.error("streamlib process dispatcher: %r failed", fn, exc_info=exc)
-            if future is not None and loop is not None:
-                call_soon(loop, settle, future, result, error)
-            del job, fn, args, future, loop, result, error
 
 
 # Forks are serialized so that no child inherits another worker's half-made pipe.
@@ -682,7 +649,8 @@ def _default_start_method() -> StartMethod:
 
 
 class ProcessPoolDispatcher(Dispatcher):
-    """Run each actor in a worker process of its own, at most ``workers`` at a time
+    """One worker process per actor: each actor on this dispatcher gets a process of its own
+    (not a shared pool, despite the name seed 004 gave it), at most ``workers`` at a time
     (default: one per CPU core). See the module docstring."""
 
     interruptible: ClassVar[bool] = False

@@ -42,12 +42,10 @@ is counted in :attr:`GPUContext.stats`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -58,6 +56,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+from streamlib.worker import JobWorker, LazySingleton
 
 from .thread import gpu_thread
 
@@ -1203,38 +1203,5 @@ async def download_async(image: GPUImage) -> NDArray[np.uint8]:
     return await asyncio.wrap_future(readback_thread().submit(job.finish))
 
 
-class _Readback:
-    """A daemon thread that waits for buffer mappings (so no event loop has to)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]] = (
-            queue.SimpleQueue()
-        )
-        threading.Thread(target=self._run, name="streamlib-gpu-readback", daemon=True).start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._jobs.put((fut, fn, args))
-        return fut
-
-    def _run(self) -> None:
-        while True:
-            fut, fn, args = self._jobs.get()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-
-_readback_thread: _Readback | None = None
-
-
-def readback_thread() -> _Readback:
-    """The thread that waits for buffer mappings (started on first use)."""
-    global _readback_thread
-    with _context_lock:
-        if _readback_thread is None:
-            _readback_thread = _Readback()
-        return _readback_thread
+readback_thread: LazySingleton[JobWorker] = LazySingleton(lambda: JobWorker("streamlib-gpu-readback"))
+"""The thread that waits for buffer mappings, so no event loop has to (started on first use)."""

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streamlib.eventloop import new_worker_loop
+from streamlib.worker import start_loop_thread
 
 __all__ = ["GPUThread", "awaited", "gpu_thread"]
 
@@ -25,16 +26,7 @@ class GPUThread:
 
     def __init__(self) -> None:
         self.loop = new_worker_loop()
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(started.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="streamlib-gpu", daemon=True)
-        self.thread.start()
-        started.wait()
+        self.thread = start_loop_thread(self.loop, "streamlib-gpu")
 
     def is_current(self) -> bool:
         return threading.current_thread() is self.thread

@@ -17,6 +17,8 @@ otherwise:
     tag or a video player; ``/preview.png?output=id`` is one frame.
 ``/api/metrics``, ``/api/tree``, ``/api/graph.svg``, ``/api/graph.mmd``, ``/api/profile``
     the same data as JSON, text, SVG, Mermaid and the profiling export.
+``/favicon.ico``
+    the tab's icon.
 ``/metrics``
     every per-actor figure in the Prometheus text format (prometheus-client), for
     long-running services; :func:`prometheus_collector` plugs the same figures into a
@@ -41,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamlib import Actor, StreamOutput
+from streamlib.listening import check_listen_address, token_matches
 
 from . import profiling
 from .views import PreviewTap, _connected_actors, _flatten, _roots, _stats, encode_png, graph, tree_text, video_outputs
@@ -48,7 +51,7 @@ from .views import PreviewTap, _connected_actors, _flatten, _roots, _stats, enco
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["Dashboard", "dashboard", "encode_preview", "output_id", "prometheus_collector", "rows"]
+__all__ = ["Dashboard", "dashboard", "encode_preview", "output_id", "prometheus_collector", "rows", "split_operation"]
 
 _EXTRA = "pip install 'streamlib[observe]'"
 
@@ -127,11 +130,53 @@ def encode_preview(pixels: Any, quality: int = 80) -> tuple[bytes, str]:
     return bytes(buffer), "image/jpeg"
 
 
+def favicon(size: int = 32) -> bytes:
+    """The dashboard's icon as an ``.ico`` file: three coloured streams on the header's colour.
+
+    An ICO may hold a PNG image (since Windows Vista; every current browser reads it): a
+    6-byte ICONDIR and one 16-byte ICONDIRENTRY, then the PNG."""
+    import struct
+
+    import numpy as np
+
+    pixels = np.zeros((size, size, 4), np.uint8)
+    pixels[...] = (0x26, 0x32, 0x38, 255)
+    unit = size // 8
+    for row, colour in enumerate([(0x42, 0xA5, 0xF5), (0x66, 0xBB, 0x6A), (0xFF, 0xA7, 0x26)]):
+        top = unit * (1 + 2 * row) + unit // 2
+        pixels[top : top + unit, unit : size - unit * (2 - row), :3] = colour
+    png = encode_png(pixels)
+    header = struct.pack("<HHH", 0, 1, 1)  # reserved, type 1 = icon, one image
+    entry = struct.pack("<BBBBHHII", size % 256, size % 256, 0, 0, 1, 32, len(png), 6 + 16)
+    return header + entry + png
+
+
 # -- Prometheus ----------------------------------------------------------------------------------
 
 
+ACTOR_OPERATIONS = ("process", "latency", "lateness")
+"""The per-actor profiling series (see :mod:`streamlib.observe.profiling`), named ``<path>.<operation>``."""
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def split_operation(series: str) -> tuple[str, str]:
+    """``"/app/comp.latency"`` -> ``("/app/comp", "latency")``; a ``profile("name")`` section -> ``("", "name")``.
+
+    Profiling names an actor's series after its path; Prometheus wants the actor and the
+    operation as separate labels, so a query can select either."""
+    path, dot, what = series.rpartition(".")
+    if dot and path.startswith("/") and what in ACTOR_OPERATIONS:
+        return path, what
+    return "", series
+
+
 class _Collector:
-    """A prometheus-client collector that reads the actors' counters at each scrape."""
+    """A prometheus-client collector that reads the actors' counters at each scrape.
+
+    Metric names follow Prometheus' conventions: a unit suffix (``_seconds``, ``_messages``),
+    ``_total`` on counters, and durations as a *summary* (``quantile`` 0.5/0.95/0.99 over the
+    most recent :data:`~streamlib.observe.profiling.WINDOW` samples, ``_sum``/``_count`` over all)."""
 
     def __init__(self, roots: Sequence[Actor]) -> None:
         self.roots = list(roots)
@@ -140,7 +185,7 @@ class _Collector:
         return []  # unchecked collector: the metric names depend on what is running
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
         labels = ["actor", "class"]
         counters = {
@@ -154,15 +199,29 @@ class _Collector:
             "dropped": CounterMetricFamily("streamlib_actor_dropped", "Messages dropped by full inputs", labels=labels),
         }
         state = GaugeMetricFamily("streamlib_actor_state", "1 for the actor's current state", labels=[*labels, "state"])
-        depth = GaugeMetricFamily("streamlib_input_queue_depth", "Messages queued", labels=["actor", "input"])
-        capacity = GaugeMetricFamily("streamlib_input_capacity", "Mailbox size", labels=["actor", "input"])
+        queued = GaugeMetricFamily(
+            "streamlib_input_queued_messages", "Messages waiting in the input's mailbox", labels=["actor", "input"]
+        )
+        capacity = GaugeMetricFamily(
+            "streamlib_input_capacity_messages",
+            "How many messages the input's mailbox holds",
+            labels=["actor", "input"],
+        )
         in_dropped = CounterMetricFamily("streamlib_input_dropped", "Messages dropped", labels=["actor", "input"])
         received = CounterMetricFamily("streamlib_input_received", "Messages received", labels=["actor", "input"])
         sent = CounterMetricFamily("streamlib_output_sent", "Messages sent", labels=["actor", "output"])
-        prof = GaugeMetricFamily(
-            "streamlib_profile_seconds", "Profiling summaries (while profiling is on)", labels=["operation", "stat"]
+        durations = SummaryMetricFamily(
+            "streamlib_profile_seconds",
+            "While profiling is on: how long each operation took (process: one process() call; latency: "
+            "tick timestamp to the end of processing; lateness: own-clock tick start after its deadline; "
+            'otherwise a profile() section, with actor="")',
+            labels=["actor", "operation"],
         )
-        samples = CounterMetricFamily("streamlib_profile_samples", "Profiling samples", labels=["operation"])
+        longest = GaugeMetricFamily(
+            "streamlib_profile_max_seconds",
+            "The longest sample of each profiled operation",
+            labels=["actor", "operation"],
+        )
         for root in _roots(self.roots):
             for s, _ in _flatten(_stats(root, recursive=True)):
                 who = [s["path"], s["class"]]
@@ -171,18 +230,21 @@ class _Collector:
                 for value in ("running", "stopped", "failed"):
                     state.add_metric([*who, value], 1.0 if s["state"] == value else 0.0)
                 for name, p in s["inputs"].items():
-                    depth.add_metric([s["path"], name], p["queued"])
+                    queued.add_metric([s["path"], name], p["queued"])
                     capacity.add_metric([s["path"], name], p["capacity"])
                     in_dropped.add_metric([s["path"], name], p["dropped"])
                     received.add_metric([s["path"], name], p["received"])
                 for name, p in s["outputs"].items():
                     sent.add_metric([s["path"], name], p["sent"])
-        for operation, summary in profiling.summary().items():
-            samples.add_metric([operation], summary["count"])
-            for stat in ("mean", "p50", "p95", "p99", "max"):
-                prof.add_metric([operation, stat], summary[stat])
+        for series, summary in profiling.summary().items():
+            actor, operation = split_operation(series)
+            where = {"actor": actor, "operation": operation}
+            for q in QUANTILES:  # SummaryMetricFamily.add_metric writes only _count and _sum
+                durations.add_sample(durations.name, {**where, "quantile": str(q)}, summary[f"p{round(q * 100)}"])
+            durations.add_metric([actor, operation], int(summary["count"]), summary["mean"] * summary["count"])
+            longest.add_metric([actor, operation], summary["max"])
         yield from counters.values()
-        yield from (state, depth, capacity, in_dropped, received, sent, prof, samples)
+        yield from (state, queued, capacity, in_dropped, received, sent, durations, longest)
 
 
 def prometheus_collector(*roots: Actor) -> Any:
@@ -200,6 +262,8 @@ def prometheus_collector(*roots: Actor) -> Any:
 # -- the server ------------------------------------------------------------------------------------
 
 
+_TOKEN_COOKIE = "streamlib_dashboard_token"
+
 class Dashboard:
     """A running dashboard server (see the module docstring). Stop it with :meth:`stop`."""
 
@@ -210,16 +274,20 @@ class Dashboard:
         host: str = "127.0.0.1",
         interval: float = 0.5,
         preview_fps: float = 10.0,
+        token: str | None = None,
     ) -> None:
         _require_aiohttp()
+        check_listen_address(host, token, "the dashboard")
         self.roots = list(roots)
         self.host = host
+        self.token = token
         self.interval = interval
         self.preview_fps = preview_fps
         self.port = port
         self._taps: dict[str, PreviewTap] = {}
         self._taps_lock = threading.Lock()
         self._closing = False
+        self.refused = 0  # requests without the right token
         self._sockets: set[Any] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: Any = None
@@ -258,7 +326,7 @@ class Dashboard:
     async def _start(self) -> None:
         from aiohttp import web
 
-        app = web.Application()
+        app = web.Application(middlewares=[self._authenticate] if self.token else [])
         app.router.add_get("/", self._page)
         app.router.add_get("/api/metrics", self._metrics)
         app.router.add_get("/api/tree", self._tree)
@@ -269,6 +337,7 @@ class Dashboard:
         app.router.add_get("/stream.mjpg", self._mjpeg)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/metrics", self._prometheus)
+        app.router.add_get("/favicon.ico", self._favicon)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -277,6 +346,33 @@ class Dashboard:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]  # port=0 picks a free one
+
+    @staticmethod
+    def _given_token(request: Any) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return str(header[7:])
+        found = request.query.get("token") or request.cookies.get(_TOKEN_COOKIE)
+        return str(found) if found is not None else None
+
+    @property
+    def _authenticate(self) -> Any:
+        """aiohttp middleware: every request proves the token (``?token=`` once in a browser,
+        which sets a cookie; ``Authorization: Bearer`` for Prometheus and scripts)."""
+        from aiohttp import web
+
+        @web.middleware
+        async def authenticate(request: Any, handler: Any) -> Any:
+            given = self._given_token(request)
+            if not token_matches(given, self.token):
+                self.refused += 1
+                return web.Response(status=401, text="streamlib dashboard: a valid token is required\n")
+            response = await handler(request)
+            if request.query.get("token") and isinstance(response, web.Response):
+                response.set_cookie(_TOKEN_COOKIE, str(given), httponly=True, samesite="Strict")
+            return response
+
+        return authenticate
 
     async def _shutdown(self) -> None:
         for ws in list(self._sockets):
@@ -351,6 +447,11 @@ class Dashboard:
 
         page = _PAGE.replace("__INTERVAL_MS__", str(int(self.interval * 1000)))
         return web.Response(text=page, content_type="text/html")
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        return web.Response(body=favicon(), content_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -484,13 +585,16 @@ def dashboard(
     interval: float = 0.5,
     preview_fps: float = 10.0,
     open_browser: bool = False,
+    token: str | None = None,
 ) -> Dashboard:
     """Serve the live dashboard for ``roots`` (default: every running tree) and return it.
 
     It runs on its own thread, so it works the same from a script, a service or a notebook;
     ``port=0`` picks a free port (see ``.url``). Bound to 127.0.0.1 unless ``host`` says
-    otherwise (``host="0.0.0.0"`` exposes it to the network: it has no authentication)."""
-    board = Dashboard(roots, port=port, host=host, interval=interval, preview_fps=preview_fps)
+    otherwise; any other address needs a ``token`` (every request must then carry it:
+    ``?token=`` once in a browser, ``Authorization: Bearer`` for Prometheus), else
+    :class:`~streamlib.listening.ListenRefused` is raised."""
+    board = Dashboard(roots, port=port, host=host, interval=interval, preview_fps=preview_fps, token=token)
     if open_browser:
         board.open()
     return board
@@ -498,47 +602,63 @@ def dashboard(
 
 _PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>streamlib dashboard</title>
+<link rel="icon" href="favicon.ico">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
+*{box-sizing:border-box}
 body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#222}
-header{background:#263238;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:baseline}
-header h1{font-size:18px;margin:0} header span{font-size:13px;opacity:.8}
-main{display:grid;grid-template-columns:minmax(560px,3fr) minmax(320px,2fr);gap:12px;padding:12px}
-section{background:#fff;border-radius:6px;padding:10px;box-shadow:0 1px 2px #0002;overflow:auto}
-h2{font-size:14px;margin:0 0 8px}
+header{background:#263238;color:#fff;padding:6px 14px;display:flex;gap:16px;align-items:baseline;height:34px}
+header h1{font-size:17px;margin:0} header span{font-size:13px;opacity:.8}
+/* One screen from 1280x720 up: the actors across the top; below, the graph over the plot on the
+   left and the preview on the right, sharing the rest of the height. Narrower windows reflow to
+   one column (and scroll). */
+main{display:grid;gap:8px;padding:8px;grid-template-columns:minmax(0,1.7fr) minmax(0,1fr);
+  grid-template-rows:auto minmax(0,1.1fr) minmax(0,1fr);
+  grid-template-areas:"actors actors" "graph preview" "plot preview"}
+@media (min-height:560px) and (min-width:1000px){main{height:calc(100vh - 34px)}}
+@media (max-width:999px){main{grid-template-columns:minmax(0,1fr);grid-template-rows:auto 300px 300px 260px;
+  grid-template-areas:"actors" "graph" "preview" "plot"}}
+section{background:#fff;border-radius:6px;padding:8px 10px;box-shadow:0 1px 2px #0002;min-height:0;min-width:0;
+  display:flex;flex-direction:column}
+#actors-box{grid-area:actors;max-height:48vh} #graph-box{grid-area:graph} #plot-box{grid-area:plot}
+#preview-box{grid-area:preview}
+h2{font-size:13px;margin:0 0 6px;display:flex;gap:8px;align-items:baseline;flex-wrap:wrap}
+.scroll{overflow:auto;min-height:0}
 table{border-collapse:collapse;font-size:12px;width:100%}
-th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+th{position:sticky;top:0;background:#fff;font-weight:600}
+th,td{padding:2px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 td.state-running{color:#2e7d32} td.state-stopped{color:#757575} td.state-failed{color:#c62828;font-weight:bold}
 td.warn{color:#c62828}
-#preview{max-width:100%;background:#111;min-height:60px;display:block}
-canvas{width:100%;height:200px}
-#legend span{display:inline-block;margin-right:10px;font-size:11px}
+#graph{flex:1;min-height:0;display:flex} #graph svg{width:100%;height:100%}
+.fill{flex:1;min-height:0;position:relative}
+#plot{position:absolute;inset:0;width:100%;height:100%}
+#preview{position:absolute;inset:0;width:100%;height:100%;object-fit:contain;background:#111}
+#legend{font-size:11px;max-height:3.2em;overflow:auto} #legend span{display:inline-block;margin-right:10px}
+select{max-width:60%;font-size:12px}
 </style></head>
 <body>
 <header><h1>streamlib</h1><span id="status">connecting…</span><span id="profiling"></span></header>
 <main>
-<div>
-<section><h2>Actors</h2>
+<section id="actors-box"><h2>Actors</h2><div class="scroll">
 <table id="actors"><thead><tr><th>actor</th><th>class</th><th>state</th><th>ticks</th><th>ticks/s</th>
 <th>in</th><th>out</th><th>dropped</th><th>queues</th><th>restarts</th><th>skipped</th>
-<th>process p50</th><th>latency p99</th></tr></thead><tbody></tbody></table></section>
-<section><h2 id="plot-title">Tick rate (ticks/s)</h2><canvas id="plot" width="800" height="200"></canvas>
+<th>process p50</th><th>latency p99</th></tr></thead><tbody></tbody></table></div></section>
+<section id="graph-box"><h2>Connections</h2><div id="graph"></div></section>
+<section id="plot-box"><h2 id="plot-title">Tick rate (ticks/s)</h2><div class="fill"><canvas id="plot"></canvas></div>
 <div id="legend"></div></section>
-<section><h2>Connections</h2><div id="graph"></div></section>
-</div>
-<div>
-<section><h2>Preview</h2>
+<section id="preview-box"><h2>Preview
 <select id="output"><option value="">(no video output)</option></select>
-<a id="mjpeg" href="#" target="_blank">MJPEG stream</a>
-<img id="preview" alt="no frame yet" data-frames="0"></section>
-</div>
+<a id="mjpeg" href="#" target="_blank">MJPEG</a></h2>
+<div class="fill"><img id="preview" alt="no frame yet" data-frames="0"></div></section>
 </main>
 <script>
 "use strict";
 const interval = __INTERVAL_MS__;
 const history = {};           // path -> [{t, rate, latency}]
 let previous = {};            // path -> {t, ticks}
-let selected = null, ws = null, frames = 0, lastGraph = 0;
+let selected = null, ws = null, frames = 0, lastGraph = 0, lastTime = 0, profilingOn = false;
+const SPAN = 120 * interval / 1000;   // seconds of history on the plot
 const colours = ["#1565c0","#2e7d32","#c62828","#6a1b9a","#ef6c00","#00838f","#ad1457","#4e342e","#37474f","#9e9d24"];
 function fmt(ms){ return ms === undefined ? "" : (ms < 10 ? ms.toFixed(2) : ms.toFixed(1)) + " ms"; }
 function esc(s){ return String(s).replace(/[&<>"]/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c])); }
@@ -554,7 +674,7 @@ function render(data){
     let rate = 0;
     if (prev && data.time > prev.t) rate = Math.max(0, (a.ticks - prev.ticks) / (data.time - prev.t));
     previous[a.path] = {t: data.time, ticks: a.ticks};
-    (history[a.path] = history[a.path] || []).push({rate: rate, latency: a.latency_p99_ms});
+    (history[a.path] = history[a.path] || []).push({t: data.time, rate: rate, latency: a.latency_p99_ms});
     if (history[a.path].length > 120) history[a.path].shift();
     const queues = Object.entries(a.queues).map(([n, q]) => esc(n) + " " + q[0] + "/" + q[1]).join(" ");
     rows.push('<tr data-path="' + esc(a.path) + '">' +
@@ -567,6 +687,7 @@ function render(data){
       '<td>' + fmt(a.process_p50_ms) + '</td><td>' + fmt(a.latency_p99_ms) + '</td></tr>');
   }
   body.innerHTML = rows.join("");
+  lastTime = data.time;
   plot(data.profiling);
   const select = document.getElementById("output");
   const ids = data.video_outputs.map(o => o.id);
@@ -579,30 +700,65 @@ function render(data){
   }
   if (Date.now() - lastGraph > 2000) { lastGraph = Date.now(); refreshGraph(); }
 }
+function niceStep(max){
+  const raw = max / 4, p = Math.pow(10, Math.floor(Math.log10(raw))), m = raw / p;
+  return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+}
 function plot(latency){
+  profilingOn = latency;
   const canvas = document.getElementById("plot"), ctx = canvas.getContext("2d");
-  const key = latency ? "latency" : "rate";
+  const ratio = window.devicePixelRatio || 1, W = canvas.clientWidth, H = canvas.clientHeight;
+  if (!W || !H) return;
+  if (canvas.width !== Math.round(W * ratio) || canvas.height !== Math.round(H * ratio)) {
+    canvas.width = Math.round(W * ratio); canvas.height = Math.round(H * ratio);
+  }
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  const key = latency ? "latency" : "rate", unit = latency ? "ms" : "ticks/s";
   document.getElementById("plot-title").textContent =
-    latency ? "Latency p99 (ms) since the source frame" : "Tick rate (ticks/s)";
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
-  let max = 1;
-  for (const h of Object.values(history)) for (const p of h) if (p[key] > max) max = p[key];
+    latency ? "Latency p99 (ms) since the source frame, over time" : "Tick rate (ticks/s) over time";
+  ctx.clearRect(0, 0, W, H);
+  let max = 0;
+  for (const h of Object.values(history)) for (const p of h) if ((p[key] || 0) > max) max = p[key];
+  const step = niceStep(max > 0 ? max : 1), top = Math.max(step * Math.ceil((max || 1) / step), step);
+  const left = 46, right = 8, up = 14, bottom = 20, pw = W - left - right, ph = H - up - bottom;
+  const x = t => left + pw - (lastTime - t) / SPAN * pw, y = v => up + ph - (v / top) * ph;
+  const xLabels = [], yLabels = [];
+  ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
+  ctx.strokeStyle = "#e4e4e4"; ctx.fillStyle = "#555"; ctx.textAlign = "right"; ctx.textBaseline = "middle";
+  for (let v = 0; v <= top + step / 2; v += step) {          // y axis: gridlines and values
+    ctx.beginPath(); ctx.moveTo(left, y(v)); ctx.lineTo(left + pw, y(v)); ctx.stroke();
+    const label = v >= 100 ? v.toFixed(0) : String(+v.toPrecision(3));
+    ctx.fillText(label, left - 4, y(v)); yLabels.push(label);
+  }
+  ctx.save(); ctx.translate(10, up + ph / 2); ctx.rotate(-Math.PI / 2); ctx.textAlign = "center";
+  ctx.fillText(unit, 0, 0); ctx.restore();
+  ctx.textAlign = "center"; ctx.textBaseline = "top";        // x axis: seconds before now
+  const tick = SPAN > 90 ? 30 : SPAN > 40 ? 15 : SPAN > 20 ? 5 : 2;
+  for (let s = 0; s <= SPAN + 1e-9; s += tick) {
+    const px = left + pw - s / SPAN * pw;
+    ctx.beginPath(); ctx.moveTo(px, up); ctx.lineTo(px, up + ph); ctx.stroke();
+    const label = s === 0 ? "now" : "−" + s + " s";
+    ctx.fillText(label, Math.max(px, left + 12), up + ph + 4); xLabels.push(label);
+  }
+  ctx.strokeStyle = "#999"; ctx.strokeRect(left, up, pw, ph);
+  canvas.dataset.axes = JSON.stringify({unit: unit, x: xLabels, y: yLabels});  // what was drawn, for tests
   const legend = [];
   Object.entries(history).forEach(([path, h], i) => {
     if (!h.some(p => p[key] > 0)) return;
     const colour = colours[i % colours.length];
     ctx.strokeStyle = colour; ctx.lineWidth = 1.5; ctx.beginPath();
-    h.forEach((p, j) => {
-      const x = canvas.width - (h.length - 1 - j) * canvas.width / 119;
-      const y = canvas.height - 4 - ((p[key] || 0) / max) * (canvas.height - 16);
-      j ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
-    });
+    let started = false;
+    for (const p of h) {
+      if (lastTime - p.t > SPAN) continue;
+      const px = x(p.t), py = y(p[key] || 0);
+      started ? ctx.lineTo(px, py) : ctx.moveTo(px, py); started = true;
+    }
     ctx.stroke();
     legend.push('<span style="color:' + colour + '">■ ' + esc(path) + '</span>');
   });
-  ctx.fillStyle = "#555"; ctx.font = "11px sans-serif"; ctx.fillText(max.toFixed(1), 4, 12);
   document.getElementById("legend").innerHTML = legend.join("");
 }
+window.addEventListener("resize", () => plot(profilingOn));
 function refreshGraph(){
   fetch("api/graph.svg").then(r => r.text()).then(svg => { document.getElementById("graph").innerHTML = svg; })
     .catch(() => {});

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
@@ -65,6 +65,7 @@ __all__ = [
     "enabled",
     "events",
     "export_json",
+    "percentile",
     "profile",
     "report",
     "reset",
@@ -129,9 +130,9 @@ class Series:
         found = {
             "count": count,
             "mean": total / count,
-            "p50": _percentile(recent, 50),
-            "p95": _percentile(recent, 95),
-            "p99": _percentile(recent, 99),
+            "p50": percentile(recent, 50, ordered=True),
+            "p95": percentile(recent, 95, ordered=True),
+            "p99": percentile(recent, 99, ordered=True),
             "max": top,
         }
         self._cached = (count, found)
@@ -141,12 +142,16 @@ class Series:
         return f"<Series {self.name} count={self.count}>"
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not ordered:
+def percentile(values: Sequence[float], q: float, *, ordered: bool = False) -> float:
+    """The ``q``-th percentile (0-100) by nearest rank; 0.0 for no values. ``ordered=True``
+    skips the sort when ``values`` is already sorted. The one percentile of streamlib: the
+    profiler, the CLI's summary and the benchmarks all report with it."""
+    if not values:
         return 0.0
-    rank = max(math.ceil(q / 100 * len(ordered)) - 1, 0)
-    return ordered[min(rank, len(ordered) - 1)]
+    if not ordered:
+        values = sorted(values)
+    rank = max(math.ceil(q / 100 * len(values)) - 1, 0)
+    return values[min(rank, len(values) - 1)]
 
 
 def series(name: str) -> Series:
