@@ -227,6 +227,16 @@ class Mailbox:
         self.refused += 1
         self.discarded += 1
 
+    def refuse(self, n: int = 1, *, dropped: bool) -> None:
+        """Count ``n`` messages offered to this mailbox that never entered it: ``dropped`` by
+        an overflow policy applied elsewhere (the sending side of a network link applies the
+        input's policy there), else discarded (e.g. refused for their type). The books balance."""
+        self.refused += n
+        if dropped:
+            self.dropped += n
+        else:
+            self.discarded += n
+
     # -- reading -----------------------------------------------------------------
 
     def get_nowait(self) -> Any:
