@@ -116,12 +116,12 @@ class Mailbox:
         "_putters",
         "blocking",
         "closed",
-        "delivered",
         "discarded",
         "dropped",
         "maxsize",
         "overflow",
         "received",
+        "refused",
         "taken",
         "waker",
     )
@@ -141,8 +141,8 @@ class Mailbox:
         self._lent: Any = EMPTY
         self._lent_evicted = False
         self.closed = False
-        self.delivered = 0
         self.received = 0
+        self.refused = 0  # offers not queued: drop_newest refusals, after closing, given up
         self.taken = 0
         self.dropped = 0
         self.discarded = 0
@@ -165,21 +165,19 @@ class Mailbox:
         items = self._items
         if len(items) >= self.maxsize or self.closed:
             if self.closed:
-                self.delivered += 1
+                self.refused += 1
                 self.discarded += 1
                 return False
             if self.blocking:
                 return None
-            self.delivered += 1
             if self.overflow == "drop_newest":
+                self.refused += 1
                 self.dropped += 1
                 return False
             if self._lent is not EMPTY and items and items[0] is self._lent:
                 self._lent_evicted = True  # its borrower holds it: the loan settles its count
             else:
                 self.dropped += 1
-        else:
-            self.delivered += 1
         items.append(item)
         self.received += 1
         if self._getters:
@@ -226,8 +224,18 @@ class Mailbox:
     def give_up(self) -> None:
         """Abandon an offer that :meth:`put_nowait` left pending on a full ``"block"``
         mailbox: its sender stopped waiting. Counted as delivered and discarded."""
-        self.delivered += 1
+        self.refused += 1
         self.discarded += 1
+
+    def refuse(self, n: int = 1, *, dropped: bool) -> None:
+        """Count ``n`` messages offered to this mailbox that never entered it: ``dropped`` by
+        an overflow policy applied elsewhere (the sending side of a network link applies the
+        input's policy there), else discarded (e.g. refused for their type). The books balance."""
+        self.refused += n
+        if dropped:
+            self.dropped += n
+        else:
+            self.discarded += n
 
     # -- reading -----------------------------------------------------------------
 
@@ -325,6 +333,12 @@ class Mailbox:
 
     # -- inspection --------------------------------------------------------------
 
+    @property
+    def delivered(self) -> int:
+        """Messages offered, each counted once: those queued plus those refused at the door
+        (kept as a sum so the hot path counts one thing per message, not two)."""
+        return self.received + self.refused
+
     def qsize(self) -> int:
         return len(self._items)
 
@@ -343,7 +357,7 @@ class Mailbox:
             current_buffer_used=len(self._items),
             max_buffer_size=self.maxsize,
             overflow=self.overflow,
-            delivered=self.delivered,
+            delivered=self.received + self.refused,
             received=self.received,
             taken=self.taken,
             dropped=self.dropped,

@@ -337,19 +337,12 @@ class StreamOutput:
             self._check(message)
         self.sent += 1
         subscribers = self._snapshot
-        waiting: list[Mailbox] | None = None
-        for port in self.subscribers if subscribers is None else subscribers:
-            mailbox = port.mailbox
-            if mailbox.put_nowait(message) is None:  # a full "block" input: wait after the others
-                if waiting is None:
-                    waiting = [mailbox]
-                else:
-                    waiting.append(mailbox)
-        if waiting is not None:
-            if len(waiting) == 1:
-                await waiting[0].put(message)
-            else:
-                await asyncio.gather(*(mailbox.put(message) for mailbox in waiting))
+        if subscribers is None:
+            subscribers = self.subscribers
+        for port in subscribers:
+            if port.mailbox.put_nowait(message) is None:  # a full "block" input: serve the rest first
+                await _send_past_blocking(message, subscribers, port)
+                return
 
     def send_nowait(self, message: Any) -> None:
         """``send`` for synchronous code.
@@ -466,6 +459,20 @@ class StreamOutput:
             f"<StreamOutput {self.path} {_type_name(self.msg_type)} sent={self.sent} "
             f"subscribers={len(self.subscribers)}>"
         )
+
+
+async def _send_past_blocking(message: Any, subscribers: tuple[StreamInput, ...], first: StreamInput) -> None:
+    """The rest of a send that met a full blocking input (``first``): offer the message to the
+    subscribers after it, then wait for every full blocking one together, so that no
+    subscriber's copy waits behind a slow lossless sibling."""
+    waiting = [first.mailbox]
+    for port in subscribers[subscribers.index(first) + 1 :]:
+        if port.mailbox.put_nowait(message) is None:
+            waiting.append(port.mailbox)
+    if len(waiting) == 1:
+        await waiting[0].put(message)
+    else:
+        await asyncio.gather(*(mailbox.put(message) for mailbox in waiting))
 
 
 class PortMap(dict[str, Any]):

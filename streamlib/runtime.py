@@ -480,8 +480,6 @@ class ActorRuntime:
                     and not (jobs or self.stop_requested or self.wiring_dirty)
                 ):
                     tick = self.driver_tick(driver)  # fast path: a message on the driver, no signal pending
-                    if self.sampled:
-                        self.mark_inputs(self.sampled)
                 elif jobs:
                     await jobs.popleft()()  # a control job (e.g. a supervisor's restart)
                     run_tick = self.run_tick or run_tick  # a job may have re-bound it (profiling on/off)
@@ -494,7 +492,8 @@ class ActorRuntime:
                     if tick is None:
                         break
                     assert not isinstance(tick, _Wait)
-                    self.mark_inputs()
+                if self.sampled:  # the driver's mark is set with its tick; the others' here
+                    self.mark_inputs(self.sampled)
                 self.ticks += 1
                 self.in_process = True
                 work = run_tick(tick)
@@ -683,6 +682,7 @@ class ActorRuntime:
         if not waiting.done():
             return None
         self.clock_wait = None
+        self.mark_inputs()  # not a driver's tick: every input is sampled
         return waiting.result()
 
     def leave_own_clock(self) -> None:
@@ -712,8 +712,9 @@ class ActorRuntime:
             if tick is None:
                 return _WAIT
             self.drain_mark = taken
-            return tick
+            return tick  # own_clock_tick marked the inputs
         self.drain_mark = taken
+        self.mark_inputs()
         head = ports[0].mailbox.peek()
         if isinstance(head, Message):
             return head.tick()

@@ -567,4 +567,6 @@ async def test_a_restart_storm_leaves_a_60_fps_bystander_its_frame_rate(caplog: 
     restarts = sup.children[0].restarts
     await sup.stop()
     assert restarts >= 3  # it did storm...
-    assert during >= min(58.0, alone - 2.0), (alone, during)  # ...and the bystander kept its rate
+    # ...and the bystander kept its rate: >= 58 fps, or on a loaded machine within 5 % of what it
+    # got alone (without backoff it lost a third: 40 fps)
+    assert during >= min(58.0, 0.95 * alone), (alone, during)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -840,10 +841,11 @@ class ProcessPoolDispatcher(Dispatcher):
         return worker.pid if worker is not None else None
 
     def stats(self, actor: Actor) -> ChannelStats | None:
-        """The parent-side counters of ``actor``'s pipe (messages, bytes, arrays through
-        shared memory), or None if it has no worker."""
+        """A snapshot of the parent-side counters of ``actor``'s pipe (messages, bytes, arrays
+        through shared memory), or None if it has no worker. A copy: it does not change as
+        the counters move on."""
         worker = self._workers.get(actor)
-        return worker.channel.stats if worker is not None else None
+        return dataclasses.replace(worker.channel.stats) if worker is not None else None
 
     def __repr__(self) -> str:
         return (

@@ -471,8 +471,7 @@ def count_remote_drops(mailbox: Mailbox, n: int) -> None:
     """Messages the sending side dropped on this input's behalf (its policy, applied there): they
     were offered to the input and dropped, so they count in both ``delivered`` and ``dropped``,
     and the mailbox's books still balance."""
-    mailbox.delivered += n
-    mailbox.dropped += n
+    mailbox.refuse(n, dropped=True)
 
 
 async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _Connection, dropped: Any) -> None:
@@ -481,8 +480,7 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
         count_remote_drops(target.mailbox, dropped)
     msg_type = target.msg_type
     if msg_type is not object and not isinstance(msg, msg_type):
-        target.mailbox.delivered += 1  # offered, and refused for its type: discarded, and said so
-        target.mailbox.discarded += 1
+        target.mailbox.refuse(1, dropped=False)  # offered, and refused for its type: discarded, and said so
         log.warning(
             "%s: dropped a %s from a link (it takes %s)", target.path, type(msg).__qualname__, msg_type.__qualname__
         )
