@@ -611,7 +611,7 @@ class ActorRuntime:
             clock = self.actor.clock
             if clock is None:
                 clock = self.actor.clock = SoftwareClock(self.fps or 60.0, clock_id=f"clock:{self.path}")
-            waiting = self.clock_wait = asyncio.ensure_future(clock.next_tick())
+            waiting = self.clock_wait = clock.next_tick_future()
             waiting.add_done_callback(lambda _: self.ring())
             return None
         if not waiting.done():
