@@ -42,8 +42,15 @@ _ALPHA = _U(0xFF000000)
 
 # Compiled when this module is imported (and cached on disk), not at the first frame: a
 # compile takes about a second, which would stall a live compositor's first frame.
+# The source is typed read-only, which also accepts writable arrays: frames are read-only by
+# the library's convention (TestPattern sends read-only arrays), so both must blend.
+_PIXELS = numba.types.Array(numba.types.uint32, 2, "C")
+_READ_ONLY_PIXELS = numba.types.Array(numba.types.uint32, 2, "C", readonly=True)
+_INT = numba.types.int64
+
+
 @numba.njit(
-    "void(uint32[:, ::1], uint32[:, ::1], int64, int64, int64, int64, int64, int64, int64, boolean, int64)",
+    numba.types.void(_PIXELS, _READ_ONLY_PIXELS, _INT, _INT, _INT, _INT, _INT, _INT, _INT, numba.types.boolean, _INT),
     cache=True,
     nogil=True,
     boundscheck=False,

@@ -25,6 +25,18 @@ instant produce one output frame. With nothing delivering, it keeps producing fr
 ``fps`` (``fps=None``: only when an input delivers, which keeps a lossless pipeline's
 frame count exact).
 
+The first frame. Until the *base* -- the bottom connected layer -- has delivered its first
+frame, the compositor emits nothing without it: a tick driven by another layer (a fast
+picture-in-picture branch beside a slower overlay branch) waits for the base's first
+frame, at most ``base_wait`` seconds (default 2) from the first tick; a base that shows
+nothing by then is logged once and the layers are composited without it.
+
+``align=<seconds>`` matches the layers' frames by timestamp instead, for cameras of one
+scene: an :class:`~streamlib.alignment.InputSync` over every layer (policy
+``"tolerance"``, ``sync_timeout`` as its timeout) releases sets of frames within ``align``
+seconds of each other, and each set becomes one output frame, stamped with the set's
+timestamp; a layer missing from a set keeps its previous frame.
+
 Cost. The canvas is RGBA, handled as one ``uint32`` per pixel; each RGBA layer is blended
 onto it by :func:`streamlib.actors.blend.over`, a single-pass SIMD kernel compiled by Numba that
 skips fully transparent rows, copies fully opaque ones and blends the rest with exact
@@ -39,13 +51,14 @@ downstream holds them: no per-frame allocation of full frames.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from streamlib import Actor, Dispatcher, StreamInput, StreamOutput, TimedTick, VideoFrame
+from streamlib import Actor, Dispatcher, InputSync, StreamInput, StreamOutput, TimedTick, VideoFrame
 from streamlib.mailbox import EMPTY, Overflow
 
 from .blend import over, words
@@ -58,6 +71,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without OpenCV
     raise ImportError("streamlib.actors.compose needs OpenCV: pip install opencv-python (or streamlib[media])") from exc
 
 __all__ = ["Compositor", "Layer", "composite"]
+
+log = logging.getLogger("streamlib.compose")
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -172,6 +187,8 @@ class Compositor(LayerStack[_LayerState], Actor):
     ``source >> comp`` works while it is the only input; ``None`` for none.
     ``maxsize``/``overflow``: defaults for the layer inputs (``overflow="block"`` for
     lossless pipelines).
+    ``base_wait``: how long the first output frame may wait for the bottom layer's first
+    frame (see the module docstring).
     """
 
     def __init__(
@@ -185,6 +202,8 @@ class Compositor(LayerStack[_LayerState], Actor):
         base: str | None = "base",
         sync: bool = True,
         sync_timeout: float | None = None,
+        base_wait: float = 2.0,
+        align: float | None = None,
         maxsize: int = 2,
         overflow: Overflow = "drop_oldest",
         dispatcher: Dispatcher | str | None = None,
@@ -197,6 +216,11 @@ class Compositor(LayerStack[_LayerState], Actor):
         self.channels = channels
         self.sync = sync
         self.sync_timeout = sync_timeout
+        self.base_wait = base_wait
+        self._base_shown = False  # the bottom layer has delivered (or was waited for long enough)
+        self._base_deadline: float | None = None
+        self.align = align
+        self._aligned: tuple[tuple[StreamInput, ...], InputSync] | None = None
         self.outputs["video"] = StreamOutput("video", VideoFrame)
         self._canvas = FramePool(6)  # RGBA canvases (the output frames when channels=4)
         self._pool = FramePool(6)  # RGB output frames
@@ -213,8 +237,13 @@ class Compositor(LayerStack[_LayerState], Actor):
 
     async def process(self, tick: TimedTick) -> None:
         order = self._order
+        if self.align is not None:
+            await self._composite_aligned(order)
+            return
         for state in order:
             self._take(state, tick)
+        if not self._base_shown and not await self._wait_for_base(order, tick):
+            return
         if self.sync:
             await self._sync(order, tick)
         key = (tick.clock_source_id, tick.timestamp)
@@ -228,6 +257,26 @@ class Compositor(LayerStack[_LayerState], Actor):
         await self.outputs["video"].send(VideoFrame.at(tick, data=data))
         self.frames_out += 1
 
+    async def _composite_aligned(self, order: list[_LayerState]) -> None:
+        """``align``: one output frame per set of layer frames matched by timestamp."""
+        ports = tuple(state.port for state in order)
+        if self._aligned is None or self._aligned[0] != ports:  # layers changed: a new sync set
+            if self._aligned is not None:
+                self._aligned[1].close()
+            sync = InputSync(*ports, policy="tolerance", tolerance=self.align or 0.0, timeout=self.sync_timeout)
+            self._aligned = (ports, sync)
+        for matched in await self._aligned[1].read_many():
+            for state in order:
+                frame = matched.get(state.port.name)
+                if frame is not None:
+                    state.frame = frame
+            data = self.render(order)
+            first = next(f for f in matched.values() if f is not None)
+            if data is not None:
+                tick = TimedTick(matched.timestamp, first.frame_number, first.clock_source_id, first.clock_rate)
+                await self.outputs["video"].send(VideoFrame.at(tick, data=data))
+                self.frames_out += 1
+
     @staticmethod
     def _take(state: _LayerState, tick: TimedTick) -> None:
         """Consume the layer's queued frames up to the tick's instant (same clock), or all."""
@@ -239,6 +288,37 @@ class Compositor(LayerStack[_LayerState], Actor):
             if head.clock_source_id == tick.clock_source_id and head.timestamp > tick.timestamp:
                 return  # a later frame of this clock: it belongs to a later tick
             state.frame = mailbox.get_nowait()
+
+    async def _wait_for_base(self, order: list[_LayerState], tick: TimedTick) -> bool:
+        """Before the bottom connected layer's first frame: wait for it (within ``base_wait``
+        of the first tick). False: skip this tick (the base's first frame is of a later instant)."""
+        base = next((s for s in order if s.port.connected and not s.port.ended), None)
+        if base is None:
+            return True  # nothing connected below: composite what there is
+        loop = asyncio.get_running_loop()
+        if self._base_deadline is None:
+            self._base_deadline = loop.time() + self.base_wait
+        mailbox = base.port.mailbox
+        while base.frame is None:
+            remaining = self._base_deadline - loop.time()
+            if remaining <= 0 or base.port.ended:
+                log.warning(
+                    "%s: layer %r sent no frame within %.1f s; compositing without it",
+                    self.path,
+                    base.spec.name,
+                    self.base_wait,
+                )
+                break
+            if not len(mailbox):
+                try:
+                    await asyncio.wait_for(mailbox.wait_nonempty(), remaining)
+                except TimeoutError:
+                    continue
+            self._take(base, tick)
+            if base.frame is None and len(mailbox):
+                return False  # its first frame belongs to a later tick: emit nothing for this one
+        self._base_shown = True
+        return True
 
     async def _sync(self, order: list[_LayerState], tick: TimedTick) -> None:
         def late(s: _LayerState) -> bool:

@@ -161,6 +161,21 @@ def _own_thread(dispatcher: Dispatcher | str | None) -> Dispatcher | str:
     return dispatcher if dispatcher is not None else ThreadPoolDispatcher(workers=1)
 
 
+def _declared_end(container: InputContainer, streams: list[Any]) -> float | None:
+    """Where the header says the chosen streams end (media seconds), or None if it does not say."""
+    ends = []
+    for stream in streams:
+        if stream.duration and stream.time_base:
+            start = stream.start_time or 0
+            ends.append(float((start + stream.duration) * stream.time_base))
+    if ends:
+        return max(ends)
+    if container.duration and len(streams) == len(container.streams.video) + len(container.streams.audio):
+        start = container.start_time or 0
+        return float(start + container.duration) / av.time_base
+    return None
+
+
 def _finite_rate(*candidates: float | Fraction | None) -> float:
     """The first usable frame rate among ``candidates`` (a clock may say ``inf`` for "as fast as possible")."""
     for rate in candidates:
@@ -188,7 +203,14 @@ class FileSource(Actor):
     reproduces the file's timing whether it was decoded in real time or not.
 
     A missing, unreadable or undecodable file raises at construction, naming the actor
-    and the file; a decode error later in the file fails the actor.
+    and the file; a decode error later in the file fails the actor. So does a file that
+    ends well short of the duration its header declares (a truncated download, a copy
+    cut off: the decoder's frame threads turn the damage into a quiet early end, which
+    must not pass for a normal end of stream). ``tolerate_truncation=True`` logs it,
+    counts it in :attr:`truncations` and ends normally instead.
+
+    Timestamps are monotonic per stream across seeks and loops: audio that the file
+    demuxed ahead of the video before a jump is trimmed where it would overlap what follows.
     """
 
     def __init__(
@@ -199,12 +221,15 @@ class FileSource(Actor):
         loop: bool = False,
         video: bool = True,
         audio: bool = True,
+        tolerate_truncation: bool = False,
         dispatcher: Dispatcher | str | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(dispatcher=_own_thread(dispatcher), **kw)
         self.file = Path(path)
         self.realtime = realtime
+        self.tolerate_truncation = tolerate_truncation
+        self.truncations = 0  # early ends tolerated (tolerate_truncation=True)
         self.loop_file = loop
         self._seek_to: float | None = None
         if not self.file.is_file():
@@ -234,6 +259,7 @@ class FileSource(Actor):
                     if not self.has_video:
                         self.fps = self.sample_rate / self._audio_block
                 self.duration: float | None = float(probe.duration) / av.time_base if probe.duration else None
+                self._declared_end = _declared_end(probe, [*vstreams[:1], *astreams[:1]])
         except (av.error.FFmpegError, UnicodeDecodeError) as exc:
             raise MediaError(f"{self.path}: cannot open {str(self.file)!r} as media: {exc}") from exc
         # In real time, the video's frame rate (100 Hz for audio alone: blocks go out when due);
@@ -254,6 +280,8 @@ class FileSource(Actor):
             self._audio_block_s = 0.0
         self._skip_before: dict[str, float] = {}  # per stream kind, after a seek
         self._decoded_since_rewind = 0
+        self._reached = -math.inf  # the furthest media time decoded since the last rewind
+        self._audio_next: float | None = None  # where the next audio block may start (output time)
         self.video_frames_sent = 0
         self.audio_blocks_sent = 0
 
@@ -328,18 +356,37 @@ class FileSource(Actor):
                     f"{self.path}: decoding {str(self.file)!r} failed after {sent} video frames: {exc}"
                 ) from exc
             if kind == "eof":
+                self._check_complete()
                 if self.loop_file and self._decoded_since_rewind:
                     self._loop()
                     continue
                 return None
             self._decoded_since_rewind += 1
             media_time = float(frame.time) if frame.time is not None else self._fallback_time(kind)
+            length = 1.0 / self.fps if kind == "video" else frame.samples / frame.sample_rate
+            self._reached = max(self._reached, media_time + length)
             skip = self._skip_before.get(kind)
             if skip is not None:
                 if media_time < skip:
                     continue  # decoding from the keyframe before a seek target
                 del self._skip_before[kind]  # (per stream: the file may interleave audio ahead of video)
             return kind, frame, media_time, self._out_time(media_time, tick)
+
+    def _check_complete(self) -> None:
+        """At the end of the file: did decoding reach the duration the header declares?"""
+        declared, reached = self._declared_end, self._reached
+        if declared is None or not self._decoded_since_rewind or self._skip_before:
+            return
+        if reached >= declared - max(0.5, 2.0 / (self.fps or 30.0)):
+            return
+        message = (
+            f"{self.path}: {str(self.file)!r} ended at {reached:.2f} s of the {declared:.2f} s its header declares "
+            f"(after {self.video_frames_sent} video frames): truncated or damaged"
+        )
+        if not self.tolerate_truncation:
+            raise MediaError(message + "; FileSource(tolerate_truncation=True) plays what there is")
+        self.truncations += 1
+        log.warning("%s; ending here (tolerate_truncation=True)", message)
 
     def _fallback_time(self, kind: str) -> float:
         if kind == "video":
@@ -374,6 +421,15 @@ class FileSource(Actor):
             frames = [frame]
         for f in frames:
             data = np.ascontiguousarray(f.to_ndarray().T, dtype=np.float32)  # (channels, n) planar -> (n, channels)
+            follows = self._audio_next
+            if follows is not None and ts < follows:
+                # Audio demuxed ahead of the video before a seek or loop overlaps what follows
+                # the jump: drop the overlap, so time never runs backwards on this stream.
+                skip = round((follows - ts) * f.sample_rate)
+                if skip >= data.shape[0]:
+                    continue
+                data, ts = data[skip:], ts + skip / f.sample_rate
+            self._audio_next = ts + data.shape[0] / f.sample_rate
             msg = AudioBuffer(
                 data=data,
                 sample_rate=f.sample_rate,
@@ -394,6 +450,7 @@ class FileSource(Actor):
             # The frame at `target` follows the last frame sent, one period later.
             self._base += self._end_media - target
         self._rewind(target)
+        self._reached = math.inf  # a jump: the end reached no longer says whether the file is whole
         self._skip_before = (
             {"video": target - 0.5 / self.fps, "audio": target - 0.5 * self._audio_block_s} if target > 0 else {}
         )
@@ -403,6 +460,7 @@ class FileSource(Actor):
             self._base += self._end_media - self._first_media  # the file again, right after itself
             self._end_media = self._first_media
         self._rewind(0.0)
+        self._reached = -math.inf
 
     def _rewind(self, seconds: float) -> None:
         container = self._container
@@ -935,6 +993,11 @@ class HLSSink(FileSink):
     ``delete_segments=True`` removes the files that fall off it. Segment files sit next
     to the playlist as ``<stem>_00000.ts``, ... On stop the playlist gets
     ``#EXT-X-ENDLIST``.
+
+    A stream that ends just past a boundary would leave a last segment of a frame or two
+    (a player stalls on it, then shows one frame); on stop, a last segment shorter than
+    half ``segment_seconds`` is appended to the one before it (MPEG-TS segments of one
+    stream concatenate) and the playlist is rewritten to match.
     """
 
     container_format: ClassVar[str | None] = "hls"
@@ -983,6 +1046,53 @@ class HLSSink(FileSink):
             self._next_key_pts = (pts // self._segment_ticks + 1) * self._segment_ticks
             return True
         return False
+
+    def _finalize(self) -> None:
+        try:
+            super()._finalize()
+        finally:
+            try:
+                self._merge_short_tail()
+            except OSError as exc:
+                log.error("%s: could not merge the last segment of %s: %s", self.path, self.file, exc)
+
+    def _merge_short_tail(self) -> None:
+        """Append a last segment shorter than half a segment to the one before it."""
+        try:
+            lines = self.file.read_text().splitlines()
+        except FileNotFoundError:
+            return
+        uris = [i for i, line in enumerate(lines) if line and not line.startswith("#")]
+        if len(uris) < 2:
+            return
+        last, before = uris[-1], uris[-2]
+        between = lines[before + 1 : last]
+        if [line for line in between if not line.startswith("#EXTINF:")]:
+            return  # a discontinuity (a restart) or other tag between them: they do not join
+        inf_last, inf_before = between[-1], lines[before - 1]
+        if not (inf_last.startswith("#EXTINF:") and inf_before.startswith("#EXTINF:")):
+            return
+        tail = float(inf_last[8:].split(",")[0])
+        if tail >= self.segment_seconds / 2:
+            return
+        merged = float(inf_before[8:].split(",")[0]) + tail
+        tail_file, into = self.file.parent / lines[last], self.file.parent / lines[before]
+        with into.open("ab") as out:
+            out.write(tail_file.read_bytes())
+        lines[before - 1] = f"#EXTINF:{merged:.6f},"
+        del lines[before + 1 : last + 1]
+        target = max(round(float(line[8:].split(",")[0])) for line in lines if line.startswith("#EXTINF:"))
+        lines = [
+            f"#EXT-X-TARGETDURATION:{max(target, int(line.split(':')[1]))}"
+            if line.startswith("#EXT-X-TARGETDURATION:")
+            else line
+            for line in lines
+        ]
+        partial = self.file.with_name(self.file.name + ".tmp")
+        partial.write_text("\n".join(lines) + "\n")
+        partial.replace(self.file)  # players never see a half-written playlist
+        tail_file.unlink()
+        log.debug("%s: merged the %.3f s last segment into %s", self.path, tail, into.name)
 
     def segments(self) -> list[Path]:
         """The segment files the playlist lists right now, in order."""

@@ -97,13 +97,19 @@ class FrameFilter(Actor):
         frame = self.inputs["video"].read_nowait()
         if frame is None:
             return
+        shape = np.shape(frame.data)
+        if len(shape) not in (2, 3) or 0 in shape:
+            raise ValueError(
+                f"{self.path}: input 'video' got frame {frame.frame_number} of shape {shape}; "
+                f"{type(self).__name__} takes images: (height, width) grey or (height, width, channels)"
+            )
         try:
             data = self.apply(frame.data)
-        except cv2.error as exc:  # OpenCV's message names its C++ function, not the frame
+        except (cv2.error, ValueError, TypeError) as exc:  # the bare causes name neither actor nor frame
             cause = (getattr(exc, "err", "") or str(exc)).strip().splitlines()[0].rstrip(":")
             raise ValueError(
                 f"{self.path}: cannot process video frame {frame.frame_number} of shape "
-                f"{np.shape(frame.data)} and dtype {np.asarray(frame.data).dtype}: {cause}"
+                f"{shape} and dtype {np.asarray(frame.data).dtype}: {cause}"
             ) from exc
         await self.outputs["video"].send(frame.with_data(data))
 

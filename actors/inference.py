@@ -122,6 +122,16 @@ AUTO_PROVIDERS: tuple[str, ...] = ("TensorrtExecutionProvider", "CUDAExecutionPr
 
 _CPU = "CPUExecutionProvider"
 
+BATCH_PAYS = 1.0
+"""A batch size is used unless its fastest run costs more per frame than this times a single
+frame's fastest run: a size that does not pay (a large model on a CPU) only makes frames wait."""
+
+JUDGE_AFTER = 3
+"""Runs of a batch size (and of single frames) before judging whether that size pays."""
+
+RECHECK_SECONDS = 5.0
+"""How long a batch size found not to pay stays unused before it is measured again."""
+
 
 class ProviderWarning(UserWarning):
     """A requested execution provider is not available here: the model runs on the next one."""
@@ -643,10 +653,16 @@ class InferenceActor(Actor):
         self.model_outputs: list[TensorSpec] = []
         self._session: Any = None
         self._pending: deque[tuple[str, VideoFrame]] = deque()
-        self._cost: dict[int, float] = {}
+        self._cost: dict[int, float] = {}  # seconds per batch size, moving average (for latency)
+        self._best: dict[int, float] = {}  # the fastest run seen per batch size (for what pays)
+        self._samples: Counter[int] = Counter()
+        self._unpaid_since: float | None = None
+        self._overflow = overflow
         self._warned_late = False
         self.inferred = 0
         self.late = 0
+        self.superseded = 0
+        """Frames dropped for newer ones while batching does not pay (``drop_oldest`` inputs only)."""
         self.batches: Counter[int] = Counter()
         self.run_seconds = 0.0
 
@@ -700,6 +716,7 @@ class InferenceActor(Actor):
             "frames": self.inferred,
             "batches": dict(sorted(batches.items())),
             "late": self.late,
+            "superseded": self.superseded,
             "mean_batch_seconds": self.run_seconds / runs if runs else None,
         }
         return found
@@ -768,11 +785,39 @@ class InferenceActor(Actor):
 
     # -- batching ----------------------------------------------------------------------------
 
-    def _take_frames(self) -> None:
-        """Top the pending frames up to the batch limit, round-robin over the inputs (oldest
-        first on each), leaving the rest in the mailboxes where their overflow policy applies."""
-        pending = self._pending
+    def _useful_limit(self) -> int:
+        """The largest batch worth running: ``batch_limit``, or, once a size is measured not to
+        pay (see :data:`BATCH_PAYS`), the largest smaller size measured to pay (else 1). Sizes
+        are compared by their fastest of at least :data:`JUDGE_AFTER` runs (load only slows a
+        run down), and a verdict is forgotten after :data:`RECHECK_SECONDS`."""
         limit = self.batch_limit
+        best, samples = self._best, self._samples
+        one = best.get(1)
+        if one is None or limit == 1 or samples[1] < JUDGE_AFTER:
+            return limit
+        unpaid = [n for n in best if n > 1 and samples[n] >= JUDGE_AFTER and best[n] > BATCH_PAYS * one * n]
+        if not unpaid:
+            self._unpaid_since = None
+            return limit
+        now = time.monotonic()
+        if self._unpaid_since is None:
+            self._unpaid_since = now
+        elif now - self._unpaid_since > RECHECK_SECONDS:
+            best.clear()  # measure again, single frames first: the load may have changed
+            samples.clear()
+            self._unpaid_since = None
+            return limit
+        smallest = min(unpaid)
+        paying = [n for n in best if 1 < n < smallest and samples[n] >= JUDGE_AFTER and n not in unpaid]
+        return min(max(paying, default=1), limit)
+
+    def _take_frames(self) -> None:
+        """Top the pending frames up to the useful batch size, round-robin over the inputs
+        (oldest first on each), leaving the rest in the mailboxes where their overflow policy
+        applies. While batching does not pay, ``drop_oldest`` inputs keep only their newest
+        frames, as shallower mailboxes would: frames that cannot be batched only grow old."""
+        pending = self._pending
+        limit = self._useful_limit()
         names = self.input_names
         ports = self.inputs
         while len(pending) < limit:
@@ -786,6 +831,26 @@ class InferenceActor(Actor):
                         break
             if not took:
                 break
+        if limit >= self.batch_limit or self._overflow != "drop_oldest":
+            return
+        for name in names:
+            while (frame := ports[name].read_nowait()) is not None:
+                pending.append((name, frame))
+        if len(pending) <= limit:
+            return
+        by_input: dict[str, list[VideoFrame]] = {}
+        for name, frame in pending:
+            by_input.setdefault(name, []).append(frame)
+        kept: list[tuple[str, VideoFrame]] = []
+        while len(kept) < limit:
+            for name in names:
+                frames = by_input.get(name)
+                if frames and len(kept) < limit:
+                    kept.append((name, frames.pop()))  # the newest left on that input
+        self.superseded += len(pending) - len(kept)
+        kept.sort(key=lambda item: item[1].timestamp)
+        pending.clear()
+        pending.extend(kept)
 
     def _estimate(self, count: int) -> float:
         """Seconds a batch of ``count`` should take: measured for that size, else scaled from
@@ -802,7 +867,9 @@ class InferenceActor(Actor):
 
     def _batch_size(self) -> int:
         pending = self._pending
-        count = len(pending)
+        count = min(len(pending), self._useful_limit())
+        if count > 1 and self._samples[1] < JUDGE_AFTER:
+            return 1  # what one frame alone costs is what every batch size is judged against
         bound = self.max_latency
         if bound is None or count <= 1:
             return count
@@ -934,6 +1001,8 @@ class InferenceActor(Actor):
         elapsed = time.perf_counter() - started
         previous = self._cost.get(count)
         self._cost[count] = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        self._best[count] = min(elapsed, self._best.get(count, elapsed))
+        self._samples[count] += 1
         self.batches[count] += 1
         self.inferred += count
         self.run_seconds += elapsed

@@ -56,13 +56,16 @@ def section(entry: dict[str, Any]) -> str:
         facts.append(f"uses {_packages(entry['optional_needs'])} when installed")
     facts.append(entry["clock"]["text"])
     dispatchers = entry["dispatchers"]
-    if dispatchers["default"] != "asyncio":
-        facts.append(f"runs on {'its own thread' if dispatchers['default'] == 'own thread' else dispatchers['default']}")
+    default = dispatchers["default"]
+    if default != "asyncio":
+        facts.append(f"runs on {'its own thread' if default == 'own thread' else default}")
     lines += [" · ".join(facts), ""]
     if entry["ports"]:
         lines += ["| port | direction | type |", "| --- | --- | --- |"]
         for port in entry["ports"]:
-            name = f"*named by `{port['name']}`* (in `{port['defined_in']}`)" if port.get("dynamic") else f"`{port['name']}`"
+            name = f"`{port['name']}`"
+            if port.get("dynamic"):
+                name = f"*named by `{port['name']}`* (in `{port['defined_in']}`)"
             kind = f"`{port['type']}`" + (f" ({port['memory']} memory)" if port.get("memory") else "")
             lines.append(f"| {name} | {port['direction']} | {kind} |")
         lines.append("")

@@ -39,9 +39,10 @@ from .errors import (
 from .lifecycle import Cause, ChildFate, LifecycleState
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
-from .ports import StreamInput, StreamOutput, connect, disconnect, register_transfer
+from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
+from .waiting import wait
 
 __version__ = "0.1.0"
 
@@ -100,6 +101,7 @@ __all__ = [
     "DataMessage",
     "Dispatcher",
     "EndOfStream",
+    "InputStatistics",
     "InputSync",
     "KeyEvent",
     "LifecycleState",
@@ -125,4 +127,5 @@ __all__ = [
     "register_transfer",
     "running_actors",
     "set_tick_instrument",
+    "wait",
 ]

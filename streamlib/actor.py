@@ -131,9 +131,7 @@ class Completion:
     def wait(self, timeout: float | None = None) -> LifecycleState:
         """Block this thread until the actor has stopped (never call it on the actor's loop)."""
         if asyncio._get_running_loop() is self._actor._core.loop:
-            raise RuntimeError(
-                f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'"
-            )
+            raise RuntimeError(f"Completion.wait() on {self._actor.path}'s own event loop would deadlock; use 'await'")
         return self._actor._core.done.wait(timeout)
 
     def done(self) -> bool:
@@ -222,11 +220,11 @@ class ActorMeta(ABCMeta):
             actor: Any = object.__new__(cls)  # type: ignore[arg-type]
             try:
                 actor.__init__(*args, **kwargs)
-            except ActorDefinitionError:
-                _abandon(actor)
+            except ActorDefinitionError as exc:
+                _abandon(actor, exc)
                 raise
             except Exception as exc:
-                _abandon(actor)
+                _abandon(actor, exc)
                 message = f"{cls.__qualname__}.__init__ raised {type(exc).__name__}: {exc}"
                 raise _init_error_type(type(exc))(message) from exc
         finally:
@@ -254,18 +252,41 @@ def _init_error_type(original: type[BaseException]) -> type[ActorInitError]:
     return ActorInitError
 
 
-def _abandon(actor: Actor) -> None:
-    """Undo the registration of an actor whose ``__init__`` failed."""
+def _abandon(actor: Actor, error: BaseException) -> None:
+    """Undo what an actor whose ``__init__`` failed had done: its registration in the tree
+    (a failed restart puts the instance it was replacing back in its place, still
+    restartable), the connections it made (its upstreams stop sending to it, its
+    downstreams see end of stream) and the children it spawned (stopped; nobody restarts
+    them). Its mailboxes close, so no sender can block on them."""
     core = getattr(actor, "_core", None)
     if not isinstance(core, ActorRuntime):
         return
+    previous = core.inherit  # a failed restart: launch() never ran, so the old ports are untouched
     with registry_lock:
         parent = actor.parent
         if parent is not None and actor in parent.children:
-            parent.children.remove(actor)
-            parent._core.children_by_name.pop(actor.name, None)
+            if previous is not None and previous.parent is parent:
+                parent.children[parent.children.index(actor)] = previous
+                parent._core.children_by_name[previous.name] = previous
+            else:
+                parent.children.remove(actor)
+                if parent._core.children_by_name.get(actor.name) is actor:
+                    del parent._core.children_by_name[actor.name]
         elif parent is None:
             unregister_root(actor)
+    core.failure = error
+    core.cause = Cause.FAILURE
+    core.stop_requested = True
+    core.state = LifecycleState.FAILED
+    core.done.set(LifecycleState.FAILED)  # ended: a child that ends now is not restarted by it
+    for port in list(actor.inputs.values()):
+        for upstream in port.upstreams:
+            upstream.disconnect(port)
+        port.mailbox.close()
+    for out in list(actor.outputs.values()):
+        out.end_of_stream()
+    for child in list(actor.children):
+        child._core.request_stop(Cause.STOP)
 
 
 _runtime_address: str | None = None
@@ -330,6 +351,12 @@ class Actor(metaclass=ActorMeta):
     silence_periods: ClassVar[float] = 4.0
     """After this many frame periods with no message from any upstream, fall back to
     the own clock (until messages resume)."""
+
+    first_tick_grace: ClassVar[float] = 1.0
+    """A *source* built off its event loop (a plain script) that has outputs, but no
+    subscriber and no connected input once ``on_start`` has run, holds its first tick until
+    the first connection, for at most this many seconds: ``Source() >> Sink()`` loses no
+    frame while the sink is built. ``0``: tick at once."""
 
     def __init__(
         self,
@@ -454,9 +481,7 @@ class Actor(metaclass=ActorMeta):
     name: _RuntimeAttribute[str] = _RuntimeAttribute(
         "the actor's name in its tree, unique among its siblings (pass name=... to the constructor)"
     )
-    path: _RuntimeAttribute[str] = _RuntimeAttribute(
-        "the actor's place in its tree, e.g. /app/pipeline/encoder"
-    )
+    path: _RuntimeAttribute[str] = _RuntimeAttribute("the actor's place in its tree, e.g. /app/pipeline/encoder")
     state: _RuntimeAttribute[LifecycleState] = _RuntimeAttribute(
         "the actor's lifecycle state (a LifecycleState): RUNNING from construction, then STOPPED or FAILED"
     )
@@ -644,23 +669,31 @@ class Actor(metaclass=ActorMeta):
         Always kept, at no cost beyond the counting itself: ``ticks``, ``restarts``,
         ``skipped_ticks`` (of the own clock), ``state``; messages in, out and dropped in
         total and per port, with each input's queue depth (``queued`` of ``capacity``).
+        Per input, ``delivered == taken + in_hand + lost + dropped_by_policy + discarded +
+        queued`` (see :class:`~streamlib.ports.InputStatistics`); ``dropped`` is
+        ``dropped_by_policy + discarded``, ``received`` what entered the mailbox.
         While profiling is on, ``profile`` holds the actor's process/latency/lateness
         summaries (seconds). ``recursive=True`` adds ``children``: their stats, recursively.
         """
         core = self._core
-        inputs = {
-            n: {
-                "queued": len(p.mailbox),
-                "capacity": p.mailbox.maxsize,
-                "overflow": p.mailbox.overflow,
+        inputs = {}
+        for n, p in list(self.inputs.items()):
+            counts = p.statistics()
+            inputs[n] = {
+                "queued": counts.queued,
+                "capacity": counts.capacity,
+                "overflow": counts.overflow,
                 "received": p.mailbox.received,
-                "dropped": p.mailbox.dropped,
-                "lost": p.lost,
+                "dropped": counts.dropped + counts.discarded,
+                "lost": counts.lost,
+                "delivered": counts.delivered,
+                "taken": counts.taken,
+                "in_hand": counts.in_hand,
+                "dropped_by_policy": counts.dropped,
+                "discarded": counts.discarded,
                 "connected": p.connected,
                 "ended": p.ended,
             }
-            for n, p in list(self.inputs.items())
-        }
         outputs = {n: {"sent": p.sent, "subscribers": len(p.subscribers)} for n, p in list(self.outputs.items())}
         found: dict[str, Any] = {
             "path": self.path,
@@ -702,7 +735,7 @@ class Actor(metaclass=ActorMeta):
     def __repr__(self) -> str:
         core = self._core
         ins = ", ".join(
-            f"{n}[{len(p.mailbox)}/{p.mailbox.maxsize} dropped={p.mailbox.dropped}]" for n, p in self.inputs.items()
+            f"{n}[{len(p.mailbox)}/{p.mailbox.maxsize} dropped={p.dropped}]" for n, p in self.inputs.items()
         )
         outs = ", ".join(f"{n}[sent={p.sent}→{len(p.subscribers)}]" for n, p in self.outputs.items())
         extra = f" restarts={core.restarts}" if core.restarts else ""
@@ -718,6 +751,9 @@ class Actor(metaclass=ActorMeta):
 
     def _reader_should_stop(self) -> bool:
         return self._core.stop_requested
+
+    def _in_hand(self, port: StreamInput) -> int:
+        return self._core.in_hand(port)
 
 
 def _unique_name(base: str, siblings: dict[str, Any], counters: dict[str, itertools.count[int]], explicit: bool) -> str:

@@ -418,9 +418,9 @@ class InputSync:
 
     def _release_alone(self, lane: _Lane, message: Any, now: float) -> None:
         """An ``"immediate"`` set: this message, the other inputs ``None``."""
-        messages = dict.fromkeys(self.names)
+        messages: dict[str, Any] = dict.fromkeys(self.names)
         messages[lane.name] = message
-        complete = len(messages) == 1
+        complete = len(self.names) == 1
         lane.matched += complete
         lane.unmatched += not complete
         for other in self._lanes.values():
@@ -497,6 +497,17 @@ class InputSync:
                     self._accept(lane, task.result(), now)  # finished just now: keep its message
                 elif lane.port.ended:
                     lane.ended = True
+
+    def close(self) -> None:
+        """Stop using these inputs (idempotent): pending waits are cancelled and the set leaves
+        its actor's stats, so a new sync set may take the same inputs (e.g. when a layer is
+        added). Buffered messages are dropped with the sync; its inputs keep ticking the actor."""
+        self._cancel_waiters()
+        for owner, found in list(_owned.items()):
+            if self in found:
+                found.remove(self)
+                if not found:
+                    del _owned[owner]
 
     def __repr__(self) -> str:
         return (

@@ -46,6 +46,7 @@ import streamlib
 from streamlib import Actor, Dispatcher, ThreadPoolDispatcher
 from streamlib.dispatch import resolve_dispatcher
 from streamlib.eventloop import new_event_loop
+from streamlib.listening import ListenRefused
 from streamlib.mailbox import Overflow
 from streamlib.observe.profiling import percentile
 
@@ -384,6 +385,9 @@ def add_serve_parser(commands: Any) -> None:
     serve.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
     serve.add_argument("--dashboard", type=int, metavar="PORT", help="also serve the live dashboard on PORT (0: any)")
     serve.add_argument("--host", default="127.0.0.1", help="the dashboard's address (default: %(default)s)")
+    serve.add_argument(
+        "--token-file", metavar="FILE", help="the dashboard's token (required for a --host other than 127.0.0.1)"
+    )
     serve.add_argument("--profile", action="store_true", help="profile, and print the table at exit")
     serve.set_defaults(run=run_serve)
 
@@ -449,7 +453,10 @@ def run_serve(args: argparse.Namespace) -> int:
         try:
             from streamlib.observe.dashboard import dashboard
 
-            board = dashboard(port=args.dashboard, host=args.host)
+            token = Path(args.token_file).read_text().strip() if args.token_file else None
+            board = dashboard(port=args.dashboard, host=args.host, token=token)
+        except ListenRefused as exc:
+            raise UsageError(str(exc)) from None
         except ImportError as exc:
             raise UsageError(f"--dashboard needs aiohttp: pip install 'streamlib[observe]' ({exc})") from None
         except OSError as exc:

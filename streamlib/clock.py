@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -125,6 +126,16 @@ def _call_all(due: list[tuple[Callable[..., object], tuple[object, ...]]]) -> No
 
 
 _timer = _PreciseTimer()
+
+
+def _new_timer_after_fork() -> None:
+    """A forked child (a process dispatcher's worker) has a copy of the timer but not its
+    thread: start afresh, or a ``sleep_until`` there would never wake."""
+    global _timer
+    _timer = _PreciseTimer()
+
+
+os.register_at_fork(after_in_child=_new_timer_after_fork)
 
 
 async def sleep_until(deadline: float) -> None:

@@ -15,6 +15,7 @@ import sys
 import threading
 import weakref
 
+from .signals import install_sigterm_handler
 from .worker import start_loop_thread
 
 __all__ = ["background_loop", "current_loop", "new_event_loop"]
@@ -50,6 +51,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def background_loop() -> asyncio.AbstractEventLoop:
     """The shared background loop, started on first call (thread-safe)."""
     global _background
+    install_sigterm_handler()  # the actors it will run stop gracefully on SIGTERM (see .signals)
     with _lock:
         if _background is None or _background.is_closed():
             loop = new_event_loop()

@@ -11,9 +11,18 @@ the sender wait. Which message goes is a per-input choice:
     The sender waits for room (backpressure). Use it for lossless offline work,
     e.g. transcoding a file as fast as the encoder accepts.
 
-Every discarded message is counted in :attr:`Mailbox.dropped`; nothing is ever lost
-silently. A mailbox may be written from any thread (actors on a thread dispatcher
-send from worker threads); waiters are always woken on their own event loop.
+Nothing is ever lost silently. Every message offered is counted once in ``delivered``
+and ends in exactly one place: ``taken`` (read out), ``dropped`` (by the overflow
+policy), ``discarded`` (the mailbox closed or was cleared, or its blocked sender gave
+up), or still queued. So at every moment, as in Trio's memory channels::
+
+    delivered == taken + dropped + discarded + in_hand + queued
+
+and no counter ever decreases (``queued`` and ``in_hand`` are levels; ``in_hand`` is
+non-zero only for a head a dispatcher lent out, see :meth:`Mailbox.lend_head`).
+:meth:`Mailbox.statistics` returns a frozen snapshot. A mailbox may be written from any
+thread (actors on a thread dispatcher send from worker threads); waiters are always
+woken on their own event loop.
 
 Control signals (stop, end of stream) never travel through a mailbox: they are flags
 on the owning port and actor, so a full mailbox can never drop them.
@@ -55,17 +64,31 @@ def wake(fut: asyncio.Future[None]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class MailboxStatistics:
-    """A snapshot of a mailbox, in the spirit of Trio's ``MemoryChannelStatistics``."""
+    """A frozen snapshot of a mailbox, in the spirit of Trio's ``MemoryChannelStatistics``.
+
+    ``delivered == taken + dropped + discarded + in_hand + current_buffer_used`` holds in
+    every snapshot, and no counter is ever smaller than in an earlier snapshot."""
 
     current_buffer_used: int
+    """Messages queued now."""
     max_buffer_size: int
     overflow: str
+    delivered: int
+    """Messages its senders offered, each counted once whatever became of it. A sender
+    waiting for room on a ``"block"`` mailbox is counted when it gets in or gives up."""
     received: int
-    """Messages accepted into the mailbox."""
+    """Messages accepted into the queue: ``delivered`` minus those refused at the door
+    (``drop_newest`` refusals, offers after closing, blocked senders that gave up)."""
     taken: int
     """Messages read out of it."""
     dropped: int
-    """Messages discarded by the overflow policy, or offered after the mailbox was closed."""
+    """Messages the overflow policy discarded: evicted by ``drop_oldest``, refused by ``drop_newest``."""
+    discarded: int
+    """Messages that never reached the reader for another reason: offered after the mailbox
+    closed, still queued when it closed or was cleared, or whose blocked sender gave up."""
+    in_hand: int
+    """A lent head (:meth:`Mailbox.lend_head`) that the overflow evicted meanwhile: its
+    borrower still holds it, and it becomes ``taken`` or ``dropped`` when the loan settles."""
     tasks_waiting_send: int
     tasks_waiting_receive: int
 
@@ -75,8 +98,9 @@ class Mailbox:
 
     ``put_nowait`` never waits; with ``overflow="block"`` and no room it returns
     ``False`` and the caller awaits :meth:`put`. A *closed* mailbox (its reader is
-    gone for good) accepts nothing: offers are counted as dropped and blocked senders
-    are released, so a dead consumer can never stall its producers.
+    gone for good) accepts nothing: what it held and every later offer are counted as
+    discarded, and blocked senders are released, so a dead consumer can never stall
+    its producers.
 
     Thread safety without a lock: every mutation is a single ``deque`` operation, which
     CPython performs atomically (``deque(maxlen=n).append`` even discards the oldest
@@ -87,9 +111,13 @@ class Mailbox:
     __slots__ = (
         "_getters",
         "_items",
+        "_lent",
+        "_lent_evicted",
         "_putters",
         "blocking",
         "closed",
+        "delivered",
+        "discarded",
         "dropped",
         "maxsize",
         "overflow",
@@ -102,9 +130,7 @@ class Mailbox:
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
             raise ValueError(f"maxsize must be an int >= 1, got {maxsize!r}")
         if overflow not in OVERFLOW_POLICIES:
-            raise ValueError(
-                f"overflow must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, got {overflow!r}"
-            )
+            raise ValueError(f"overflow must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, got {overflow!r}")
         self.maxsize = maxsize
         self.overflow: Overflow = overflow
         self.blocking = overflow == "block"
@@ -112,32 +138,48 @@ class Mailbox:
         self._items: deque[Any] = deque(maxlen=maxsize if overflow == "drop_oldest" else None)
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+        self._lent: Any = EMPTY
+        self._lent_evicted = False
         self.closed = False
+        self.delivered = 0
         self.received = 0
         self.taken = 0
         self.dropped = 0
+        self.discarded = 0
         self.waker: Callable[[], None] | None = None
         """Set by the reading actor while it sleeps; called after each accepted message."""
 
     # -- writing -----------------------------------------------------------------
 
-    def put_nowait(self, item: Any) -> bool:
-        """Offer ``item``. Returns ``True`` if it was queued.
+    def put_nowait(self, item: Any) -> bool | None:
+        """Offer ``item``: ``True`` if it was queued, ``False`` if it was not (counted as
+        dropped or discarded), ``None`` if it is *pending*.
 
         On a full dropping mailbox this always succeeds for ``drop_oldest`` (the
         oldest is discarded) and fails for ``drop_newest``; both count a drop. On a
-        full blocking mailbox it returns ``False`` and counts nothing.
+        closed mailbox it fails and counts the message as discarded. On a full blocking
+        mailbox the offer is pending and nothing is counted yet: the sender then either
+        waits for room with :meth:`put` or abandons it with :meth:`give_up` (both falsy
+        results keep ``if not put_nowait(...)`` working).
         """
         items = self._items
         if len(items) >= self.maxsize or self.closed:
             if self.closed:
-                self.dropped += 1
+                self.delivered += 1
+                self.discarded += 1
                 return False
             if self.blocking:
-                return False
-            self.dropped += 1
+                return None
+            self.delivered += 1
             if self.overflow == "drop_newest":
+                self.dropped += 1
                 return False
+            if self._lent is not EMPTY and items and items[0] is self._lent:
+                self._lent_evicted = True  # its borrower holds it: the loan settles its count
+            else:
+                self.dropped += 1
+        else:
+            self.delivered += 1
         items.append(item)
         self.received += 1
         if self._getters:
@@ -158,12 +200,17 @@ class Mailbox:
     async def put(self, item: Any) -> bool:
         """Queue ``item``, waiting for room if the policy is ``"block"``.
 
-        Returns ``False`` only if the item was dropped (dropping policy, or closed).
+        Returns ``False`` only if the item was not queued (dropping policy, or closed).
+        A sender cancelled while it waits (its actor was stopped) gives the message up:
+        it is counted as delivered and discarded, never missing from the counts.
         """
-        while self.blocking and not self.closed and len(self._items) >= self.maxsize:
+        while True:
+            accepted = self.put_nowait(item)
+            if accepted is not None:
+                return accepted
             waiter = asyncio.get_running_loop().create_future()
             self._putters.append(waiter)
-            if len(self._items) < self.maxsize:  # room was made before we queued: don't sleep
+            if self.closed or len(self._items) < self.maxsize:  # room was made before we queued: don't sleep
                 waiter.set_result(None)
             try:
                 await waiter
@@ -173,8 +220,14 @@ class Mailbox:
                 except ValueError:  # it was woken: pass the wake on
                     if self._putters:
                         self._wake_one(self._putters)
+                self.give_up()
                 raise
-        return self.put_nowait(item)
+
+    def give_up(self) -> None:
+        """Abandon an offer that :meth:`put_nowait` left pending on a full ``"block"``
+        mailbox: its sender stopped waiting. Counted as delivered and discarded."""
+        self.delivered += 1
+        self.discarded += 1
 
     # -- reading -----------------------------------------------------------------
 
@@ -220,7 +273,7 @@ class Mailbox:
             self._wake_one(self._putters)
 
     def clear(self) -> int:
-        """Discard everything queued, counting it as dropped; returns how many."""
+        """Discard everything queued, counting it as discarded; returns how many."""
         n = 0
         while True:
             try:
@@ -228,15 +281,47 @@ class Mailbox:
             except IndexError:
                 break
             n += 1
-        self.dropped += n
+        self.discarded += n
         self._wake_all_senders()
         return n
 
     def close(self) -> None:
-        """Accept nothing more and release blocked senders (the reader is gone for good)."""
+        """Accept nothing more, discard what is queued and release blocked senders (the
+        reader is gone for good)."""
         self.closed = True
-        self._wake_all_senders()
+        self.clear()
         self.wake_readers()
+
+    # -- lending the head ------------------------------------------------------------
+
+    def lend_head(self) -> Any:
+        """The oldest message, lent to a reader that decides later whether it took it
+        (:meth:`settle_loan`); :data:`EMPTY` if none is queued. One loan at a time.
+
+        For a dispatcher that shows the head to a worker process before taking it: the
+        head stays queued, so the overflow policy works as usual; if it evicts the lent
+        head, the eviction is not counted yet (the borrower may still read it): the loan
+        decides whether it was taken or dropped."""
+        head = self.peek()
+        self._lent = head
+        self._lent_evicted = False
+        return head
+
+    def settle_loan(self, taken: bool) -> None:
+        """End the loan of :meth:`lend_head`. ``taken``: the borrower read the message
+        (it leaves the queue, or was already evicted from it, and counts as taken).
+        Otherwise it stays queued, or, if evicted meanwhile, counts as dropped."""
+        head, evicted = self._lent, self._lent_evicted
+        self._lent, self._lent_evicted = EMPTY, False
+        if head is EMPTY:
+            return
+        if evicted:
+            if taken:
+                self.taken += 1
+            else:
+                self.dropped += 1
+        elif taken and self.peek() is head:
+            self.get_nowait()
 
     # -- inspection --------------------------------------------------------------
 
@@ -253,16 +338,23 @@ class Mailbox:
         return len(self._items)
 
     def statistics(self) -> MailboxStatistics:
+        """A frozen snapshot of the counters (see :class:`MailboxStatistics`)."""
         return MailboxStatistics(
             current_buffer_used=len(self._items),
             max_buffer_size=self.maxsize,
             overflow=self.overflow,
+            delivered=self.delivered,
             received=self.received,
             taken=self.taken,
             dropped=self.dropped,
+            discarded=self.discarded,
+            in_hand=int(self._lent_evicted),
             tasks_waiting_send=len(self._putters),
             tasks_waiting_receive=len(self._getters),
         )
 
     def __repr__(self) -> str:
-        return f"<Mailbox {len(self._items)}/{self.maxsize} {self.overflow} dropped={self.dropped}>"
+        return (
+            f"<Mailbox {len(self._items)}/{self.maxsize} {self.overflow} delivered={self.delivered} "
+            f"taken={self.taken} dropped={self.dropped} discarded={self.discarded}>"
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args
 
 from .errors import ActorDefinitionError, EndOfStream
@@ -34,7 +35,16 @@ from .mailbox import EMPTY, Mailbox, Overflow
 if TYPE_CHECKING:
     from .actor import Actor
 
-__all__ = ["Memory", "PortMap", "StreamInput", "StreamOutput", "connect", "disconnect", "register_transfer"]
+__all__ = [
+    "InputStatistics",
+    "Memory",
+    "PortMap",
+    "StreamInput",
+    "StreamOutput",
+    "connect",
+    "disconnect",
+    "register_transfer",
+]
 
 _wiring_lock = threading.RLock()
 
@@ -77,6 +87,7 @@ class _Owner(Protocol):
 
     def _wiring_changed(self) -> None: ...
     def _reader_should_stop(self) -> bool: ...
+    def _in_hand(self, port: StreamInput) -> int: ...
 
 
 def _type_name(t: Any) -> str:
@@ -88,8 +99,7 @@ def _check_msg_type(kind: str, name: str, msg_type: Any) -> type:
         return object
     if not isinstance(msg_type, type):
         raise ActorDefinitionError(
-            f"{kind} {name!r}: msg_type must be a class such as VideoFrame (or object for "
-            f"anything), got {msg_type!r}"
+            f"{kind} {name!r}: msg_type must be a class such as VideoFrame (or object for anything), got {msg_type!r}"
         )
     return msg_type
 
@@ -98,16 +108,49 @@ def _compatible(out_type: type, in_type: type) -> bool:
     return in_type is object or out_type is object or issubclass(out_type, in_type)
 
 
+@dataclass(frozen=True, slots=True)
+class InputStatistics:
+    """A frozen snapshot of one input's counters: where every message sent to it went.
+
+    At every moment, for every overflow policy, dispatcher and way of ending::
+
+        delivered == taken + in_hand + lost + dropped + discarded + queued
+
+    and no counter is ever smaller than in an earlier snapshot (``in_hand`` and
+    ``queued`` are levels). The mailbox alone (:class:`~streamlib.mailbox.MailboxStatistics`)
+    cannot tell a message processed from one lost in a crash; the input can."""
+
+    delivered: int
+    """Messages its upstreams sent to it, each counted once (a sender blocked on a full
+    ``"block"`` input is counted when it gets in or gives up, e.g. because it was stopped)."""
+    taken: int
+    """Messages the actor read and finished with: the tick that read them completed."""
+    in_hand: int
+    """Messages read by the tick running now (they become ``taken``, or ``lost`` if it crashes)."""
+    lost: int
+    """Messages read by a tick that then crashed: lost with it (a supervisor's restart
+    rebuilds the actor, not the message)."""
+    dropped: int
+    """Messages the overflow policy discarded (``drop_oldest`` evictions, ``drop_newest`` refusals)."""
+    discarded: int
+    """Messages that never reached the actor for another reason: queued when it ended
+    for good, offered after that, left over at end of stream, or whose blocked sender gave up."""
+    queued: int
+    capacity: int
+    overflow: str
+    tasks_waiting_send: int
+
+
 class StreamInput:
     """A named, typed, bounded mailbox belonging to one actor.
 
     ``maxsize`` (default 2: realtime wants little queueing) bounds the mailbox and
     ``overflow`` says what happens when it is full (see :mod:`streamlib.mailbox`).
-    Every drop is counted in :attr:`dropped`. ``memory`` is where the data it accepts
-    lives: ``"cpu"`` (default), ``"gpu"`` or ``"any"`` (see the module docstring).
+    Every message sent to it is accounted for: :meth:`statistics`. ``memory`` is where the
+    data it accepts lives: ``"cpu"`` (default), ``"gpu"`` or ``"any"`` (see the module docstring).
     """
 
-    __slots__ = ("_upstreams", "lost", "mailbox", "memory", "msg_type", "name", "owner")
+    __slots__ = ("_upstreams", "lost", "mailbox", "memory", "msg_type", "name", "owner", "tick_mark")
 
     def __init__(
         self,
@@ -127,6 +170,8 @@ class StreamInput:
         self._upstreams: dict[StreamOutput, bool] = {}  # output -> has it ended?
         self.lost = 0
         """Messages taken by a ``process`` call that then crashed (lost in the restart)."""
+        self.tick_mark = 0
+        """The mailbox's ``taken`` count when the running tick began (kept by the runtime)."""
 
     # -- reading (what ``process`` calls) ----------------------------------------------
 
@@ -167,12 +212,37 @@ class StreamInput:
 
     @property
     def dropped(self) -> int:
-        """Messages discarded because the mailbox was full (or its actor was gone)."""
-        return self.mailbox.dropped
+        """Messages that never reached the actor: dropped by the overflow policy, or
+        discarded (its actor was gone for good, or a blocked sender gave up)."""
+        mailbox = self.mailbox
+        return mailbox.dropped + mailbox.discarded
 
     @property
     def received(self) -> int:
+        """Messages accepted into the mailbox (some may have been dropped or discarded since)."""
         return self.mailbox.received
+
+    def statistics(self) -> InputStatistics:
+        """Where every message sent to this input went (see :class:`InputStatistics`)."""
+        mailbox = self.mailbox
+        for _ in range(100):  # a consistent read of counters that other threads may move meanwhile
+            stats = mailbox.statistics()
+            lost = self.lost
+            in_hand = stats.in_hand + (self.owner._in_hand(self) if self.owner is not None else 0)
+            if stats == mailbox.statistics() and lost == self.lost:
+                break
+        return InputStatistics(
+            delivered=stats.delivered,
+            taken=stats.taken + stats.in_hand - in_hand - lost,
+            in_hand=in_hand,
+            lost=lost,
+            dropped=stats.dropped,
+            discarded=stats.discarded,
+            queued=stats.current_buffer_used,
+            capacity=stats.max_buffer_size,
+            overflow=stats.overflow,
+            tasks_waiting_send=stats.tasks_waiting_send,
+        )
 
     @property
     def connected(self) -> bool:
@@ -212,7 +282,7 @@ class StreamInput:
         mb = self.mailbox
         return (
             f"<StreamInput {self.path} {_type_name(self.msg_type)} {len(mb)}/{mb.maxsize} "
-            f"{mb.overflow} dropped={mb.dropped} upstreams={len(self._upstreams)}>"
+            f"{mb.overflow} dropped={self.dropped} lost={self.lost} upstreams={len(self._upstreams)}>"
         )
 
 
@@ -250,25 +320,36 @@ class StreamOutput:
 
     def _check(self, message: Any) -> None:
         raise TypeError(
-            f"{self.path} is declared for {_type_name(self.msg_type)} but was sent a "
-            f"{_type_name(type(message))}"
+            f"{self.path} is declared for {_type_name(self.msg_type)} but was sent a {_type_name(type(message))}"
         )
 
     async def send(self, message: Any) -> None:
         """Deliver ``message`` (by reference) to every connected input.
 
         Never waits on a dropping input; waits for room only on an input declared with
-        ``overflow="block"``.
+        ``overflow="block"``. Every dropping input gets the message before the send waits
+        for any blocking one, and several full blocking inputs are waited for together,
+        so a slow lossless subscriber delays no other subscriber's copy: it only paces the
+        sender (backpressure), and with it how often the output sends at all.
         """
         msg_type = self.msg_type
         if msg_type is not object and not isinstance(message, msg_type):
             self._check(message)
         self.sent += 1
         subscribers = self._snapshot
+        waiting: list[Mailbox] | None = None
         for port in self.subscribers if subscribers is None else subscribers:
             mailbox = port.mailbox
-            if not mailbox.put_nowait(message) and mailbox.blocking:
-                await mailbox.put(message)
+            if mailbox.put_nowait(message) is None:  # a full "block" input: wait after the others
+                if waiting is None:
+                    waiting = [mailbox]
+                else:
+                    waiting.append(mailbox)
+        if waiting is not None:
+            if len(waiting) == 1:
+                await waiting[0].put(message)
+            else:
+                await asyncio.gather(*(mailbox.put(message) for mailbox in waiting))
 
     def send_nowait(self, message: Any) -> None:
         """``send`` for synchronous code.
@@ -281,17 +362,20 @@ class StreamOutput:
         if msg_type is not object and not isinstance(message, msg_type):
             self._check(message)
         self.sent += 1
+        waiting: list[tuple[StreamInput, Mailbox]] = []
         for port in self.subscribers:
             mailbox = port.mailbox
-            accepted = mailbox.put_nowait(message)
-            if not accepted and mailbox.blocking and not mailbox.closed:
-                loop = getattr(port.owner, "event_loop", None)
-                if asyncio._get_running_loop() is not None or loop is None:
-                    raise RuntimeError(
-                        f"{port.path} is full and blocks (overflow='block'); "
-                        "use 'await send()' from the event loop"
-                    )
-                asyncio.run_coroutine_threadsafe(mailbox.put(message), loop).result()
+            if mailbox.put_nowait(message) is None:  # a full "block" input: wait after the others
+                waiting.append((port, mailbox))
+        for index, (port, mailbox) in enumerate(waiting):
+            loop = getattr(port.owner, "event_loop", None)
+            if asyncio._get_running_loop() is not None or loop is None:
+                for _, pending in waiting[index:]:
+                    pending.give_up()  # counted: the message was sent to them and discarded
+                raise RuntimeError(
+                    f"{port.path} is full and blocks (overflow='block'); use 'await send()' from the event loop"
+                )
+            asyncio.run_coroutine_threadsafe(mailbox.put(message), loop).result()
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -315,6 +399,8 @@ class StreamOutput:
             port._upstreams[self] = False
         if port.owner is not None:
             port.owner._wiring_changed()
+        if self.owner is not None:
+            self.owner._wiring_changed()  # a source holding its first tick for a subscriber starts
         return port
 
     def disconnect(self, port: StreamInput | None = None) -> None:
@@ -415,8 +501,7 @@ class PortMap(dict[str, Any]):
         if not isinstance(port, self._kind):
             what = "inputs" if self._kind is StreamInput else "outputs"
             raise ActorDefinitionError(
-                f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a "
-                f"{self._kind.__name__}, got {port!r}"
+                f"{type(self._owner).__qualname__}: {what}[{key!r}] must be a {self._kind.__name__}, got {port!r}"
             )
         port.owner = self._owner  # type: ignore[attr-defined]
         super().__setitem__(key, port)
@@ -436,9 +521,7 @@ _R = TypeVar("_R")
 
 
 def _describe(ports: list[tuple[StreamOutput, StreamInput]]) -> str:
-    return "; ".join(
-        f"{o.path} ({_type_name(o.msg_type)}) >> {i.path} ({_type_name(i.msg_type)})" for o, i in ports
-    )
+    return "; ".join(f"{o.path} ({_type_name(o.msg_type)}) >> {i.path} ({_type_name(i.msg_type)})" for o, i in ports)
 
 
 def connect(left: Any, right: _R) -> _R:

@@ -40,6 +40,7 @@ import functools
 import inspect
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -53,6 +54,7 @@ from .eventloop import current_loop, existing_background_loop, is_worker_loop
 from .lifecycle import Cause, ChildFate, LifecycleState, RestartPolicy
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
+from .signals import install_sigterm_handler
 from .threadsafe import call_soon
 
 if TYPE_CHECKING:
@@ -74,6 +76,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("streamlib")
+
+CHILD_STOP_TIMEOUT = 5.0
+"""How long a stopping actor waits for its children (a ``process`` stuck in a thread cannot be
+interrupted) before it logs them, once, and ends without them: every wait in a shutdown is bounded."""
 
 TickFn = Callable[[TimedTick], "Awaitable[None] | None"]
 """An actor's per-tick callable, as its dispatcher binds it."""
@@ -179,6 +185,7 @@ def home_loop() -> asyncio.AbstractEventLoop:
     """The loop for a new top-level actor: the running loop, unless that is a thread
     dispatcher's private worker loop (which only runs during a hook call): then the loop
     of the actor whose hook is building it."""
+    install_sigterm_handler()  # SIGTERM stops actors gracefully, as Ctrl-C does (see .signals)
     loop = asyncio._get_running_loop()
     if loop is not None and not is_worker_loop(loop):
         return loop
@@ -249,6 +256,7 @@ class ActorRuntime:
         "driver_id",
         "explicit_clock",
         "failure",
+        "first_hold",
         "fps",
         "fps_from_class",
         "in_process",
@@ -264,15 +272,14 @@ class ActorRuntime:
         "restart",
         "restarts",
         "run_tick",
+        "sampled",
         "silence_mark",
         "silence_timer",
         "spec",
         "state",
         "stop_requested",
         "task",
-        "tick_mark",
         "tick_on",
-        "tick_port",
         "ticked",
         "ticks",
         "wakers",
@@ -309,10 +316,10 @@ class ActorRuntime:
         self.wiring_dirty = True
         # -- counters and accounting
         self.drain_mark = -1
-        self.tick_mark = -1  # the tick's port's `taken` count when the tick began (-1: a clock tick)
-        self.tick_port: StreamInput | None = None
         self.ticks = 0
         self.in_process = False
+        """A hook that may read inputs runs now: what it took is in hand (lost if it raises)."""
+        self.sampled: tuple[StreamInput, ...] = ()  # the inputs a tick marks besides the driver
         self.run_tick: TickFn | None = None
         # -- the tree and restarts
         self.cause: Cause | None = None
@@ -323,6 +330,7 @@ class ActorRuntime:
         self.inherit: Actor | None = None
         self.replaced_by: Actor | None = None
         self.deferred = False
+        self.first_hold = False  # built off its loop: may hold its first tick for a subscriber
         self.name = ""
         self.path = ""
         self.children_by_name: dict[str, Actor] = {}
@@ -352,8 +360,9 @@ class ActorRuntime:
                     child._core.end_streams()
             self.inherit = None
         if asyncio._get_running_loop() is self.loop:
-            self.create_task()
+            self.create_task()  # nothing runs it before the building code yields: ``>>`` comes first
         else:
+            self.first_hold = old is None  # it may start before the statement that built it connects it
             self.loop.call_soon_threadsafe(self.create_task)
 
     def create_task(self) -> None:
@@ -387,6 +396,17 @@ class ActorRuntime:
         if port is not None:
             self.driver_id = port.path
             self.ticked = port.mailbox.received - len(port.mailbox._items)
+        self.sampled = tuple(p for p in self.actor.inputs.values() if p is not port)
+
+    def mark_inputs(self, ports: tuple[StreamInput, ...] | None = None) -> None:
+        """A hook that may read inputs begins: note where each mailbox's ``taken`` stands,
+        so a crash knows which messages were in hand (see :class:`~streamlib.ports.InputStatistics`)."""
+        for port in self.actor.inputs.values() if ports is None else ports:
+            port.tick_mark = port.mailbox.taken
+
+    def in_hand(self, port: StreamInput) -> int:
+        """Messages of ``port`` taken by the hook running now."""
+        return max(port.mailbox.taken - port.tick_mark, 0) if self.in_process else 0
 
     def wiring_changed(self) -> None:
         self.wiring_dirty = True
@@ -435,9 +455,14 @@ class ActorRuntime:
         try:
             await dispatcher.attach(actor)
             attached = True
+            self.mark_inputs()
+            self.in_process = True  # a stop cancels an on_start that still waits (on the loop)
             started = dispatcher.call_hook(actor, actor.on_start)
             if started is not None:
                 await started
+            self.in_process = False
+            if self.holds_first_tick():
+                await self.hold_first_tick()
             poll = self.poll
             run_tick = self.bind_tick()
             loop = self.loop
@@ -454,6 +479,8 @@ class ActorRuntime:
                     and not (jobs or self.stop_requested or self.wiring_dirty)
                 ):
                     tick = self.driver_tick(driver)  # fast path: a message on the driver, no signal pending
+                    if self.sampled:
+                        self.mark_inputs(self.sampled)
                 elif jobs:
                     await jobs.popleft()()  # a control job (e.g. a supervisor's restart)
                     run_tick = self.run_tick or run_tick  # a job may have re-bound it (profiling on/off)
@@ -466,18 +493,20 @@ class ActorRuntime:
                     if tick is None:
                         break
                     assert not isinstance(tick, _Wait)
+                    self.mark_inputs()
                 self.ticks += 1
+                self.in_process = True
                 work = run_tick(tick)
                 if work is not None:
-                    self.in_process = True
                     await work
-                    self.in_process = False
+                self.in_process = False
         except EndOfStream:
             self.cause = self.cause or Cause.END_OF_STREAM
         except asyncio.CancelledError:
             task = self.task
             if task is not None and task.cancelling():
                 task.uncancel()
+            self.in_process = False  # interrupted, not crashed: what it took counts as taken
             self.cause = self.cause or Cause.STOP
             self.stop_requested = True  # ours, or the loop shutting down: stop either way
         except Exception as exc:
@@ -486,6 +515,42 @@ class ActorRuntime:
             await self.teardown(attached)
         finally:
             self.finish()
+
+    def holds_first_tick(self) -> bool:
+        """Whether this is a source nobody listens to yet (see :meth:`hold_first_tick`)."""
+        actor = self.actor
+        return (
+            self.first_hold
+            and actor.first_tick_grace > 0
+            and self.explicit_clock is None
+            and bool(self.fps)
+            and bool(actor.outputs)
+            and not self.stop_requested
+            and not any(p.subscribers for p in actor.outputs.values())
+            and not any(p.connected for p in actor.inputs.values())
+        )
+
+    async def hold_first_tick(self) -> None:
+        """Hold a source's first tick until something is connected to it, at most
+        ``first_tick_grace`` seconds: ``Source() >> Sink()`` builds the source, then the sink,
+        and only then connects them, and a finite or faster-than-realtime source must not
+        spend frames on the moments in between. Only an actor built off its event loop (a
+        plain script, the REPL: the background loop starts it at once) holds; one built on
+        its loop cannot start before the building code yields, which is after the ``>>``."""
+        loop = self.loop
+        deadline = loop.time() + self.actor.first_tick_grace
+        while self.holds_first_tick() and not self.jobs:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            bell = self.doorbell = loop.create_future()
+            timer = loop.call_later(remaining, self.ring)
+            try:
+                await bell
+            finally:
+                self.doorbell = None
+                timer.cancel()
+        self.first_hold = False
 
     async def sleep(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sleep until the doorbell rings: a message on the driver, a clock tick, a signal."""
@@ -541,7 +606,7 @@ class ActorRuntime:
         if self.mode is ClockMode.ENDING:
             tick = self.drain_tick()
             if tick is not None:
-                return tick
+                return tick  # a tick, or _WAIT for the explicit clock's next one
             self.actor.on_end_of_stream()
             if self.stop_requested:
                 return None
@@ -563,8 +628,7 @@ class ActorRuntime:
         ticked = self.ticked + 1
         floor = mailbox.received - len(items) + 1
         self.ticked = ticked if ticked >= floor else floor
-        self.tick_mark = mailbox.taken
-        self.tick_port = driver
+        driver.tick_mark = mailbox.taken
         head = items[0]
         if isinstance(head, Message):
             self.last_fps = head.clock_rate
@@ -585,6 +649,7 @@ class ActorRuntime:
             self.leave_own_clock()  # newly connected: a pending own-clock tick is stale
         elif self.mode is ClockMode.SYNCED and not connected:
             self.mode = ClockMode.OWN  # the bathtub: nothing upstream any more
+        self.sampled = tuple(p for p in self.actor.inputs.values() if p is not self.driver)
         live = [p for p in connected if not p.ended]
         self.wakers = (
             [] if self.explicit_clock is not None else [(p.mailbox, functools.partial(self.woken, p)) for p in live]
@@ -617,7 +682,6 @@ class ActorRuntime:
         if not waiting.done():
             return None
         self.clock_wait = None
-        self.tick_mark = -1
         return waiting.result()
 
     def leave_own_clock(self) -> None:
@@ -628,8 +692,11 @@ class ActorRuntime:
             self.clock_wait.cancel()
             self.clock_wait = None
 
-    def drain_tick(self) -> TimedTick | None:
-        """Every upstream ended: tick while queued messages remain and ``process`` takes them."""
+    def drain_tick(self) -> TimedTick | _Wait | None:
+        """Every upstream ended: tick while queued messages remain and ``process`` takes them.
+
+        With an explicit clock the drain still waits for that clock's ticks (a test's
+        ``ManualClock.step()``): no tick is ever made up behind its back."""
         inputs = self.actor.inputs.values()
         ports = [p for p in inputs if p.mailbox._items]
         if not ports:
@@ -639,10 +706,14 @@ class ActorRuntime:
             for port in ports:
                 port.mailbox.clear()
             return None
+        if self.explicit_clock is not None:
+            tick = self.own_clock_tick()
+            if tick is None:
+                return _WAIT
+            self.drain_mark = taken
+            return tick
         self.drain_mark = taken
         head = ports[0].mailbox.peek()
-        self.tick_mark = ports[0].mailbox.taken
-        self.tick_port = ports[0]
         if isinstance(head, Message):
             return head.tick()
         return TimedTick(time.monotonic(), self.ticks, ports[0].path, None)
@@ -675,12 +746,13 @@ class ActorRuntime:
     # ------------------------------------------------------------------ teardown
 
     def fail(self, exc: BaseException) -> None:
+        if self.in_process:  # what the crashing hook had taken, from every input, is lost
+            self.in_process = False
+            for port in self.actor.inputs.values():
+                port.lost += max(port.mailbox.taken - port.tick_mark, 0)
         if self.failure is None:
             self.failure = exc
             self.cause = Cause.FAILURE
-            port = self.tick_port
-            if self.tick_mark >= 0 and port is not None:
-                port.lost += max(port.mailbox.taken - self.tick_mark, 0)
 
     async def teardown(self, attached: bool) -> None:
         """Stop the children, then run ``on_stop`` (each even if the other fails)."""
@@ -690,7 +762,18 @@ class ActorRuntime:
         for child in children:
             child._core.request_stop(Cause.PARENT)
         if children:
-            await asyncio.gather(*(ended(c) for c in children))
+            waiting = asyncio.gather(*(ended(c) for c in children))
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), CHILD_STOP_TIMEOUT)
+            except TimeoutError:
+                stuck = ", ".join(c.path for c in children if not c._core.done.done())
+                log.warning(
+                    "%s: children still running %.1f s after the stop (%s); ending without them",
+                    self.path,
+                    CHILD_STOP_TIMEOUT,
+                    stuck,
+                )
+                waiting.cancel()
         try:
             stopped = actor.dispatcher.call_hook(actor, actor.on_stop)
             if stopped is not None:
@@ -723,14 +806,21 @@ class ActorRuntime:
         fate: ChildFate
         if cause is Cause.PARENT:
             fate = ChildFate.DEFER
+        elif parent is not None and parent._core.done.done():
+            fate = ChildFate.END  # nobody is left to restart it (e.g. its parent's construction failed)
+            if failed:
+                log_failure(actor, " (its parent had ended)")
         elif parent is not None:
             fate = parent.on_child_ended(actor, cause, self.failure)
         else:
             fate = ChildFate.END
             if failed:
                 log_failure(actor, "")
-        if fate is ChildFate.DEFER:
-            self.deferred = True  # the parent settles this subtree once it knows its own fate
+        if fate is not ChildFate.END:
+            # The parent settles this subtree once it knows its own fate; a restart that never
+            # happens (the parent ended first, or the replacement's __init__ failed and the
+            # parent gave up) ends the streams then, so no upstream blocks on a dead mailbox.
+            self.deferred = True
         elif fate is ChildFate.END:
             self.end_streams()
         if parent is None:
@@ -753,11 +843,28 @@ class ActorRuntime:
 # ---------------------------------------------------------------------- interpreter exit
 
 
-def _stop_all_at_exit(timeout: float = 5.0) -> None:
-    """At interpreter exit, stop the actors on the background loop so sinks can finalize."""
+_exit_hook_pid = os.getpid()
+_exit_hook_ran = False
+
+
+EXIT_STOP_TIMEOUT = 5.0
+"""How long interpreter exit waits, in all, for the actors on the background loop to stop."""
+
+
+def _stop_all_at_exit(timeout: float | None = None) -> None:
+    """At interpreter exit, stop the actors on the background loop so sinks can finalize.
+
+    Runs once per process (it is registered twice, below) and never in a forked child, which
+    inherits a copy of this process's actors but none of the threads that run them. The wait
+    is bounded by ``timeout`` in total, and each actor that did not stop is logged once."""
+    global _exit_hook_ran
+    if _exit_hook_ran or os.getpid() != _exit_hook_pid:
+        return
+    _exit_hook_ran = True
     loop = existing_background_loop()
     if loop is None or loop.is_closed() or not loop.is_running():
         return
+    timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
     roots = [a for a in running_actors() if a._core.loop is loop]
     for actor in roots:
         actor._core.request_stop(Cause.STOP)
@@ -765,14 +872,29 @@ def _stop_all_at_exit(timeout: float = 5.0) -> None:
     for actor in roots:
         try:
             actor._core.done.wait(max(deadline - time.monotonic(), 0))
-        except Exception:
+        except TimeoutError:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
 
+
+def _forget_parent_world() -> None:
+    """In a forked child (a process dispatcher's worker): the parent's actors, and its exit
+    hook, are not ours (their threads and loops did not survive the fork)."""
+    global _exit_hook_pid
+    _exit_hook_pid = -1
+    reinit = getattr(registry_lock, "_at_fork_reinit", None)
+    if reinit is not None:  # another thread may have held it at the fork: the copy is free
+        reinit()
+    roots.clear()
+    root_names.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_world)
 
 # Registered with threading as well as atexit: threading's exit hooks run before atexit's,
 # in reverse order of registration, and concurrent.futures joins its worker threads (and
 # refuses new work) from one it registered on import, above. Ours, registered later, runs
 # first, so actors on a thread dispatcher can still run on_stop (sinks finalize) at exit.
+# The atexit registration is the fallback where threading has no such hook; the hook runs once.
 if hasattr(threading, "_register_atexit"):
     threading._register_atexit(_stop_all_at_exit)
-atexit.register(_stop_all_at_exit)  # fallback; a second call finds no actor left
+atexit.register(_stop_all_at_exit)

@@ -19,8 +19,19 @@ or, without a ``__main__`` block, ``streamlib serve mymodule:main``.
 returns the root actor, several actors, or ``None`` for "every actor it created") on a
 fresh event loop, then waits. On SIGINT or SIGTERM it stops the roots -- top-down: each
 root stops its children before its own ``on_stop`` runs, so sinks finalize their files --
-and waits at most ``stop_timeout`` seconds for everything to end. A second signal stops
-waiting. The service also ends by itself when every root has ended (a finite stream).
+and waits at most ``stop_timeout`` seconds for everything to end. A second signal exits
+at once (status 128 + the signal's number, no traceback): the operator meant it. The
+service also ends by itself when every root has ended (a finite stream).
+
+An *unsupervised failure* -- an actor of the tree that fails with no
+:class:`~streamlib.Supervisor` above it to restart it (a root, a plain actor's child, or a
+supervisor that gave up and has no supervisor itself) -- stops the rest the same way and
+the service exits with status 1 once it has stopped (within ``stop_timeout``), so that a
+process manager's restart-on-failure (systemd ``Restart=on-failure``, Docker
+``--restart on-failure``, Kubernetes) brings the whole service back.
+
+Exit statuses: 0 after a clean stop or a finite end, 1 after a failure, 2 if the stop
+deadline passed, 128 + signal number after a second signal.
 
 Logs go through :mod:`logging`; :func:`configure_logging` (called by :func:`run` unless
 told otherwise, and only when the root logger has no handler yet) prints each record with
@@ -32,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
 import sys
 import threading
@@ -39,7 +51,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streamlib import Actor, LifecycleState, current_actor, running_actors
+from streamlib import Actor, LifecycleState, Supervisor, current_actor, running_actors
 from streamlib.eventloop import new_event_loop
 
 __all__ = ["ActorPathFilter", "configure_logging", "run"]
@@ -106,11 +118,44 @@ def _running(actor: Actor) -> list[str]:
     return sorted(found)
 
 
-async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_signals: bool = True) -> int:
-    """What :func:`run` runs on its loop (use it directly inside an existing loop)."""
+def unsupervised_failures(roots: Iterable[Actor]) -> list[Actor]:
+    """The actors under ``roots`` (themselves included) that failed with no supervisor to
+    restart them: a failed root, a failed child of a plain actor, a supervisor that gave up
+    and has no supervisor of its own. (A supervised child a supervisor chose not to restart,
+    a ``temporary`` one, was handled by it: not listed.)"""
+    found = []
+    stack = list(roots)
+    while stack:
+        actor = stack.pop()
+        if actor.state is LifecycleState.FAILED and not isinstance(actor.parent, Supervisor):
+            found.append(actor)
+        stack.extend(actor.children)
+    return sorted(found, key=lambda a: a.path)
+
+
+async def _first_unsupervised_failure(roots: list[Actor], period: float = 0.1) -> list[Actor]:
+    while not (failed := unsupervised_failures(roots)):
+        await asyncio.sleep(period)
+    return failed
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen, so a cancelled gather logs nothing at loop close."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def serve(
+    main: Callable[[], Any], stop_timeout: float = 10.0, handle_signals: bool = True, *, exit_at_once: bool = False
+) -> int:
+    """What :func:`run` runs on its loop (use it directly inside an existing loop).
+
+    ``exit_at_once``: a second signal ends the process on the spot (``os._exit``, what
+    :func:`run` asks for); otherwise it stops the waiting and returns 128 + its number."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[str] = []
+    second: list[int] = []
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
@@ -118,7 +163,11 @@ async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_sign
         if len(signals) == 1:
             log.info("%s received: stopping (deadline %.1f s)", name, stop_timeout)
         else:
-            log.warning("%s received again: no longer waiting for the stop", name)
+            second.append(signum)
+            log.warning("%s received again: exiting at once", name)
+            if exit_at_once:
+                logging.shutdown()  # flush the handlers: os._exit skips every exit hook
+                os._exit(128 + signum)
         stop.set()
 
     installed: list[int] = []
@@ -137,9 +186,21 @@ async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_sign
         roots = _as_roots(result, before, loop)
         log.info("serving %s", ", ".join(a.path for a in roots) or "nothing")
         ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(_join(a) for a in roots)))
+        ended.add_done_callback(_retrieve)
         stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([ended, stopping], return_when=asyncio.FIRST_COMPLETED)
+        failing: asyncio.Future[list[Actor]] = asyncio.ensure_future(_first_unsupervised_failure(roots))
+        try:
+            await asyncio.wait([ended, stopping, failing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failing.cancel()
         code = EXIT_OK
+        failed_first = failing.result() if failing.done() and not failing.cancelled() else []
+        if failed_first and not ended.done():
+            log.error(
+                "unsupervised failure of %s: stopping the service (deadline %.1f s)",
+                ", ".join(a.path for a in failed_first),
+                stop_timeout,
+            )
         if not ended.done():
             started = time.monotonic()
             for root in roots:
@@ -148,14 +209,15 @@ async def serve(main: Callable[[], Any], stop_timeout: float = 10.0, handle_sign
             stopping = asyncio.ensure_future(stop.wait())  # a second signal: give up waiting
             done, _ = await asyncio.wait([ended, stopping], timeout=stop_timeout, return_when=asyncio.FIRST_COMPLETED)
             if ended not in done:
+                ended.cancel()
                 late = [p for root in roots for p in _running(root)]
                 why = "a second signal" if stopping in done else f"the {stop_timeout:g} s deadline"
                 log.error("still running after %s: %s", why, ", ".join(late))
-                code = EXIT_INTERRUPTED if stopping in done else EXIT_DEADLINE
+                code = 128 + second[0] if second else EXIT_DEADLINE
             else:
                 log.info("stopped in %.2f s", time.monotonic() - started)
         stopping.cancel()
-        failed = [a.path for a in roots if a.state is LifecycleState.FAILED]
+        failed = [a.path for a in unsupervised_failures(roots)]
         if failed and code == EXIT_OK:
             log.error("failed: %s", ", ".join(failed))
             code = EXIT_FAILED
@@ -176,13 +238,14 @@ def run(
     log_level: int | str | None = logging.INFO,
     handle_signals: bool = True,
 ) -> int:
-    """Run the tree ``main()`` builds until SIGINT/SIGTERM (or until it ends), then stop it
-    top-down within ``stop_timeout`` seconds. Returns an exit status: 0 after a clean stop,
-    1 if a root failed, 2 if the deadline passed, 130 after a second signal.
+    """Run the tree ``main()`` builds until SIGINT/SIGTERM (or until it ends, or an actor
+    fails unsupervised), then stop it top-down within ``stop_timeout`` seconds. Returns an
+    exit status: 0 after a clean stop, 1 after an unsupervised failure, 2 if the deadline
+    passed; a second signal exits the process at once with 128 + its number.
 
     ``log_level=None`` leaves logging alone; otherwise :func:`configure_logging` sets it up
     (when nothing else has)."""
     if log_level is not None:
         configure_logging(log_level)
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(serve(main, stop_timeout, handle_signals))
+        return runner.run(serve(main, stop_timeout, handle_signals, exit_at_once=True))

@@ -40,6 +40,13 @@ re-creates its children from their specs, and they too keep their wiring.
 Restarts happen one at a time in the supervisor's own task, so a child failing while
 another restart is in progress simply waits its turn.
 
+A restart whose new ``__init__`` raises is a failed restart: it counts against the restart
+intensity like any failure and is retried after the backoff, until the supervisor gives up.
+The old instance keeps its place (and its open mailboxes) meanwhile; when the supervisor
+gives up, its end ends the child's streams, so upstream never blocks on a dead mailbox and
+downstream sees end of stream. (The failed instance itself undoes what its ``__init__`` did:
+children it spawned are stopped, connections it made are removed.)
+
 Backoff (Akka's ``BackoffSupervisor``): a child that keeps failing is restarted after a
 growing delay -- none for the first failure, then ``min_backoff`` doubling up to
 ``max_backoff``, each with ±20 % jitter so a crowd of failing children does not restart in
@@ -219,7 +226,15 @@ class Supervisor(Actor):
                 continue
             if old is not ended and old.restart_policy == "temporary":
                 continue
-            old.build_replacement()
+            try:
+                old.build_replacement()
+            except Exception as exc:
+                # A failed restart is a failure of the child: it counts against the intensity
+                # and is retried after the backoff, or makes us give up. Meanwhile the old
+                # instance keeps its place (its mailboxes stay open for the next attempt; if we
+                # give up, our end ends its streams).
+                self.on_child_ended(old, Cause.FAILURE, exc)  # a retry rebuilds the rest of the group too
+                return
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]} strategy={self.strategy} children={len(self.children)}>"

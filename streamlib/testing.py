@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any, ClassVar
 
 from .actor import Actor, Completion
@@ -105,6 +106,8 @@ class Probe(Actor):
         self.messages: list[Any] = []
         self.ticks_seen: list[TimedTick] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._blocked: list[tuple[int, threading.Event]] = []  # wait_for() callers with no loop
+        self._blocked_lock = threading.Lock()
 
     async def process(self, tick: TimedTick) -> None:
         port = self.inputs["in"]
@@ -114,9 +117,46 @@ class Probe(Actor):
         for want, fut in list(self._waiters):
             if len(self.messages) >= want and not fut.done():
                 fut.set_result(None)
+        if self._blocked:
+            self._wake_blocked()
 
-    async def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        """Wait until at least ``count`` messages have arrived; return them all."""
+    async def on_stop(self) -> None:
+        self._wake_blocked(everyone=True)  # no more messages will come: let them see what arrived
+
+    def _wake_blocked(self, everyone: bool = False) -> None:
+        with self._blocked_lock:
+            for want, event in self._blocked:
+                if everyone or len(self.messages) >= want:
+                    event.set()
+
+    def wait_for(self, count: int = 1, timeout: float = 5.0) -> Any:
+        """Wait until at least ``count`` messages have arrived; return them all.
+
+        In a coroutine (or a notebook cell): ``await probe.wait_for(10)``. With no event
+        loop running in the calling thread (a plain script), it blocks and returns the
+        list directly: ``probe.wait_for(10)``. Raises :class:`TimeoutError` after
+        ``timeout`` seconds, or once the probe has ended with fewer messages."""
+        if asyncio._get_running_loop() is None:
+            return self._wait_blocking(count, timeout)
+        return self._wait_async(count, timeout)
+
+    def _wait_blocking(self, count: int, timeout: float) -> list[Any]:
+        if len(self.messages) < count:
+            entry = (count, threading.Event())
+            with self._blocked_lock:
+                self._blocked.append(entry)
+            try:
+                if len(self.messages) < count and not self.join().done():
+                    entry[1].wait(timeout)
+            finally:
+                with self._blocked_lock:
+                    self._blocked.remove(entry)
+            if len(self.messages) < count:
+                got = f"{self.path} got {len(self.messages)} of {count} messages"
+                raise TimeoutError(f"{got} (it has ended)" if self.join().done() else f"{got} within {timeout} s")
+        return self.messages
+
+    async def _wait_async(self, count: int, timeout: float) -> list[Any]:
         if len(self.messages) < count:
             fut = self.event_loop.create_future()
             entry = (count, fut)

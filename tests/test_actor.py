@@ -73,6 +73,8 @@ def test_process_never_runs_before_the_subclass_init_returns() -> None:
     errors: list[str] = []
 
     class SlowInit(Actor):
+        first_tick_grace = 0  # an unconnected source: tick at once rather than wait for a subscriber
+
         def __init__(self) -> None:
             super().__init__()
             time.sleep(0.05)  # the loop thread is free to run meanwhile

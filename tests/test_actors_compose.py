@@ -301,3 +301,54 @@ async def test_a_frame_of_the_wrong_type_fails_the_compositor_naming_the_layer(b
     assert comp.path in message and "'base'" in message and str(bad.dtype) in message and "uint8" in message
     await feeder.stop()
 
+
+async def test_the_first_frame_waits_for_the_base_layer() -> None:
+    """A fast picture-in-picture branch delivers before the slow base branch: the first frame
+    out still shows the base (issue 17: demo.mp4's frame 0 was black but for the pip)."""
+    comp = Compositor(32, 24, fps=None)
+    base_feed, pip_feed, probe = Feeder(VideoFrame), Feeder(VideoFrame), Probe(VideoFrame)
+    base_feed >> comp.inputs["base"]
+    pip_feed >> comp.add_layer("pip", z=1, x=20, y=2)
+    comp >> probe
+    for n in range(3):
+        await pip_feed.send(vf(np.full((6, 8, 3), 200, np.uint8), n))
+    await asyncio.sleep(0.3)  # the base branch is slow to start (an overlay compiling its code)
+    for n in range(3):
+        await base_feed.send(vf(np.full((24, 32, 3), 60, np.uint8), n))
+    await probe.wait_for(1)
+    first = probe.messages[0].data
+    assert tuple(first[0, 0]) == (60, 60, 60) and tuple(first[4, 24]) == (200, 200, 200)
+    await comp.stop()
+
+
+async def test_a_base_that_never_delivers_is_waited_for_only_base_wait(caplog: pytest.LogCaptureFixture) -> None:
+    comp = Compositor(16, 8, fps=None, base_wait=0.2)
+    base_feed, pip_feed, probe = Feeder(VideoFrame), Feeder(VideoFrame), Probe(VideoFrame)
+    base_feed >> comp.inputs["base"]
+    pip_feed >> comp.add_layer("pip", z=1)
+    comp >> probe
+    await pip_feed.send(vf(np.full((4, 4, 3), 200, np.uint8), 0))
+    (out,) = await probe.wait_for(1, timeout=5)
+    assert tuple(out.data[0, 0]) == (200, 200, 200) and tuple(out.data[7, 15]) == (0, 0, 0)
+    assert "layer 'base' sent no frame within 0.2 s" in caplog.text
+    await comp.stop()
+
+
+async def test_read_only_rgba_layers_blend() -> None:
+    """Frames are read-only by convention (TestPattern sends read-only arrays): RGBA ones must blend."""
+    comp = Compositor(8, 8, fps=None)
+    base_feed, top_feed, probe = Feeder(VideoFrame), Feeder(VideoFrame), Probe(VideoFrame)
+    base_feed >> comp.inputs["base"]
+    top_feed >> comp.add_layer("top", z=1)
+    comp >> probe
+    top = np.zeros((8, 8, 4), np.uint8)
+    top[..., 2] = 255
+    top[..., 3] = 255
+    top.flags.writeable = False
+    await base_feed.send(vf(np.full((8, 8, 3), 10, np.uint8), 0))
+    await top_feed.send(vf(top, 0))
+    await probe.wait_for(1)
+    await asyncio.sleep(0.05)
+    assert comp.failure is None
+    assert tuple(probe.messages[-1].data[3, 3]) == (0, 0, 255)
+    await comp.stop()

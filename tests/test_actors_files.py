@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import signal
 import subprocess
@@ -724,3 +725,101 @@ def test_examples_run_headless(tmp_path: Path, example: str) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert str(tmp_path) in out.stdout
+
+
+# --------------------------------------------------------------------------------- issue 17
+
+
+@pytest.fixture
+def aac_mp4(tmp_path: Path) -> Path:
+    """2 s of H.264 + AAC in a classic (faststart) MP4: AAC's 1024-sample frames do not line
+    up with the video's, so the demuxer hands out audio ahead of the video."""
+    path = tmp_path / "aac.mp4"
+    with av.open(str(path), "w", options={"movflags": "+faststart"}) as c:
+        vs = c.add_stream("libx264", rate=30, options={"preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        aus = c.add_stream("aac", rate=48000, layout="stereo")
+        k = np.arange(96000)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * k / 48000)).astype(np.float32)
+        for n in range(60):
+            f = av.VideoFrame.from_ndarray(np.full((H, W, 3), 4 * n, np.uint8), format="rgb24")
+            f.pts = n
+            c.mux(vs.encode(f))
+            af = av.AudioFrame.from_ndarray(
+                np.stack([tone[n * 1600 : (n + 1) * 1600]] * 2), format="fltp", layout="stereo"
+            )
+            af.sample_rate, af.pts = 48000, n * 1600
+            c.mux(aus.encode(af))
+        c.mux(vs.encode(None))
+        c.mux(aus.encode(None))
+    return path
+
+
+def assert_monotonic(blocks: list[AudioBuffer]) -> None:
+    for before, after in itertools.pairwise(blocks):
+        end = before.timestamp + before.samples / before.sample_rate
+        assert after.timestamp >= end - 1e-6, (
+            f"audio went back {end - after.timestamp:.4f} s at block {after.frame_number}"
+        )
+
+
+async def test_audio_timestamps_stay_monotonic_across_seek_and_loop(aac_mp4: Path) -> None:
+    src = FileSource(aac_mp4, realtime=False, loop=True)
+    video, audio = Probe(VideoFrame, overflow="block"), Probe(AudioBuffer, overflow="block")
+    src.outputs["video"] >> video
+    src.outputs["audio"] >> audio
+    await video.wait_for(20, timeout=10)
+    src.seek(1.3)
+    await video.wait_for(100, timeout=10)  # past the seek and across a loop
+    await src.stop()
+    assert len(audio.messages) > 100
+    assert_monotonic(audio.messages)
+    stamps = [m.timestamp for m in video.messages]
+    assert all(b > a for a, b in itertools.pairwise(stamps))
+
+
+async def test_a_truncated_mp4_fails_the_source_instead_of_ending_quietly(aac_mp4: Path, tmp_path: Path) -> None:
+    data = aac_mp4.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # the index (at the front) still declares 2 s
+    src = FileSource(cut, realtime=False, audio=False)
+    probe = Probe(VideoFrame, overflow="block")
+    src >> probe
+    assert await asyncio.wait_for(src.join(), 10) is LifecycleState.FAILED
+    assert str(src.failure).startswith(f"{src.path}: {str(cut)!r} ended at ")
+    assert "of the 2.00 s its header declares" in str(src.failure) and "truncated" in str(src.failure)
+    assert 0 < len(probe.messages) < 60
+
+
+async def test_a_truncated_file_can_be_tolerated_logged_and_counted(
+    aac_mp4: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = aac_mp4.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    src = FileSource(cut, realtime=False, audio=False, tolerate_truncation=True)
+    probe = Probe(VideoFrame, overflow="block")
+    src >> probe
+    assert await asyncio.wait_for(src.join(), 10) is LifecycleState.STOPPED
+    assert src.truncations == 1 and "truncated or damaged" in caplog.text
+    whole = FileSource(aac_mp4, realtime=False)  # a whole file is not flagged
+    whole_probe = Probe(VideoFrame, overflow="block")
+    whole.outputs["video"] >> whole_probe
+    whole.outputs["audio"] >> Probe(AudioBuffer, overflow="block")
+    assert await asyncio.wait_for(whole.join(), 10) is LifecycleState.STOPPED
+    assert len(whole_probe.messages) == 60 and whole.truncations == 0
+
+
+async def test_hls_writes_no_one_frame_last_segment(tmp_path: Path) -> None:
+    playlist = tmp_path / "tail.m3u8"
+    sink = HLSSink(playlist, segment_seconds=1.0, lossless=True)
+    Frames(31, make=lambda n: solid(RED if n < 30 else BLUE)) >> sink  # frame 30 starts a new second
+    assert await asyncio.wait_for(sink.join(), 20) is LifecycleState.STOPPED
+    text = playlist.read_text()
+    assert [p.name for p in sink.segments()] == ["tail_00000.ts"] and sorted(tmp_path.glob("*.ts")) == sink.segments()
+    durations = [float(line.split(":")[1].rstrip(",")) for line in text.splitlines() if line.startswith("#EXTINF")]
+    assert durations == pytest.approx([31 / 30], abs=0.01)
+    assert "#EXT-X-TARGETDURATION:1" in text and text.rstrip().endswith("#EXT-X-ENDLIST")
+    with av.open(str(playlist)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 31 and close_to(frames[-1], BLUE)

@@ -173,3 +173,18 @@ async def test_a_frame_opencv_cannot_take_fails_the_filter_naming_the_frame() ->
     assert message.startswith(f"{convert.path}: cannot process video frame 4 of shape (8, 8, 2)")
     assert "channels" in message
     await feeder.stop()
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros(64, np.uint8),
+    np.zeros((2, 2, 2, 2), np.uint8), np.zeros((0, 4, 3), np.uint8),
+])
+async def test_a_frame_that_is_not_an_image_fails_resize_naming_actor_port_and_shape(bad: np.ndarray) -> None:
+    feeder, resize = Feeder(VideoFrame), Resize(width=4)
+    feeder >> resize
+    await feeder.send(VideoFrame(bad, frame_number=2))
+    assert await asyncio.wait_for(resize.join(), 5) is LifecycleState.FAILED
+    message = str(resize.failure)
+    assert message.startswith(f"{resize.path}: input 'video' got frame 2 of shape {bad.shape}")
+    assert "Resize takes images" in message
+    await feeder.stop()

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ async def stats(client: Client, path: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runtime() -> Any:
     found = LocalRuntime(sandbox=SandboxLimits(cpu_per_call=1.0, trial_timeout=2.0))
+    warming = threading.Thread(target=found.catalogue_entries, daemon=True)  # imports every actor module
+    warming.start()
     yield found
     found.close()
 
@@ -118,6 +121,10 @@ async def test_end_to_end_agent_session(runtime: LocalRuntime, tmp_path: Path) -
         assert "try_read(" in broken["source_line"]
         defined = data(await client.call_tool("define_actor", {"source": FILTER_FIXED}))
         assert defined["classes"] == ["Negative"] and defined["sandboxed"] is True
+        negative = defined["types"][0]  # described like a ready actor, from the source the agent sent
+        assert negative["summary"] == "255 - value on every channel."
+        assert {"name": "video", "direction": "input", "type": "VideoFrame"} in negative["ports"]
+        assert negative["dispatchers"] == {"default": "sandbox", "allowed": ["sandbox"]}
 
         spawn = {
             "pattern": ("TestPattern", {"pattern": "gradient", "width": 320, "height": 180, "fps": 30}),
@@ -159,7 +166,7 @@ async def test_end_to_end_agent_session(runtime: LocalRuntime, tmp_path: Path) -
         failing = error(
             await client.call_tool("set_code", {"actor": "/overlay", "code": "x = 1\ncanvas.drawRect(ctx.widht)\n"})
         )
-        assert failing["kind"] == "compile_error" and failing["line"] == 2 and "widht" in failing["message"]
+        assert failing["kind"] == "runtime_error" and failing["line"] == 2 and "widht" in failing["message"]
         frames_red = int((await stats(client, "/sink"))["messages_in"])
         data(await client.call_tool("set_code", {"actor": "/overlay", "code": BLUE_BOX}))
         await until(lambda: written(frames_red + 15), what="15 more frames after the new code")
@@ -264,59 +271,181 @@ async def test_module_level_code_that_spins_is_refused_before_it_runs_here(runti
         assert refused["kind"] == "sandbox_violation" and "2 s" in refused["message"]
 
 
-@contextlib.asynccontextmanager
-async def http_server(*extra: str) -> AsyncIterator[str]:
+@pytest.fixture(scope="module", autouse=True)
+def http_process() -> Iterator[subprocess.Popen[str]]:
+    """``streamlib mcp --http`` with a token, started with the module's first test so its
+    start-up (importing the SDK, uvicorn ...) overlaps the other tests."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlib", "mcp", "--http", "127.0.0.1:0", *extra],
+        [sys.executable, "-m", "streamlib", "mcp", "--http", "127.0.0.1:0", "--token", "s3cret"],
         env=ENV,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stderr is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 60)
-        assert "listening on" in line, line
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    yield proc
+    proc.terminate()
+    proc.wait(20)
 
 
-async def test_over_streamable_http_with_a_token() -> None:
+async def test_over_streamable_http_with_a_token(http_process: subprocess.Popen[str]) -> None:
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
-    async with http_server("--token", "s3cret") as url:
-        async with httpx2.AsyncClient() as raw:
-            refused = await raw.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-            assert refused.status_code == 401
-        authorized = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}, timeout=30)
-        async with authorized, Client(streamable_http_client(url, http_client=authorized)) as client:
-            made = data(
-                await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
-            )
-            graph = data(await client.call_tool("get_graph", {}))
-            assert [a["path"] for a in graph["actors"]] == [made["path"]]
+    assert http_process.stderr is not None
+    line = await asyncio.wait_for(asyncio.to_thread(http_process.stderr.readline), 60)
+    assert "listening on" in line, line
+    url = line.rsplit(" ", 1)[1].strip()
+    async with httpx2.AsyncClient() as raw:
+        refused = await raw.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert refused.status_code == 401
+    authorized = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}, timeout=30)
+    async with authorized, Client(streamable_http_client(url, http_client=authorized)) as client:
+        made = data(
+            await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
+        )
+        graph = data(await client.call_tool("get_graph", {}))
+        assert [a["path"] for a in graph["actors"]] == [made["path"]]
 
 
-def test_a_public_address_needs_a_token() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "streamlib", "mcp", "--http", "0.0.0.0:0"],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and "token" in done.stderr and "Traceback" not in done.stderr
+def test_a_public_address_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlib.cli import main
+
+    assert main(["mcp", "--http", "0.0.0.0:8765"]) == 2
+    err = capsys.readouterr().err
+    assert "token" in err and "Traceback" not in err
 
 
-async def test_over_stdio_a_subprocess_runtime() -> None:
+async def stdio_session() -> dict[str, Any]:
+    """A short session with a ``streamlib mcp`` subprocess over stdio (the SDK's stdio client)."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "streamlib", "mcp"], env=ENV)
     async with Client(params) as client:
         made = data(
             await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
         )
-        shot = await client.call_tool("snapshot", {"output": made["path"], "width": 32})
-        assert data(shot)["width"] == 32
+        shot = data(await client.call_tool("snapshot", {"output": made["path"], "width": 32}))
         resource = await client.read_resource("streamlib://graph")
-        assert json.loads(resource.contents[0].text)["actors"][0]["path"] == made["path"]  # type: ignore[union-attr]
+        graph = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+        return {"made": made, "shot": shot, "graph": graph}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stdio_results() -> Iterator[concurrent.futures.Future[dict[str, Any]]]:
+    """The stdio session, run on a thread from the module's first test on, so the subprocess's
+    start-up overlaps the other tests; the test below waits for it and checks what it saw."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        yield pool.submit(asyncio.run, stdio_session())
+
+
+def test_over_stdio_a_subprocess_runtime(stdio_results: concurrent.futures.Future[dict[str, Any]]) -> None:
+    found = stdio_results.result(timeout=120)
+    assert found["made"]["path"] == "/test_pattern"
+    assert (found["shot"]["width"], found["shot"]["source_width"]) == (32, 64)
+    assert [a["path"] for a in found["graph"]["actors"]] == ["/test_pattern"]
+
+
+async def test_restart_rebuilds_an_actor_with_its_wiring_and_live_code(runtime: LocalRuntime) -> None:
+    async with Client(build_server(runtime)) as client:
+        source = data(
+            await client.call_tool(
+                "spawn_actor",
+                {"type": "TestPattern", "name": "src", "params": {"pattern": "gradient", "width": 96, "height": 54}},
+            )
+        )["path"]
+        overlay = data(
+            await client.call_tool("spawn_actor", {"type": "Drawing", "name": "ov", "params": {"draw": RED_BOX}})
+        )["path"]
+        data(await client.call_tool("connect", {"source": source, "target": overlay}))
+        data(await client.call_tool("set_code", {"actor": overlay, "code": BLUE_BOX}))
+        restarted = data(await client.call_tool("restart_actor", {"actor": overlay}))
+        assert restarted["actor"] == overlay and restarted["state"] == "running"
+
+        async def blue() -> bool:
+            shot = await client.call_tool("snapshot", {"output": overlay, "width": 96})
+            if shot.is_error:
+                return False
+            image = next(c for c in shot.content if isinstance(c, ImageContent))
+            png = np.frombuffer(base64.b64decode(image.data), np.uint8)
+            return tuple(cv2.imdecode(png, 1)[10, 10]) == (255, 0, 0)  # BGR: the blue box survived
+
+        await until(blue, what="the restarted overlay draws its live code over the source's frames")
+        graph = data(await client.call_tool("get_graph", {}))
+        assert (f"{source}.video", f"{overlay}.video") in {(c["from"], c["to"]) for c in graph["connections"]}
+        removed = data(await client.call_tool("disconnect", {"source": source, "target": overlay}))
+        assert removed["removed"] == [{"from": f"{source}.video", "to": f"{overlay}.video"}]
+        assert removed["remaining"] == []
+        for path in (source, overlay):
+            data(await client.call_tool("stop_actor", {"actor": path}))
+
+
+async def test_set_code_on_a_shader_is_checked_and_swapped(runtime: LocalRuntime) -> None:
+    gpu = pytest.importorskip("streamlib.gpu")
+    try:
+        gpu.context()
+    except gpu.GPUUnavailableError as exc:  # pragma: no cover - only where no adapter exists at all
+        pytest.skip(f"no GPU adapter: {exc}")
+    wgsl = textwrap.dedent(
+        """\
+        @compute @workgroup_size(8, 8)
+        fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (!inside(id)) { return; }
+            textureStore(dst, vec2<i32>(id.xy), load_clamped(src, vec2<i32>(id.xy)));
+        }
+        """
+    )
+    async with Client(build_server(runtime)) as client:
+        shader = data(await client.call_tool("spawn_actor", {"type": "ShaderActor", "params": {"source": wgsl}}))
+        broken = error(
+            await client.call_tool("set_code", {"actor": shader["path"], "code": wgsl.replace("return; }", "return }")})
+        )
+        assert broken["kind"] == "compile_error" and broken["line"] == 3 and broken["column"]
+        swapped = data(
+            await client.call_tool(
+                "set_code",
+                {
+                    "actor": shader["path"],
+                    "code": wgsl.replace("load_clamped(src, vec2<i32>(id.xy))", "vec4<f32>(1.0, 0.0, 0.0, 1.0)"),
+                },
+            )
+        )
+        assert swapped["applied"] is True and swapped["version"] >= 1
+        data(await client.call_tool("stop_actor", {"actor": shader["path"]}))
+
+
+def test_the_docs_page_names_every_tool_and_argument() -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    text = (ROOT / "docs" / "agents.md").read_text()
+    server: MCPServer[Any] = build_server(LocalRuntime())
+    for tool in asyncio.run(server.list_tools()):
+        assert f"| `{tool.name}` |" in text, tool.name
+        for argument in tool.input_schema.get("properties", {}):
+            row = text.split(f"| `{tool.name}` |", 1)[1].split("\n", 1)[0]
+            assert f"`{argument}`" in row, (tool.name, argument)
+
+
+def test_connect_to_a_remote_runtime_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlib.cli import main
+
+    assert main(["mcp", "--connect", "actor://127.0.0.1:9000"]) == 2
+    assert "remote runtimes layer" in capsys.readouterr().err
+
+
+def test_tail_logs_filters_by_actor_subtree_level_and_sequence() -> None:
+    import logging
+
+    from streamlib.agents import LogBuffer
+
+    logs = LogBuffer(capacity=3, logger="streamlib.test_logs")
+    logger = logging.getLogger("streamlib.test_logs")
+    try:
+        logger.warning("%s: drawing code failed", "/app/overlay")  # the path from the first argument
+        logger.error("boom", extra={"actor": "/app"})
+        logs.add("info", "spawned /other", "/other", "spawned")
+        logs.add("info", "spawned /app/sink", "/app/sink", "spawned")
+        assert [r["actor"] for r in logs.tail()] == ["/app", "/other", "/app/sink"]  # capacity 3: oldest gone
+        assert [r["actor"] for r in logs.tail(actor="/app")] == ["/app", "/app/sink"]
+        assert [r["message"] for r in logs.tail(level="error")] == ["boom"]
+        last = logs.tail()[-1]["seq"]
+        assert logs.tail(since=last - 1) == [logs.tail()[-1]] and logs.tail(since=last) == []
+        assert logs.tail(limit=1)[0]["event"] == "spawned"
+    finally:
+        logs.close()

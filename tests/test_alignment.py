@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import eventually
 
@@ -246,3 +247,32 @@ async def test_three_jittered_lossy_cameras_align_into_triplets() -> None:
     # member. Complete sets go out on that arrival; a set with a lost frame waits for the
     # camera's next frame (one period), within the budget.
     assert max(report.wall_latencies) <= budget, sorted(report.wall_latencies)[-5:]
+
+
+async def test_compositor_align_composites_matched_frames_side_by_side() -> None:
+    from streamlib import VideoFrame
+    from streamlib.actors import Compositor
+    from streamlib.testing import Probe
+
+    comp = Compositor(12, 2, fps=None, base=None, align=0.012)
+    probe = Probe(VideoFrame)
+    comp >> probe
+    feeders = {}
+    for i, name in enumerate(("left", "centre", "right")):
+        feeders[name] = Feeder(VideoFrame)
+        feeders[name].outputs["out"] >> comp.add_layer(name, x=4 * i, maxsize=16)
+
+    def frame(value: int, ts: float, n: int) -> VideoFrame:
+        return VideoFrame(np.full((2, 4, 3), value, np.uint8), timestamp=ts, frame_number=n, clock_source_id="ptp:x:0")
+
+    jitter = {"left": 0.004, "centre": -0.003, "right": 0.001}
+    for n in range(4):
+        for i, (name, feeder) in enumerate(feeders.items()):
+            if name == "centre" and n == 2:
+                continue  # lost: the centre panel keeps frame 1
+            await feeder.send(frame(10 * n + i, 10 + n / 30 + jitter[name], n))
+    frames = await probe.wait_for(3)  # the set of frame 3 waits for what follows
+    panels = [[int(f.data[0, 4 * i, 0]) for i in range(3)] for f in frames[:3]]
+    assert panels == [[0, 1, 2], [10, 11, 12], [20, 11, 22]]
+    assert [f.frame_number for f in frames[:3]] == [0, 1, 2]
+    await comp.stop()

@@ -339,3 +339,33 @@ async def test_page_fits_the_screen_at_720p_and_1080p() -> None:
         profiling.disable()
         profiling.reset()
     assert failed_requests == [], failed_requests  # no 404 (the favicon included)
+
+
+def test_the_dashboard_refuses_a_public_address_without_a_token() -> None:
+    from streamlib.listening import ListenRefused
+
+    with pytest.raises(ListenRefused, match="without a token"):
+        streamlib.dashboard(port=0, host="0.0.0.0")
+
+
+def test_with_a_token_every_request_must_carry_it() -> None:
+    import urllib.error
+    import urllib.request
+
+    board = streamlib.dashboard(port=0, host="0.0.0.0", token="s3cret")
+    try:
+        url = f"http://127.0.0.1:{board.port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 401
+        wrong = urllib.request.Request(url, headers={"Authorization": "Bearer nope"})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(wrong, timeout=5)
+        right = urllib.request.Request(url, headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(right, timeout=5) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{board.port}/?token=s3cret", timeout=5) as page:
+            assert page.status == 200 and "streamlib_dashboard_token" in page.headers.get("Set-Cookie", "")
+        assert board.refused == 2
+    finally:
+        board.stop()

@@ -74,8 +74,22 @@ async def test_loopback_tone_channels_and_timestamps(encoding: str, channels: in
 async def test_streamlib_to_gstreamer_l24() -> None:
     port = free_port()
     caps = "application/x-rtp,media=audio,clock-rate=48000,encoding-name=L24,channels=2,payload=97"
-    args = ["gst-launch-1.0", "-q", "udpsrc", f"port={port}", f"caps={caps}", "!", "rtpL24depay", "!",
-            "audioconvert", "!", "audio/x-raw,format=F32LE,channels=2,rate=48000", "!", "fdsink", "fd=1"]
+    args = [
+        "gst-launch-1.0",
+        "-q",
+        "udpsrc",
+        f"port={port}",
+        f"caps={caps}",
+        "!",
+        "rtpL24depay",
+        "!",
+        "audioconvert",
+        "!",
+        "audio/x-raw,format=F32LE,channels=2,rate=48000",
+        "!",
+        "fdsink",
+        "fd=1",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         await asyncio.sleep(0.7)
@@ -100,9 +114,26 @@ async def test_gstreamer_to_streamlib_l24() -> None:
     receiver = RTPReceiveActor(port, "audio", encoding="L24", channels=2)
     probe = Probe(AudioBuffer)
     receiver >> probe
-    args = ["gst-launch-1.0", "-q", "audiotestsrc", "freq=2000", "volume=0.5", "num-buffers=50",
-            "samplesperbuffer=480", "is-live=true", "!", "audio/x-raw,rate=48000,channels=2,format=S24BE", "!",
-            "rtpL24pay", "min-ptime=1000000", "max-ptime=1000000", "!", "udpsink", "host=127.0.0.1", f"port={port}"]
+    args = [
+        "gst-launch-1.0",
+        "-q",
+        "audiotestsrc",
+        "freq=2000",
+        "volume=0.5",
+        "num-buffers=50",
+        "samplesperbuffer=480",
+        "is-live=true",
+        "!",
+        "audio/x-raw,rate=48000,channels=2,format=S24BE",
+        "!",
+        "rtpL24pay",
+        "min-ptime=1000000",
+        "max-ptime=1000000",
+        "!",
+        "udpsink",
+        "host=127.0.0.1",
+        f"port={port}",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await asyncio.to_thread(proc.wait, 20)
     blocks = await probe.wait_for(45, timeout=5)

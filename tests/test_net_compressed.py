@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +70,20 @@ async def ffmpeg_frames(proc: subprocess.Popen[bytes], frames: int) -> np.ndarra
 
 
 FFMPEG_RAW_OUT = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-FFMPEG_X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "15", "-bf", "0",
-               "-pix_fmt", "yuv420p"]
+FFMPEG_X264 = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-tune",
+    "zerolatency",
+    "-g",
+    "15",
+    "-bf",
+    "0",
+    "-pix_fmt",
+    "yuv420p",
+]
 
 
 async def test_h264_rtp_streamlib_to_ffmpeg(tmp_path: Path) -> None:
@@ -81,8 +93,18 @@ async def test_h264_rtp_streamlib_to_ffmpeg(tmp_path: Path) -> None:
     fmtp = parse_sdp(sdp.read_text()).first("video").fmtp
     assert fmtp["packetization-mode"] == "1" and "," in fmtp["sprop-parameter-sets"]
     frames = 20
-    args = ["ffmpeg", "-v", "error", "-protocol_whitelist", "file,udp,rtp", "-i", str(sdp),
-            "-frames:v", str(frames), *FFMPEG_RAW_OUT]
+    args = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        "file,udp,rtp",
+        "-i",
+        str(sdp),
+        "-frames:v",
+        str(frames),
+        *FFMPEG_RAW_OUT,
+    ]
     with peer(args, stdout=subprocess.PIPE) as ffmpeg:
         await asyncio.sleep(0.5)
         source = TestPattern(width=W, height=H)
@@ -99,15 +121,32 @@ async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
     frames = 45
     # The SDP ffmpeg writes for this command (-sdp_file), written first so that we listen before it sends
     sdp = tmp_path / "ffmpeg.sdp"
-    sdp.write_text(f"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                   f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n")
+    sdp.write_text(
+        f"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+    )
     receiver = H264RTPReceiveActor(sdp=sdp)
     probe = Probe(VideoFrame)
     receiver >> probe
     assert await asyncio.to_thread(receiver.opened.wait, 10)
-    args = ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"smptebars=size={W}x{H}:rate=30",
-            "-frames:v", str(frames), *FFMPEG_X264, "-f", "rtp", "-sdp_file", str(tmp_path / "written.sdp"),
-            f"rtp://127.0.0.1:{port}"]
+    args = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"smptebars=size={W}x{H}:rate=30",
+        "-frames:v",
+        str(frames),
+        *FFMPEG_X264,
+        "-f",
+        "rtp",
+        "-sdp_file",
+        str(tmp_path / "written.sdp"),
+        f"rtp://127.0.0.1:{port}",
+    ]
     with peer(args) as ffmpeg:
         await asyncio.to_thread(ffmpeg.wait, 20)
         got = await probe.wait_for(frames, timeout=5)
@@ -118,15 +157,26 @@ async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
     assert len(got) == frames and got[-1].data.shape == (H, W, 3)
     assert_bars(got[-1].data)
     assert got[-1].clock_source_id == f"rtp-h264:127.0.0.1:{port}"
-    assert all(b.timestamp > a.timestamp for a, b in zip(got, got[1:], strict=False))
+    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(got))
 
 
 async def test_mpegts_streamlib_to_ffmpeg() -> None:
     port = free_port()
     frames = 20
-    args = ["ffmpeg", "-v", "error", "-probesize", "65536", "-analyzeduration", "300000",
-            "-i", f"udp://127.0.0.1:{port}?fifo_size=65536&overrun_nonfatal=1",
-            "-frames:v", str(frames), *FFMPEG_RAW_OUT]
+    args = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-probesize",
+        "65536",
+        "-analyzeduration",
+        "300000",
+        "-i",
+        f"udp://127.0.0.1:{port}?fifo_size=65536&overrun_nonfatal=1",
+        "-frames:v",
+        str(frames),
+        *FFMPEG_RAW_OUT,
+    ]
     with peer(args, stdout=subprocess.PIPE) as ffmpeg:
         await asyncio.sleep(0.5)
         source = TestPattern(width=W, height=H)
@@ -145,8 +195,22 @@ async def test_mpegts_ffmpeg_to_streamlib() -> None:
     receiver = MPEGTSReceiveActor(port)
     probe = Probe(VideoFrame)
     receiver >> probe
-    args = ["ffmpeg", "-v", "error", "-re", "-f", "lavfi", "-i", f"smptebars=size={W}x{H}:rate=30",
-            "-frames:v", str(frames), *FFMPEG_X264, "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
+    args = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        f"smptebars=size={W}x{H}:rate=30",
+        "-frames:v",
+        str(frames),
+        *FFMPEG_X264,
+        "-f",
+        "mpegts",
+        f"udp://127.0.0.1:{port}?pkt_size=1316",
+    ]
     with peer(args) as ffmpeg:
         await asyncio.to_thread(ffmpeg.wait, 20)
         got = await probe.wait_for(frames - 15, timeout=5)

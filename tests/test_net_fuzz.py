@@ -15,9 +15,12 @@ import time
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from streamlib import VideoFrame
 from streamlib.actors import RTPReceiveActor, RTPSendActor
+from streamlib.actors.net import kernel
+from streamlib.actors.net.rtp import stamp_sequence
 from streamlib.actors.net.st2110 import FrameAssembler, VideoFormat, VideoPacketizer, from_rgb, to_rgb
 from streamlib.actors.video import smpte_bars
 from streamlib.testing import Feeder, Probe
@@ -41,7 +44,9 @@ def clean_packets(fmt: VideoFormat, frames: int, ssrc: int = 0x1234) -> tuple[np
         p, n = pk.packetize(packed, 90000 + i * 3000)
         rows.append(p)
         lengths += n
-    return np.concatenate(rows), np.array(lengths)
+    packets = np.concatenate(rows)
+    stamp_sequence(packets, 65000, extended_at=12)  # crosses a 16-bit wrap
+    return packets, np.array(lengths)
 
 
 def mutate(packets: np.ndarray, lengths: np.ndarray, count: int, rng: np.random.Generator) -> list[bytes]:
@@ -152,7 +157,7 @@ def test_incomplete_frames_are_dropped_or_concealed_by_policy() -> None:
     per_frame = len(packets) // 3
     for policy, emitted in (("drop", 2), ("conceal", 3)):
         frames: list[tuple[bytes, bool]] = []
-        a = FrameAssembler(fmt, 96, lambda b, ts, c, f: frames.append((b, c)), policy=policy)  # type: ignore[arg-type]
+        a = FrameAssembler(fmt, 96, lambda b, ts, c, f, frames=frames: frames.append((b, c)), policy=policy)  # type: ignore[arg-type]
         for i in range(len(packets)):
             if i == per_frame + 5:  # lose one packet of the second frame
                 continue
@@ -198,3 +203,46 @@ async def test_resolution_change_mid_stream_is_followed() -> None:
     assert (H, W) in shapes and shapes[-1] == (H * 2, W // 2)
     assert receiver.stats()["network"]["format_changes"] == 1
     assert sender.stats()["network"]["format_changes"] == 1 and "width=64; height=128" in sender.sdp()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "python"])
+def test_batch_path_counts_exactly_like_the_packet_path(compiled: bool) -> None:
+    """The receive thread's bulk path (recvmmsg batches, the compiled kernel or its Python twin)
+    must agree with push() packet for packet."""
+    rng = np.random.default_rng(SEED + 1)
+    fmt = VideoFormat(W, H, "YCbCr-4:2:2", 8)
+    packets, lengths = clean_packets(fmt, 30)
+    stream: list[bytes] = []
+    for i in range(len(packets)):  # mostly clean, in order, with damage mixed in
+        stream.append(packets[i, : lengths[i]].tobytes())
+        if rng.random() < 0.05:
+            stream.extend(mutate(packets, lengths, 1, rng))
+    one: list[bytes] = []
+    bulk: list[bytes] = []
+    a = FrameAssembler(fmt, 96, lambda b, ts, c, f: one.append(b), policy="conceal")
+    b = FrameAssembler(fmt, 96, lambda b_, ts, c, f: bulk.append(b_), policy="conceal")
+    if not compiled:
+        b._kernel = kernel.python_fast_run
+    elif not kernel.COMPILED:
+        pytest.skip("numba is not installed")
+    for pkt in stream:
+        a.push(pkt)
+    slot = 2048
+    for start in range(0, len(stream), 64):
+        chunk = stream[start : start + 64]
+        rows = np.zeros((len(chunk), slot), np.uint8)
+        for k, pkt in enumerate(chunk):
+            rows[k, : len(pkt)] = np.frombuffer(pkt, np.uint8)
+        b.push_batch(rows, np.array([len(p) for p in chunk], np.uint32), np.zeros(len(chunk), bool))
+    keys = (
+        "packets_received",
+        "packets_malformed",
+        "packets_foreign",
+        "packets_lost",
+        "packets_reordered",
+        "packets_duplicate",
+        "frames_complete",
+        "frames_incomplete",
+    )
+    assert {k: getattr(a, k) for k in keys} == {k: getattr(b, k) for k in keys}
+    assert a.frames_complete >= 5 and one == bulk

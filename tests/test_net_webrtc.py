@@ -28,12 +28,16 @@ CHROMIUM_ARGS = [
 FRAMES_DECODED = """async () => {
   if (!window.pc) return 0;
   let n = 0;
-  (await window.pc.getStats()).forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "video") n = r.framesDecoded || 0; });
+  (await window.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") n = r.framesDecoded || 0;
+  });
   return n;
 }"""
 AUDIO_SAMPLES = """async () => {
   let n = 0;
-  (await window.pc.getStats()).forEach((r) => { if (r.type === "inbound-rtp" && r.kind === "audio") n = r.totalSamplesReceived || 0; });
+  (await window.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") n = r.totalSamplesReceived || 0;
+  });
   return n;
 }"""
 

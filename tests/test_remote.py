@@ -185,6 +185,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodePr
         yield started
     finally:
         for node in started.values():
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGTERM)  # all at once: they stop in parallel
+        for node in started.values():
             node.stop()
 
 
@@ -217,6 +220,8 @@ async def test_get_actor_creates_then_returns_the_same_remote_actor(nodes: dict[
         created = first.call("describe")
         assert created["path"] == "/goc" and created["class"] == "Source"
         assert "actor://" in repr(first) and "goc" in repr(first)
+        with pytest.raises(streamlib.ActorInitError, match="is a Source, not a Relay"):
+            streamlib.get_actor(nodes["a"].uri("Relay", "goc"))
     finally:
         await stop_all(first)
     await until(
@@ -244,6 +249,11 @@ async def test_get_actor_on_the_local_runtime_returns_the_actor_itself() -> None
 def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     with pytest.raises(ValueError, match="without a token"):
         streamlib.remote.serve("0.0.0.0", 0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "streamlib", "node", "--listen", "0.0.0.0:0"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and "refuses to listen on '0.0.0.0' without a token" in done.stderr
 
 
 def test_bad_uris_say_what_is_wrong() -> None:
@@ -288,6 +298,14 @@ async def test_local_to_remote_to_local(nodes: dict[str, NodeProcess]) -> None:
         got = await probe.wait_for(20, timeout=10)
         assert [m.data for m in got] == list(range(20))
         assert got[5].frame_number == 5 and got[5].clock_source_id == "feed"
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from streamlib.remote.metrics import link_collector
+
+        registry = CollectorRegistry()
+        registry.register(link_collector())
+        text = generate_latest(registry).decode()
+        assert f'streamlib_link_frames_total{{actor="{relay.path}",direction="out",link="inputs[\'in\']"}} 20.0' in text
     finally:
         await stop_all(relay, feeder, probe)
 
@@ -486,3 +504,52 @@ class Passthrough(Actor):
     async def process(self, tick: TimedTick) -> None:
         while (frame := self.inputs["video"].read_nowait()) is not None:
             await self.outputs["video"].send(frame)
+
+
+async def test_a_restarted_remote_child_moves_to_a_fallback_runtime(
+    nodes: dict[str, NodeProcess], tmp_path: Path
+) -> None:
+    doomed = NodeProcess("doomed", log_dir=tmp_path)
+    sup = Supervisor(max_restarts=5, within=60.0)
+    probe = Probe(DataMessage)
+    child = streamlib.remote.spawn_remote(
+        sup, doomed.uri("Source", "mover"), fps=50.0, restart_wait=10.0, fallbacks=[nodes["a"].address]
+    )
+    try:
+        child >> probe
+        await probe.wait_for(5, timeout=10)
+        doomed.kill()
+        await until(
+            lambda: sup.children[0] is not child and sup.children[0].uri.startswith(f"actor://{nodes['a'].address}/"),
+            10,
+            "the replacement moved to the fallback runtime",
+        )
+        seen = len(probe.messages)
+        await until(lambda: len(probe.messages) > seen + 5, 10, "frames flow from the fallback runtime")
+        moved = sup.children[0]
+        assert moved.stats()["remote_path"] == "/mover" and moved.stats()["state"] == "running"
+    finally:
+        await stop_all(sup, probe)
+        doomed.stop()
+
+
+async def test_h264_compression_for_slow_links(nodes: dict[str, NodeProcess]) -> None:
+    echo = streamlib.get_actor(nodes["b"].uri("test_remote.Passthrough", "h264-echo"), compress="h264")
+    feeder = Feeder(VideoFrame)
+    probe = Probe(VideoFrame)
+    try:
+        feeder >> echo >> probe
+        await asyncio.sleep(0.3)
+        y, x = np.mgrid[0:240, 0:320]
+        pixels = np.stack([x % 256, y % 256, (x + y) % 256], axis=2).astype(np.uint8)
+        for i in range(10):
+            await feeder.send(VideoFrame(pixels, timestamp=float(i), frame_number=i, clock_source_id="cam"))
+        got = await probe.wait_for(10, timeout=15)
+        assert [f.frame_number for f in got] == list(range(10)) and got[3].clock_source_id == "cam"
+        error = np.abs(got[-1].data.astype(int) - pixels.astype(int)).mean()
+        assert error < 8  # lossy, but the same picture
+        links = echo.stats()["links"]
+        raw = pixels.nbytes * 10
+        assert links["inputs['video']"]["bytes"] < raw / 5 and links["outputs['video']"]["bytes"] < raw / 5
+    finally:
+        await stop_all(echo, feeder, probe)

@@ -89,6 +89,28 @@ def hanging():
     return build(hang=True)
 
 
+class Crasher(Ticker):
+    async def process(self, tick):
+        await super().process(tick)
+        if tick.frame_number == 30:
+            raise RuntimeError("boom")
+
+
+def unsupervised():
+    """A plain parent (no supervisor): its crashing child is restarted by nobody."""
+    app = Plain(name="app")
+    app.spawn(Ticker, name="ticker") >> app.spawn(LineSink, "out.txt", name="sink")
+    app.spawn(Crasher, name="crasher")
+    return app
+
+
+class Plain(Actor):
+    default_fps = None
+
+    async def process(self, tick):
+        pass
+
+
 async def built_async():
     await asyncio.sleep(0)
     return build()
@@ -188,3 +210,30 @@ def test_bad_targets(app_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "cannot load" in capsys.readouterr().err
     assert callable(load_factory("svcapp:build"))
     assert callable(load_factory(str(app_dir / "svcapp.py") + ":finite"))
+
+
+def test_an_unsupervised_failure_stops_the_service_with_status_1(app_dir: Path) -> None:
+    proc = start([*command(), "serve", "svcapp:unsupervised", "--stop-timeout", "5"], app_dir)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert time.monotonic() - started < 25
+    assert "unsupervised failure of /app/crasher: stopping the service" in err
+    assert (app_dir / "out.txt").read_text().endswith("END\n")  # the rest stopped in order: the sink finalized
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_exits_at_once_without_a_traceback(app_dir: Path, signum: signal.Signals) -> None:
+    proc = start([*command(), "serve", "svcapp:hanging", "--stop-timeout", "30"], app_dir)
+    wait_for_lines(app_dir / "out.txt", 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    while "received: stopping" not in (line := proc.stderr.readline()):
+        assert line, "the service exited before the second signal"
+    started = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signum
+    assert time.monotonic() - started < 5  # not the 30 s deadline, nor the sink's 60 s hang
+    assert "received again: exiting at once" in err
+    assert "Traceback" not in err and "never retrieved" not in err

@@ -50,7 +50,7 @@ def pack_samples(samples: NDArray[np.float32], encoding: Encoding) -> bytes:
     """float32 ``(n, channels)`` in [-1, 1] -> interleaved big-endian L16/L24 bytes."""
     if encoding == "L16":
         ints = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype(">i2")
-        return ints.tobytes()
+        return bytes(ints.tobytes())
     ints32 = np.clip(np.rint(samples.astype(np.float64) * 8388608.0), -8388608, 8388607).astype(">i4")
     return ints32.view(np.uint8).reshape(-1, 4)[:, 1:].tobytes()
 
@@ -82,8 +82,9 @@ class AudioAssembler:
     rtp_timestamp_of_first_sample)`` receives each finished block.
     """
 
-    def __init__(self, fmt: AudioFormat, payload_type: int | None = None, on_block: BlockCallback | None = None,
-                 block: int = 480) -> None:
+    def __init__(
+        self, fmt: AudioFormat, payload_type: int | None = None, on_block: BlockCallback | None = None, block: int = 480
+    ) -> None:
         self.fmt = fmt
         self.payload_type = payload_type
         self.on_block = on_block

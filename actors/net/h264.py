@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
@@ -27,14 +28,19 @@ from ..buffer import own_thread
 from .rtp import RemoteClock, media_time_offset
 from .sdp import read_sdp, write_sdp
 
-__all__ = ["H264RTPReceiveActor", "H264RTPSendActor", "LOW_LATENCY_X264"]
+__all__ = ["LOW_LATENCY_X264", "H264RTPReceiveActor", "H264RTPSendActor"]
 
 # x264 for live use: no lookahead or B-frames, parameter sets repeated before every keyframe
 # (a receiver that joins late can start at the next one), a keyframe each second at 30 fps.
 LOW_LATENCY_X264 = {"tune": "zerolatency", "preset": "ultrafast", "bf": "0", "x264-params": "repeat-headers=1"}
 # Demuxer options for live input: no probing buffer, no reordering wait (the network is loopback or LAN)
-LOW_LATENCY_INPUT = {"fflags": "nobuffer", "flags": "low_delay", "reorder_queue_size": "0",
-                     "protocol_whitelist": "file,udp,rtp", "buffer_size": "4194304"}
+LOW_LATENCY_INPUT = {
+    "fflags": "nobuffer",
+    "flags": "low_delay",
+    "reorder_queue_size": "0",
+    "protocol_whitelist": "file,udp,rtp",
+    "buffer_size": "4194304",
+}
 _TB90K = Fraction(1, 90000)
 
 
@@ -48,10 +54,20 @@ class EncodingSender(Actor):
     default_fps = None
     container_format = ""
 
-    def __init__(self, url: str, *, width: int | None = None, height: int | None = None, fps: float = 30.0,
-                 gop: int = 30, bitrate: int | None = None, x264: dict[str, str] | None = None,
-                 container_options: dict[str, str] | None = None,
-                 dispatcher: Dispatcher | str | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float = 30.0,
+        gop: int = 30,
+        bitrate: int | None = None,
+        x264: dict[str, str] | None = None,
+        container_options: dict[str, str] | None = None,
+        dispatcher: Dispatcher | str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(dispatcher=own_thread(dispatcher), **kw)
         self.url = url
         self.fps, self.gop, self.bitrate = fps, gop, bitrate
@@ -72,12 +88,12 @@ class EncodingSender(Actor):
         if width % 2 or height % 2:
             raise ValueError(f"{self.path}: input 'stream': H.264 4:2:0 needs even sizes, got {width}x{height}")
         try:
-            self._container = av.open(self.url, mode="w", format=self.container_format,
-                                      options=self.container_options)
+            self._container = av.open(self.url, mode="w", format=self.container_format, options=self.container_options)
         except av.error.FFmpegError as exc:
             raise OSError(f"{self.path}: cannot open {self.url!r} for {self.container_format}: {exc}") from exc
-        stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001),
-                                            options=self.x264)
+        stream = self._container.add_stream(
+            "libx264", rate=Fraction(self.fps).limit_denominator(1001), options=self.x264
+        )
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = _TB90K
         # global header: the parameter sets appear as extradata (for the SDP); repeat-headers keeps them in-band too
@@ -106,8 +122,10 @@ class EncodingSender(Actor):
         if self._stream is None:
             self._open(w, h)
         elif self.size != (w, h):
-            raise ValueError(f"{self.path}: input 'stream': the frame size changed from {self.size} to {(w, h)}; "
-                             "H.264 senders keep one size (put a Resize() before it)")
+            raise ValueError(
+                f"{self.path}: input 'stream': the frame size changed from {self.size} to {(w, h)}; "
+                "H.264 senders keep one size (put a Resize() before it)"
+            )
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(data[..., :3]), format="rgb24")
         pts = round((frame.timestamp + self._offset) * 90000)
         pts = max(pts, self._last_pts + 1)  # strictly increasing, as muxers require
@@ -139,8 +157,16 @@ class DecodingReceiver(Actor):
 
     default_fps = 500.0
 
-    def __init__(self, url: str, input_format: str | None, *, options: dict[str, str] | None = None,
-                 queue: int = 4, dispatcher: Dispatcher | str | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        input_format: str | None,
+        *,
+        options: dict[str, str] | None = None,
+        queue: int = 4,
+        dispatcher: Dispatcher | str | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(dispatcher=own_thread(dispatcher), **kw)
         self.url, self.input_format = url, input_format
         self.options = {**LOW_LATENCY_INPUT, **(options or {})}
@@ -161,8 +187,12 @@ class DecodingReceiver(Actor):
         """The ``clock_source_id`` of the frames: names the transport and address."""
 
     def network_stats(self) -> dict[str, Any]:
-        return {"frames_received": self.frames_received, "frames_dropped": self.frames_dropped,
-                "decode_errors": self.decode_errors, "clock_id": self.clock_id}
+        return {
+            "frames_received": self.frames_received,
+            "frames_dropped": self.frames_dropped,
+            "decode_errors": self.decode_errors,
+            "clock_id": self.clock_id,
+        }
 
     async def on_start(self) -> None:
         self._running = True
@@ -186,8 +216,9 @@ class DecodingReceiver(Actor):
             while self._running:
                 if container is None:
                     try:
-                        container = av.open(self.url, format=self.input_format, options=self.options,
-                                            timeout=(1.0, 0.5))
+                        container = av.open(
+                            self.url, format=self.input_format, options=self.options, timeout=(1.0, 0.5)
+                        )
                     except av.error.ExitError:  # nothing arrived while probing: try again
                         continue
                     self.opened.set()
@@ -203,8 +234,9 @@ class DecodingReceiver(Actor):
                             return
                 except av.error.ExitError:  # the read timeout: check whether to stop, then go on
                     continue
-                except (av.error.InvalidDataError, av.error.ValueError):  # a damaged packet: count and go on
+                except av.error.FFmpegError:  # a damaged packet or datagram: count it and go on
                     self.decode_errors += 1
+                    time.sleep(0.001)  # never spin on an error that repeats
         finally:
             if container is not None:
                 container.close()
@@ -241,8 +273,15 @@ class H264RTPSendActor(EncodingSender):
 
     container_format = "rtp"
 
-    def __init__(self, host: str, port: int, *, rtp_payload_type: int = 96,
-                 sdp_file: str | os.PathLike[str] | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        rtp_payload_type: int = 96,
+        sdp_file: str | os.PathLike[str] | None = None,
+        **kw: Any,
+    ) -> None:
         self.host, self.port, self.rtp_payload_type = host, int(port), rtp_payload_type
         self.sdp_file = Path(sdp_file) if sdp_file is not None else None
         super().__init__(f"rtp://{host}:{port}", container_options={"payload_type": str(rtp_payload_type)}, **kw)
@@ -267,8 +306,16 @@ class H264RTPSendActor(EncodingSender):
             sets = ",".join(base64.b64encode(n).decode() for n in (sps, pps))
             params.append(f"sprop-parameter-sets={sets}")
         fmtp = f"a=fmtp:{self.rtp_payload_type} " + "; ".join(params)
-        return write_sdp(self.host, self.port, [fmtp], "video", self.rtp_payload_type, "H264/90000",
-                         session="streamlib H.264", clock_lines=False)
+        return write_sdp(
+            self.host,
+            self.port,
+            [fmtp],
+            "video",
+            self.rtp_payload_type,
+            "H264/90000",
+            session="streamlib H.264",
+            clock_lines=False,
+        )
 
 
 class H264RTPReceiveActor(DecodingReceiver):
@@ -276,8 +323,9 @@ class H264RTPReceiveActor(DecodingReceiver):
     :meth:`H264RTPSendActor.sdp`) and emits RGB frames on ``'stream'``. Decoding is PyAV with
     low-latency demuxer options (no probe buffering, no reorder queue)."""
 
-    def __init__(self, sdp: str | os.PathLike[str], *, sdp_dir: str | os.PathLike[str] | None = None,
-                 **kw: Any) -> None:
+    def __init__(
+        self, sdp: str | os.PathLike[str], *, sdp_dir: str | os.PathLike[str] | None = None, **kw: Any
+    ) -> None:
         description = read_sdp(sdp)
         media = description.first("video")
         if media.encoding.upper() != "H264":

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-
+import select
 import threading
 from collections import deque
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from streamlib import Actor, AudioBuffer, Dispatcher, StreamOutput, TimedTick, VideoFrame
 
 from ..buffer import own_thread
+from . import batch
 from .aes67 import AudioAssembler, AudioFormat, Encoding
 from .rtp import RemoteClock, is_multicast, open_receive_socket
 from .sdp import MediaDescription, parse_rate, read_sdp
@@ -45,8 +46,14 @@ def video_format_from_sdp(m: MediaDescription) -> VideoFormat:
     if sampling not in ("YCbCr-4:2:2", "RGB"):
         raise ValueError(f"unsupported sampling {sampling!r} (YCbCr-4:2:2 or RGB)")
     fps = parse_rate(f["exactframerate"]) if "exactframerate" in f else 30.0
-    return VideoFormat(width, height, sampling, int(f.get("depth", "8")), fps,  # type: ignore[arg-type]
-                       _colorimetry(f.get("colorimetry")))
+    return VideoFormat(
+        width,
+        height,
+        cast(Sampling, sampling),
+        int(f.get("depth", "8")),
+        fps,
+        _colorimetry(f.get("colorimetry")),
+    )
 
 
 class RTPReceiveActor(Actor):
@@ -122,8 +129,12 @@ class RTPReceiveActor(Actor):
                     if m.encoding.upper() not in ("L16", "L24"):
                         raise ValueError(f"the SDP audio is {m.encoding!r}, not L16/L24 (ST 2110-30 / AES67)")
                     ptime = m.attribute("ptime")
-                    self.audio_format = AudioFormat(m.encoding.upper(), m.clock_rate, m.channels,  # type: ignore[arg-type]
-                                                    float(ptime) if ptime else 1.0)
+                    self.audio_format = AudioFormat(
+                        cast(Encoding, m.encoding.upper()),
+                        m.clock_rate,
+                        m.channels,
+                        float(ptime) if ptime else 1.0,
+                    )
             elif payload_type == "video":
                 if width is None or height is None:
                     raise ValueError("pass sdp= (text or file) or width= and height= to describe the video")
@@ -182,8 +193,13 @@ class RTPReceiveActor(Actor):
             "clock_id": self.clock_id,
         }
         if isinstance(a, FrameAssembler):
-            found.update(frames_received=a.frames_complete, frames_incomplete=a.frames_incomplete,
-                         format_changes=a.format_changes, width=a.fmt.width, height=a.fmt.height)
+            found.update(
+                frames_received=a.frames_complete,
+                frames_incomplete=a.frames_incomplete,
+                format_changes=a.format_changes,
+                width=a.fmt.width,
+                height=a.fmt.height,
+            )
         else:
             found.update(blocks_received=a.blocks, samples_concealed=a.samples_concealed, frames_incomplete=0)
         return found
@@ -207,6 +223,38 @@ class RTPReceiveActor(Actor):
         ready.append(item)
 
     def _receive(self) -> None:
+        if batch.AVAILABLE:
+            self._receive_batches()
+        else:
+            self._receive_each()
+
+    def _receive_batches(self) -> None:
+        """Many datagrams per ``recvmmsg`` call; video batches take the assembler's bulk path."""
+        receiver = batch.DatagramReceiver(self._sock)
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        assembler = self.assembler
+        slot = receiver.slot
+        flat = receiver.buffer.reshape(-1).data.cast("B")
+        while self._running:
+            if not poller.poll(100):
+                continue
+            while self._running:
+                n, lengths, flags = receiver.receive()
+                if n == 0:
+                    break
+                truncated = (flags & batch.MSG_TRUNC) != 0
+                if isinstance(assembler, FrameAssembler):
+                    assembler.push_batch(receiver.buffer[:n], lengths, truncated)
+                else:
+                    for i in range(n):
+                        if truncated[i]:
+                            assembler.packets_received += 1
+                            assembler.packets_malformed += 1
+                        else:
+                            assembler.push(flat[i * slot : i * slot + int(lengths[i])], int(lengths[i]))
+
+    def _receive_each(self) -> None:
         sock = self._sock
         buf = bytearray(65536)
         view = memoryview(buf)
@@ -224,7 +272,8 @@ class RTPReceiveActor(Actor):
 
     async def on_start(self) -> None:
         self._running = True
-        self._sock.settimeout(0.1)
+        if not batch.AVAILABLE:
+            self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._receive, name=f"rtp-receive{self.path}", daemon=True)
         self._thread.start()
 
@@ -250,9 +299,8 @@ class RTPReceiveActor(Actor):
                 afmt = self.audio_format
                 assert afmt is not None
                 number = self._clock.elapsed // payload.shape[0]
-                msg = AudioBuffer(payload, afmt.sample_rate, when, self.clock_id, number,
-                                  afmt.sample_rate / payload.shape[0])
+                msg = AudioBuffer(
+                    payload, afmt.sample_rate, when, self.clock_id, number, afmt.sample_rate / payload.shape[0]
+                )
             self.frames_emitted += 1
             await out.send(msg)
-
-

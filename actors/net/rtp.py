@@ -16,6 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 __all__ = [
     "RTP_VERSION",
     "RTPHeader",
@@ -27,6 +30,7 @@ __all__ = [
     "open_receive_socket",
     "open_send_socket",
     "parse_header",
+    "stamp_sequence",
 ]
 
 RTP_VERSION = 2
@@ -79,8 +83,13 @@ def parse_header(packet: bytes | bytearray | memoryview, length: int | None = No
 
 def build_header(payload_type: int, sequence: int, timestamp: int, ssrc: int, marker: bool = False) -> bytes:
     """A 12-byte fixed header (no CSRC, no extension, no padding)."""
-    return FIXED_HEADER.pack(0x80, (0x80 if marker else 0) | (payload_type & 0x7F), sequence & 0xFFFF,
-                             timestamp & 0xFFFFFFFF, ssrc & 0xFFFFFFFF)
+    return FIXED_HEADER.pack(
+        0x80,
+        (0x80 if marker else 0) | (payload_type & 0x7F),
+        sequence & 0xFFFF,
+        timestamp & 0xFFFFFFFF,
+        ssrc & 0xFFFFFFFF,
+    )
 
 
 class SequenceTracker:
@@ -93,8 +102,21 @@ class SequenceTracker:
     garbage sequence number cannot derail the stream.
     """
 
-    __slots__ = ("_bad", "_base", "_highest", "_mod", "duplicates", "lost_base", "max_dropout", "max_misorder",
-                 "received", "reordered", "resyncs", "_recent", "_recent_set")
+    __slots__ = (
+        "_bad",
+        "_base",
+        "_highest",
+        "_mod",
+        "_recent",
+        "_recent_set",
+        "duplicates",
+        "lost_base",
+        "max_dropout",
+        "max_misorder",
+        "received",
+        "reordered",
+        "resyncs",
+    )
 
     def __init__(self, bits: int = 16, max_dropout: int = 3000, max_misorder: int = 100) -> None:
         self._mod = 1 << bits
@@ -137,6 +159,25 @@ class SequenceTracker:
         self.received += 1
         return True
 
+    def accept_run(self, first: int, count: int) -> bool:
+        """Account for ``count`` packets numbered ``first, first + 1, ...`` at once, if they follow the
+        highest number seen exactly (the common case, checked in bulk); False: use :meth:`update`."""
+        if self._highest is None or first != (self._highest + 1) % self._mod or count >= self.max_dropout:
+            return False
+        last = (first + count - 1) % self._mod
+        self._highest = last
+        self._bad = None
+        self.received += count
+        run = list(range(first, last + 1)) if first <= last else [(first + k) % self._mod for k in range(count)]
+        self._recent.extend(run)
+        self._recent_set.update(run)
+        if len(self._recent) > 2 * self.max_misorder + 64:
+            old = self._recent[: len(self._recent) // 2]
+            del self._recent[: len(old)]
+            self._recent_set.difference_update(old)
+            self._recent_set.update(self._recent)
+        return True
+
     def _restart(self, seq: int) -> None:
         self._highest = seq
         self._base = seq
@@ -156,6 +197,11 @@ class SequenceTracker:
             self._recent_set.update(self._recent)
 
     @property
+    def highest(self) -> int | None:
+        """The highest (extended) sequence number accepted so far."""
+        return self._highest
+
+    @property
     def expected(self) -> int:
         if self._highest is None:
             return 0
@@ -171,6 +217,22 @@ class SequenceTracker:
         return self.lost_base + self.lost
 
 
+def stamp_sequence(packets: NDArray[np.uint8], first: int, extended_at: int | None = None) -> int:
+    """Write consecutive sequence numbers from ``first`` into a block of packets (one per row):
+    the 16-bit RTP field (RFC 3550 §5.1, octets 2-3) and, for RFC 4175, the high 16 bits at
+    ``extended_at``. Returns the next number. Stamped when sent, so a frame the sender had to drop
+    leaves no hole in the sequence (no false loss at the receiver)."""
+    n = packets.shape[0]
+    bits = 32 if extended_at is not None else 16
+    seq = (np.arange(first, first + n, dtype=np.uint64)) & np.uint64((1 << bits) - 1)
+    packets[:, 2] = (seq >> np.uint64(8)) & np.uint64(0xFF)
+    packets[:, 3] = seq & np.uint64(0xFF)
+    if extended_at is not None:
+        packets[:, extended_at] = (seq >> np.uint64(24)) & np.uint64(0xFF)
+        packets[:, extended_at + 1] = (seq >> np.uint64(16)) & np.uint64(0xFF)
+    return int((first + n) % (1 << bits))
+
+
 def is_multicast(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_multicast
@@ -178,8 +240,13 @@ def is_multicast(address: str) -> bool:
         return False
 
 
-def open_receive_socket(port: int, bind: str = "127.0.0.1", multicast: str | None = None,
-                        interface: str = "0.0.0.0", buffer_size: int = 8 << 20) -> socket.socket:
+def open_receive_socket(
+    port: int,
+    bind: str = "127.0.0.1",
+    multicast: str | None = None,
+    interface: str = "0.0.0.0",
+    buffer_size: int = 8 << 20,
+) -> socket.socket:
     """A UDP socket bound to ``(bind, port)``, joined to ``multicast`` on ``interface`` if given.
 
     With a group, the socket binds to the group address (Linux then delivers only that group's
@@ -201,8 +268,9 @@ def open_receive_socket(port: int, bind: str = "127.0.0.1", multicast: str | Non
     return sock
 
 
-def open_send_socket(host: str, interface: str | None = None, ttl: int = 16,
-                     buffer_size: int = 4 << 20) -> socket.socket:
+def open_send_socket(
+    host: str, interface: str | None = None, ttl: int = 16, buffer_size: int = 4 << 20
+) -> socket.socket:
     """A UDP socket for sending to ``host`` (multicast: ``IP_MULTICAST_IF``/``TTL``, loopback on)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_size)

@@ -74,8 +74,17 @@ def _connection(host: str) -> str:
     return f"c=IN IP4 {host}/32" if is_multicast(host) else f"c=IN IP4 {host}"
 
 
-def write_sdp(host: str, port: int, lines: list[str], media: str, payload_type: int, rtpmap: str,
-              session: str = "streamlib", clock_lines: bool = True, source: str | None = None) -> str:
+def write_sdp(
+    host: str,
+    port: int,
+    lines: list[str],
+    media: str,
+    payload_type: int,
+    rtpmap: str,
+    session: str = "streamlib",
+    clock_lines: bool = True,
+    source: str | None = None,
+) -> str:
     """An SDP for one RTP stream: session lines, the ``m=`` line, ``rtpmap``, then ``lines``.
 
     ``clock_lines`` adds ST 2110-10's ``a=mediaclk:direct=0`` and ``a=ts-refclk:localmac=...``: with no
@@ -146,8 +155,11 @@ def parse_sdp(text: str) -> SessionDescription:
                 pt_text, _, enc = rest.partition(" ")
                 bits = enc.strip().split("/")
                 try:
-                    rtpmaps[int(pt_text)] = (bits[0], int(bits[1]) if len(bits) > 1 else 90000,
-                                             int(bits[2]) if len(bits) > 2 else 1)
+                    rtpmaps[int(pt_text)] = (
+                        bits[0],
+                        int(bits[1]) if len(bits) > 1 else 90000,
+                        int(bits[2]) if len(bits) > 2 else 1,
+                    )
                 except ValueError as exc:
                     raise ValueError(f"unreadable SDP rtpmap: {line!r}") from exc
             elif name == "fmtp":

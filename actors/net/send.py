@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
@@ -16,8 +17,9 @@ from numpy.typing import NDArray
 from streamlib import Actor, AudioBuffer, Dispatcher, StreamInput, TimedTick, VideoFrame
 
 from ..buffer import own_thread
+from . import batch
 from .aes67 import AudioFormat, Encoding, pack_samples
-from .rtp import build_header, media_time_offset, open_send_socket, pid_ssrc
+from .rtp import build_header, media_time_offset, open_send_socket, pid_ssrc, stamp_sequence
 from .sdp import format_rate, write_sdp
 from .st2110 import Colorimetry, Sampling, VideoFormat, VideoPacketizer, from_rgb
 
@@ -105,8 +107,9 @@ class RTPSendActor(Actor):
         self.pacing = pacing
         self.sdp_file = Path(sdp_file) if sdp_file is not None else None
         self.ssrc = pid_ssrc()
-        self.rtp_payload_type = rtp_payload_type if rtp_payload_type is not None else (
-            96 if payload_type == "video" else 97)
+        self.rtp_payload_type = (
+            rtp_payload_type if rtp_payload_type is not None else (96 if payload_type == "video" else 97)
+        )
         self.format: VideoFormat | None = None
         self.audio_format: AudioFormat | None = None
         self.format_changes = 0
@@ -116,12 +119,13 @@ class RTPSendActor(Actor):
         self._offset = media_time_offset()
         self._packetizer: VideoPacketizer | None = None
         self._sock: socket.socket = open_send_socket(host, interface=interface, ttl=ttl)
+        self._batch = batch.DatagramSender(self._sock, host, self.port) if batch.AVAILABLE else None
         self._jobs: deque[tuple[NDArray[np.uint8], list[int], float]] = deque()
         self._wake = threading.Condition()
         self._running = True
         self._pacer_thread: threading.Thread | None = None
         # audio
-        self._audio_seq = int.from_bytes(os.urandom(2), "big")
+        self._sequence = int.from_bytes(os.urandom(2), "big")  # RFC 3550 §5.1: a random start
         self._audio_ts: int | None = None
         self._audio_pending = np.zeros((0, channels or 2), np.float32)
         if payload_type == "video":
@@ -144,21 +148,41 @@ class RTPSendActor(Actor):
         if self.kind == "video":
             fmt = self.format
             if fmt is None:
-                raise RuntimeError(f"{self.path}: the video format is not known before the first frame; "
-                                   "pass width= and height= to RTPSendActor, or wait for a frame")
-            fmtp = (f"a=fmtp:{self.rtp_payload_type} sampling={fmt.sampling}; width={fmt.width}; "
-                    f"height={fmt.height}; exactframerate={format_rate(fmt.fps)}; depth={fmt.depth}; TCS=SDR; "
-                    f"colorimetry={fmt.colorimetry}; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPW")
-            return write_sdp(self.host, self.port, [fmtp], "video", self.rtp_payload_type, "raw/90000",
-                             session="streamlib ST 2110-20")
+                raise RuntimeError(
+                    f"{self.path}: the video format is not known before the first frame; "
+                    "pass width= and height= to RTPSendActor, or wait for a frame"
+                )
+            fmtp = (
+                f"a=fmtp:{self.rtp_payload_type} sampling={fmt.sampling}; width={fmt.width}; "
+                f"height={fmt.height}; exactframerate={format_rate(fmt.fps)}; depth={fmt.depth}; TCS=SDR; "
+                f"colorimetry={fmt.colorimetry}; PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPW"
+            )
+            return write_sdp(
+                self.host,
+                self.port,
+                [fmtp],
+                "video",
+                self.rtp_payload_type,
+                "raw/90000",
+                session="streamlib ST 2110-20",
+            )
         afmt = self.audio_format
         if afmt is None:
-            raise RuntimeError(f"{self.path}: the channel count is not known before the first audio buffer; "
-                               "pass channels= to RTPSendActor, or wait for a buffer")
+            raise RuntimeError(
+                f"{self.path}: the channel count is not known before the first audio buffer; "
+                "pass channels= to RTPSendActor, or wait for a buffer"
+            )
         ptime = f"{afmt.ptime_ms:g}"
         lines = [f"a=fmtp:{self.rtp_payload_type} channel-order=SMPTE2110.(U{afmt.channels:02d})", f"a=ptime:{ptime}"]
-        return write_sdp(self.host, self.port, lines, "audio", self.rtp_payload_type,
-                         f"{afmt.encoding}/{afmt.sample_rate}/{afmt.channels}", session="streamlib ST 2110-30")
+        return write_sdp(
+            self.host,
+            self.port,
+            lines,
+            "audio",
+            self.rtp_payload_type,
+            f"{afmt.encoding}/{afmt.sample_rate}/{afmt.channels}",
+            session="streamlib ST 2110-30",
+        )
 
     def _write_sdp(self) -> None:
         if self.sdp_file is not None:
@@ -189,13 +213,15 @@ class RTPSendActor(Actor):
         with self._wake:
             self._running = False
             self._wake.notify_all()
-        if self._pacer_thread is not None:
+        if self._pacer_thread is not None:  # it sends what is queued (a frame or two), then ends
             self._pacer_thread.join(timeout=5.0)
         self._sock.close()
 
     async def process(self, tick: TimedTick) -> None:
         if self._pacer_failure is not None:
-            raise RuntimeError(f"{self.path}: the pacing thread failed: {self._pacer_failure!r}") from self._pacer_failure
+            raise RuntimeError(
+                f"{self.path}: the pacing thread failed: {self._pacer_failure!r}"
+            ) from self._pacer_failure
         msg = await self.inputs["stream"].try_read()
         if msg is None:
             return
@@ -213,12 +239,10 @@ class RTPSendActor(Actor):
             fmt = VideoFormat(width, height, self.sampling, self.depth, fps, self.colorimetry)
         except ValueError as exc:
             raise ValueError(f"{self.path}: input 'stream': {exc}") from None
-        sequence = self._packetizer.sequence if self._packetizer is not None else 0
         if self.format is not None:
             self.format_changes += 1
         self.format = fmt
         self._packetizer = VideoPacketizer(fmt, self.rtp_payload_type, self.ssrc)
-        self._packetizer.sequence = sequence  # the sequence runs on across a format change
         self._write_sdp()
 
     def _send_video(self, frame: VideoFrame) -> None:
@@ -226,8 +250,9 @@ class RTPSendActor(Actor):
             raise TypeError(f"{self.path}: input 'stream' got a GPU frame; put a Download() before RTPSendActor")
         data = frame.data
         if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] not in (3, 4):
-            raise TypeError(f"{self.path}: input 'stream' needs RGB/RGBA uint8 (H, W, 3|4) frames, "
-                            f"got {data.dtype} {data.shape}")
+            raise TypeError(
+                f"{self.path}: input 'stream' needs RGB/RGBA uint8 (H, W, 3|4) frames, got {data.dtype} {data.shape}"
+            )
         h, w = data.shape[:2]
         fps = self.fps or frame.clock_rate or 30.0
         if self.format is None or (self.format.width, self.format.height) != (w, h):
@@ -240,7 +265,7 @@ class RTPSendActor(Actor):
 
     def _queue(self, packets: NDArray[np.uint8], lengths: list[int], period: float) -> None:
         with self._wake:
-            while len(self._jobs) >= 2:  # the pacer is a frame behind: newest data wins
+            while len(self._jobs) >= (2 if self.kind == "video" else 16):  # the pacer is behind: newest data wins
                 self._jobs.popleft()
                 self.frames_dropped += 1
             self._jobs.append((packets, lengths, period))
@@ -250,7 +275,7 @@ class RTPSendActor(Actor):
         """The pacing thread; a failure in it fails the actor on its next tick."""
         try:
             self._pace_jobs()
-        except BaseException as exc:  # noqa: BLE001 - handed to process(), which raises it
+        except BaseException as exc:
             self._pacer_failure = exc
 
     _pacer_failure: BaseException | None = None
@@ -262,26 +287,43 @@ class RTPSendActor(Actor):
             with self._wake:
                 while self._running and not self._jobs:
                     self._wake.wait()
-                if not self._running:
+                if not self._jobs:  # stopped, and everything queued has been sent
                     return
                 packets, lengths, period = self._jobs.popleft()
             n = len(lengths)
+            self._sequence = stamp_sequence(packets, self._sequence, 12 if self.kind == "video" else None)
             span = period * self.pacing
-            flat = memoryview(packets).cast("B")
-            stride = packets.shape[1]
-            views = [flat[i * stride : i * stride + length] for i, length in enumerate(lengths)]
+            # Bursts are capped at 2 ms worth of packets at the paced rate (at least 16); a pacer woken late
+            # sends that much and lets its schedule slip, unless the frame would then miss its period:
+            # the cap then grows to what still finishes it in time.
+            base_cap = max(16, math.ceil(n / span * 0.002))
+            if self._batch is not None:
+                self._batch.load(packets, lengths)
+                views = []
+            else:
+                flat = packets.reshape(-1).data.cast("B")
+                stride = packets.shape[1]
+                views = [flat[i * stride : i * stride + length] for i, length in enumerate(lengths)]
             times = np.empty(n) if stats.record else None
-            t0 = time.perf_counter()
+            t0 = start = time.perf_counter()
+            deadline = start + period * 0.98
             sent = 0
             while sent < n:
                 now = time.perf_counter()
                 due = min(n, int((now - t0) / span * n) + 1)
+                cap = max(base_cap, math.ceil((n - sent) * 0.002 / max(deadline - now, 0.002)))
+                if due > sent + cap:
+                    due = sent + cap
+                    t0 = now - (due - 1) * span / n  # slip: the schedule continues from here
                 if due > sent:
-                    for i in range(sent, due):
-                        try:
-                            sock.sendto(views[i], dest)
-                        except OSError:  # ENOBUFS/ECONNREFUSED: a lost packet, as on a real network
-                            pass
+                    if self._batch is not None:
+                        self._batch.send(sent, due - sent)  # one system call for the burst
+                    else:
+                        for i in range(sent, due):
+                            try:  # noqa: SIM105 - per packet: a with-block costs more than try
+                                sock.sendto(views[i], dest)
+                            except OSError:  # ENOBUFS/ECONNREFUSED: a lost packet, as on a real network
+                                pass
                     if times is not None:
                         times[sent:due] = time.perf_counter()
                     stats.max_burst = max(stats.max_burst, due - sent)
@@ -291,6 +333,7 @@ class RTPSendActor(Actor):
                     wait = t0 + sent * span / n - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
+            t0 = start
             stats.frames += 1
             if time.perf_counter() - t0 > period:
                 stats.late_frames += 1
@@ -303,15 +346,17 @@ class RTPSendActor(Actor):
         data = np.asarray(buf.data, np.float32)
         if data.ndim == 1:
             data = data[:, None]
-        if buf.sample_rate != 48000 and (self.audio_format is None or self.audio_format.sample_rate != buf.sample_rate):
-            if buf.sample_rate not in (48000, 96000):
-                raise ValueError(f"{self.path}: input 'stream': ST 2110-30 audio is 48 kHz (or 96 kHz), got "
-                                 f"{buf.sample_rate} Hz; resample first")
-        if self.audio_format is None or self.audio_format.channels != data.shape[1]:
-            self.audio_format = AudioFormat(self._encoding, buf.sample_rate, data.shape[1], self._ptime)
+        if buf.sample_rate not in (48000, 96000):
+            raise ValueError(
+                f"{self.path}: input 'stream': ST 2110-30 audio is 48 kHz (or 96 kHz), got "
+                f"{buf.sample_rate} Hz; resample first"
+            )
+        fmt0 = self.audio_format
+        if fmt0 is None or (fmt0.channels, fmt0.sample_rate) != (data.shape[1], buf.sample_rate):
+            fmt0 = self.audio_format = AudioFormat(self._encoding, buf.sample_rate, data.shape[1], self._ptime)
             self._audio_pending = np.zeros((0, data.shape[1]), np.float32)
             self._write_sdp()
-        fmt = self.audio_format
+        fmt = fmt0
         rate = fmt.sample_rate
         start = round((buf.timestamp + self._offset) * rate) & 0xFFFFFFFF
         if self._audio_ts is not None:  # RTP timestamp of the first pending sample
@@ -335,9 +380,7 @@ class RTPSendActor(Actor):
         assert ts0 is not None
         packets = np.empty((count, 12 + per), np.uint8)
         for i in range(count):
-            packets[i, :12] = np.frombuffer(
-                build_header(self.rtp_payload_type, self._audio_seq + i, ts0 + i * spp, self.ssrc), np.uint8)
+            packets[i, :12] = np.frombuffer(build_header(self.rtp_payload_type, 0, ts0 + i * spp, self.ssrc), np.uint8)
         packets[:, 12:] = np.frombuffer(payload, np.uint8).reshape(count, per)
-        self._audio_seq = (self._audio_seq + count) & 0xFFFF
         self._audio_ts = (ts0 + count * spp) & 0xFFFFFFFF
         self._queue(packets, [12 + per] * count, count * spp / rate)

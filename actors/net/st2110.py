@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from .kernel import fast_run
 from .rtp import SequenceTracker, SourceLock
 
 __all__ = [
@@ -55,8 +56,10 @@ class VideoFormat:
 
     def __post_init__(self) -> None:
         if (self.sampling, self.depth) not in (("YCbCr-4:2:2", 8), ("YCbCr-4:2:2", 10), ("RGB", 8)):
-            raise ValueError(f"unsupported ST 2110-20 format {self.sampling} depth {self.depth}: "
-                             "use YCbCr-4:2:2 at 8 or 10 bits, or RGB at 8 bits")
+            raise ValueError(
+                f"unsupported ST 2110-20 format {self.sampling} depth {self.depth}: "
+                "use YCbCr-4:2:2 at 8 or 10 bits, or RGB at 8 bits"
+            )
         if not (0 < self.width <= 32767 and 0 < self.height <= 32767):  # RFC 4175 §4.3: 15-bit fields
             raise ValueError(f"frame size {self.width}x{self.height} is outside RFC 4175's 15-bit line/offset fields")
         if self.width % self.pgroup_pixels:
@@ -147,8 +150,9 @@ def from_rgb(rgb: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
         out[..., 2] = c[..., 1]
         out[..., 1::2] = y.reshape(h, w // 2, 2)
         return out.reshape(h, w * 2)
-    y10 = cv2.transform(rgb.astype(np.uint16), m[0:1]).reshape(h, w // 2, 2)
-    c10 = cv2.transform(avg.astype(np.uint16), m[1:3])
+    y10: NDArray[np.uint16] = np.asarray(cv2.transform(rgb.astype(np.uint16), m[0:1]), np.uint16)
+    y10 = y10.reshape(h, w // 2, 2)
+    c10: NDArray[np.uint16] = np.asarray(cv2.transform(avg.astype(np.uint16), m[1:3]), np.uint16)
     cb, y0, cr, y1 = c10[..., 0], y10[..., 0], c10[..., 1], y10[..., 1]
     # pgroup (ST 2110-20 §6.2.2, RFC 4175 §4.3): Cb' Y0' Cr' Y1', 10 bits each, most significant bit first
     out = np.empty((h, w // 2, 5), np.uint8)
@@ -174,8 +178,7 @@ def to_rgb(packed: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
         ycc[:, :, :, 0] = g[:, :, 1::2]
         ycc[:, :, :, 1] = g[:, :, 0, None]
         ycc[:, :, :, 2] = g[:, :, 2, None]
-        rgb: NDArray[np.uint8] = cv2.transform(ycc.reshape(h, w, 3), m)
-        return rgb
+        return np.asarray(cv2.transform(ycc.reshape(h, w, 3), m), np.uint8)
     g5 = packed.reshape(h, w // 2, 5).astype(np.uint16)
     ycc16 = np.empty((h, w // 2, 2, 3), np.uint16)
     ycc16[:, :, 0, 0] = ((g5[..., 1] & 63) << 4) | (g5[..., 2] >> 4)
@@ -188,10 +191,19 @@ def to_rgb(packed: NDArray[np.uint8], fmt: VideoFormat) -> NDArray[np.uint8]:
 
 # ---------------------------------------------------------------- sending
 
-_HEADER_DTYPE = np.dtype([
-    ("vpxcc", "u1"), ("mpt", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4"),
-    ("ext_seq", ">u2"), ("length", ">u2"), ("line", ">u2"), ("offset", ">u2"),
-])
+_HEADER_DTYPE = np.dtype(
+    [
+        ("vpxcc", "u1"),
+        ("mpt", "u1"),
+        ("seq", ">u2"),
+        ("ts", ">u4"),
+        ("ssrc", ">u4"),
+        ("ext_seq", ">u2"),
+        ("length", ">u2"),
+        ("line", ">u2"),
+        ("offset", ">u2"),
+    ]
+)
 
 
 class VideoPacketizer:
@@ -203,12 +215,12 @@ class VideoPacketizer:
     numpy operation; the result is one ``(packets, 20 + segment)`` array plus each packet's length.
     """
 
-    def __init__(self, fmt: VideoFormat, payload_type: int, ssrc: int,
-                 udp_size_limit: int = STANDARD_UDP_SIZE_LIMIT) -> None:
+    def __init__(
+        self, fmt: VideoFormat, payload_type: int, ssrc: int, udp_size_limit: int = STANDARD_UDP_SIZE_LIMIT
+    ) -> None:
         self.fmt = fmt
         self.payload_type = payload_type
         self.ssrc = ssrc
-        self.sequence = 0  # 32-bit extended sequence number (RFC 4175 §4.3)
         room = udp_size_limit - RTP_HEADER - PAYLOAD_HEADER - SRD_HEADER
         pgb, pgp = fmt.pgroup_bytes, fmt.pgroup_pixels
         groups = fmt.width // pgp
@@ -236,10 +248,7 @@ class VideoPacketizer:
         n = self.packets_per_frame
         fmt = self.fmt
         hdr = self._template.copy()
-        seq = (self.sequence + np.arange(n, dtype=np.uint64)) & np.uint64(0xFFFFFFFF)
-        self.sequence = (self.sequence + n) & 0xFFFFFFFF
-        hdr["seq"] = (seq & np.uint64(0xFFFF)).astype(np.uint16)
-        hdr["ext_seq"] = (seq >> np.uint64(16)).astype(np.uint16)
+        # sequence numbers (RTP octets 2-3, extended at 12-13) are stamped when sent: rtp.stamp_sequence
         hdr["ts"] = rtp_timestamp & 0xFFFFFFFF
         hdr["mpt"] = self.payload_type
         hdr["mpt"][-1] |= 0x80
@@ -278,8 +287,14 @@ class FrameAssembler:
     Memory is one assembly buffer of at most ``max_pixels`` plus what the callback keeps.
     """
 
-    def __init__(self, fmt: VideoFormat, payload_type: int | None = None, on_frame: FrameCallback | None = None,
-                 policy: Literal["drop", "conceal"] = "drop", max_pixels: int = 4096 * 2160) -> None:
+    def __init__(
+        self,
+        fmt: VideoFormat,
+        payload_type: int | None = None,
+        on_frame: FrameCallback | None = None,
+        policy: Literal["drop", "conceal"] = "drop",
+        max_pixels: int = 4096 * 2160,
+    ) -> None:
         self.payload_type = payload_type
         self.on_frame = on_frame
         self.policy = policy
@@ -294,6 +309,8 @@ class FrameAssembler:
         self.frames_incomplete = 0
         self.format_changes = 0
         self.late = 0
+        self._res = np.zeros(4, np.int64)
+        self._kernel = fast_run
         self._set_format(fmt)
         self._ts: int | None = None
         self._last_ts: int | None = None
@@ -308,6 +325,7 @@ class FrameAssembler:
         self._frame_bytes = fmt.frame_bytes
         self._buf = bytearray(self._frame_bytes)
         self._view = memoryview(self._buf)
+        self._np = np.frombuffer(self._buf, np.uint8)  # the same memory, for the compiled kernel
 
     @property
     def ssrc(self) -> int | None:
@@ -411,6 +429,56 @@ class FrameAssembler:
         if b1 & 0x80:
             self._finish(complete=True)
 
+    def push_batch(self, rows: NDArray[np.uint8], lengths: NDArray[np.uint32], truncated: NDArray[np.bool_]) -> None:
+        """Handle a batch of datagrams (``rows[i, :lengths[i]]``, as ``recvmmsg`` fills them).
+
+        Runs of the common case go through the compiled kernel (:mod:`.kernel`: checks and copies,
+        no Python per packet); any other packet (a frame's first or last, anything odd) goes through
+        :meth:`push`, so the counting is the same whichever path a packet takes."""
+        n = rows.shape[0]
+        slot = rows.shape[1]
+        flat = rows.reshape(-1).data.cast("B")
+        lens = lengths.astype(np.int64)
+        res = self._res
+        pt = self.payload_type if self.payload_type is not None else -1
+        i = 0
+        while i < n:
+            seq = self.seq
+            highest = seq.highest
+            if self._ts is not None and self.source.ssrc is not None and highest is not None and not truncated[i]:
+                first = (highest + 1) & 0xFFFFFFFF
+                self._kernel(
+                    rows,
+                    lens,
+                    i,
+                    n,
+                    self._ts,
+                    self.source.ssrc,
+                    pt,
+                    first,
+                    self.fmt.height,
+                    self._stride,
+                    self._pgb,
+                    self._pgp,
+                    self._np,
+                    res,
+                )
+                count = int(res[0])
+                if count:
+                    seq.accept_run(first, count)
+                    self.packets_received += count
+                    self._got += int(res[1])
+                    self._extent_line = max(self._extent_line, int(res[2]))
+                    self._extent_px = max(self._extent_px, int(res[3]))
+                    i += count
+                    continue
+            if truncated[i]:
+                self.packets_received += 1
+                self.packets_malformed += 1
+            else:
+                self.push(flat[i * slot : i * slot + int(lens[i])], int(lens[i]))
+            i += 1
+
     def _finish(self, complete: bool) -> None:
         """Close the current frame; ``complete`` says a marker closed it (it may still lack bytes)."""
         got, ts = self._got, self._ts
@@ -420,12 +488,12 @@ class FrameAssembler:
         if ts is None:
             return
         fmt = self.fmt
-        if complete and (px, lines) != (fmt.width, fmt.height) and 0 < px * lines <= self.max_pixels:
-            if px % fmt.pgroup_pixels == 0 and got == px // fmt.pgroup_pixels * fmt.pgroup_bytes * lines:
-                self._set_format(fmt.resized(px, lines))
-                self.format_changes += 1
-                self.frames_incomplete += 1  # this frame's out-of-range part was not kept
-                return
+        resized = complete and (px, lines) != (fmt.width, fmt.height) and 0 < px * lines <= self.max_pixels
+        if resized and px % fmt.pgroup_pixels == 0 and got == px // fmt.pgroup_pixels * fmt.pgroup_bytes * lines:
+            self._set_format(fmt.resized(px, lines))
+            self.format_changes += 1
+            self.frames_incomplete += 1  # this frame's out-of-range part was not kept
+            return
         whole = complete and got == self._frame_bytes
         if whole:
             self.frames_complete += 1

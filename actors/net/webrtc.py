@@ -146,8 +146,10 @@ class WebRTCSink(Actor):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         if not _is_loopback(host) and not token:
-            raise ValueError(f"{self.path}: serving WebRTC on {host!r} (not loopback) needs token=...; "
-                             f"e.g. token={secrets.token_urlsafe(16)!r}")
+            raise ValueError(
+                f"{self.path}: serving WebRTC on {host!r} (not loopback) needs token=...; "
+                f"e.g. token={secrets.token_urlsafe(16)!r}"
+            )
         self.host, self.port, self.token = host, int(port), token
         self.inputs["video"] = StreamInput("video", VideoFrame)
         self.inputs["audio"] = StreamInput("audio", AudioBuffer, maxsize=16)
@@ -170,8 +172,12 @@ class WebRTCSink(Actor):
         return f"http://{self.host}:{self.port}/{query}"
 
     def network_stats(self) -> dict[str, Any]:
-        return {"peers": len(self.peers), "peers_total": self.peers_total, "frames_out": self.frames_out,
-                "requests_refused": self.refused}
+        return {
+            "peers": len(self.peers),
+            "peers_total": self.peers_total,
+            "frames_out": self.frames_out,
+            "requests_refused": self.refused,
+        }
 
     def _allowed(self, request: web.Request) -> bool:
         if not self.token:
@@ -232,9 +238,8 @@ class WebRTCSink(Actor):
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if self.port == 0 and server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])  # the port the OS picked
         self.started.set()
 
     async def on_stop(self) -> None:

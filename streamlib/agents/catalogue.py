@@ -143,6 +143,7 @@ def _type_text(hint: Any) -> str:
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     """The annotations of ``fn``, evaluated where they can be; each one apart, so one
     annotation naming a ``TYPE_CHECKING``-only type costs only that parameter its type."""
+    fn = inspect.unwrap(fn)
     try:
         return typing.get_type_hints(fn, include_extras=True)
     except Exception:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from typing import Any
 
@@ -129,6 +130,7 @@ def run_mcp(args: argparse.Namespace) -> int:
             return 2
     limits = SandboxLimits(memory=args.memory, cpu_per_call=args.cpu_per_call, open_files=args.open_files)
     runtime = LocalRuntime(sandbox=limits)
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still stops its actors (files finalize)
     try:
         if args.http:
             anyio.run(lambda: serve_http(runtime, host=host, port=port, token=token))
@@ -143,6 +145,10 @@ def run_mcp(args: argparse.Namespace) -> int:
         _stop_everything()
         runtime.close()
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop_everything(timeout: float = 10.0) -> None:

@@ -25,6 +25,7 @@ ErrorKind = Literal[
     "definition_error",  # submitted source compiles but defines no usable actor class
     "init_error",  # the actor's constructor raised
     "compile_error",  # drawing code / WGSL rejected by its compiler (line, column)
+    "runtime_error",  # live drawing code that raised on its first frames (line); it was taken back out
     "connect_error",  # ports of incompatible types, ambiguous pairs
     "not_supported",  # the actor has no live code, the output carries no video ...
     "no_frame",  # nothing arrived on the output in time
@@ -83,7 +84,8 @@ def source_location(exc: BaseException, filename: str) -> tuple[int | None, int 
         if code.co_filename == filename:
             column = None
             for summary in traceback.extract_tb(tb, limit=1):
-                column = (summary.colno + 1) if getattr(summary, "colno", None) is not None else None
+                colno = getattr(summary, "colno", None)
+                column = colno + 1 if isinstance(colno, int) else None
             found = (tb.tb_lineno, column)
         tb = tb.tb_next
     return found

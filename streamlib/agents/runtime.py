@@ -20,7 +20,10 @@ import itertools
 import linecache
 import logging
 import math
+import sys
+import threading
 import time
+import types
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -143,6 +146,7 @@ class LocalRuntime:
         self._sandbox: SandboxDispatcher | None = None
         self._defined: dict[str, _Defined] = {}
         self._ready: list[dict[str, Any]] | None = None
+        self._ready_lock = threading.Lock()
         self._taps: dict[StreamOutput, Any] = {}
         self._watchers: set[concurrent.futures.Future[None]] = set()
         self._known: dict[str, Actor] = {}  # what the tools started, by path (the latest at each path)
@@ -241,9 +245,15 @@ class LocalRuntime:
         )
 
     def _ready_entries(self) -> list[dict[str, Any]]:
-        if self._ready is None:
-            self._ready = catalogue_module.actor_types()
-        return self._ready
+        with self._ready_lock:
+            if self._ready is None:
+                self._ready = catalogue_module.actor_types()
+            return self._ready
+
+    def catalogue_entries(self) -> list[dict[str, Any]]:
+        """The ready and core actor types (built on first use: it imports every actor module,
+        which takes seconds; a server may call this early, on a thread)."""
+        return self._ready_entries()
 
     async def list_actor_types(self) -> list[dict[str, Any]]:
         ready = await asyncio.to_thread(self._ready_entries)
@@ -265,7 +275,7 @@ class LocalRuntime:
         number = next(_counter)
         filename = f"<agent-source-{number}>"
         try:
-            code = compile(source, filename, "exec")
+            code = compile(source, filename, "exec", dont_inherit=True)  # not this module's __future__ imports
             tree = ast.parse(source, filename)
         except SyntaxError as exc:
             raise ToolFailure(
@@ -277,7 +287,10 @@ class LocalRuntime:
             ) from None
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         class_lines = {n.name: n.lineno for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-        namespace = _namespace(number)
+        module = types.ModuleType(f"agent_source_{number}", "actor classes an agent defined")
+        module.__file__ = filename  # inspect finds the classes' source (in linecache) through it
+        namespace = vars(module)
+        namespace.update(_namespace(number))
 
         if sandbox:
             outcome = await asyncio.to_thread(trial_run, lambda: exec(code, _namespace(number)), self.limits, filename)
@@ -315,35 +328,40 @@ class LocalRuntime:
             )
         ready_names = {e["name"] for e in self._ready_entries()}
         loaded: dict[str, _Defined] = {}
-        for cls in classes:
-            line = class_lines.get(cls.__name__, 1)
-            if cls.__name__ in ready_names:
-                raise ToolFailure(
-                    "definition_error",
-                    f"{cls.__name__} is the name of a ready actor: choose another class name",
-                    class_name=cls.__name__,
-                    line=line,
-                    source_line=_line(source, line),
+        sys.modules[module.__name__] = module  # inspect reads the classes' source through it
+        try:
+            for cls in classes:
+                line = class_lines.get(cls.__name__, 1)
+                if cls.__name__ in ready_names:
+                    raise ToolFailure(
+                        "definition_error",
+                        f"{cls.__name__} is the name of a ready actor: choose another class name",
+                        class_name=cls.__name__,
+                        line=line,
+                        source_line=_line(source, line),
+                    )
+                missing = sorted(getattr(cls, "__abstractmethods__", ()))
+                if missing:
+                    raise ToolFailure(
+                        "definition_error",
+                        f"{cls.__name__} does not define {', '.join(missing)}: every actor needs "
+                        "'async def process(self, tick)'",
+                        class_name=cls.__name__,
+                        line=line,
+                        source_line=_line(source, line),
+                    )
+                if sandbox:
+                    _confine(cls, self)
+                defined = _Defined(cls, filename, line, sandbox)
+                dispatchers = {"default": "sandbox", "allowed": ["sandbox"]} if sandbox else None
+                defined.entry = catalogue_module.describe(
+                    cls, module="<defined>", origin="defined", dispatchers=dispatchers
                 )
-            missing = sorted(getattr(cls, "__abstractmethods__", ()))
-            if missing:
-                raise ToolFailure(
-                    "definition_error",
-                    f"{cls.__name__} does not define {', '.join(missing)}: every actor needs "
-                    "'async def process(self, tick)'",
-                    class_name=cls.__name__,
-                    line=line,
-                    source_line=_line(source, line),
-                )
-            if sandbox:
-                _confine(cls, self)
-            defined = _Defined(cls, filename, line, sandbox)
-            dispatchers = {"default": "sandbox", "allowed": ["sandbox"]} if sandbox else None
-            defined.entry = catalogue_module.describe(
-                cls, module="<defined>", origin="defined", dispatchers=dispatchers
-            )
-            defined.entry["sandboxed"] = sandbox
-            loaded[cls.__name__] = defined
+                defined.entry["sandboxed"] = sandbox
+                loaded[cls.__name__] = defined
+        except BaseException:
+            del sys.modules[module.__name__]
+            raise
         self._defined.update(loaded)
         self.logs.add(
             "info", f"defined {', '.join(loaded)} ({'sandboxed' if sandbox else 'in process'})", event="defined"
@@ -624,11 +642,16 @@ class LocalRuntime:
         while target.frames_drawn < start + 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         error = target.last_error
-        if error is not None and error is not before and error.kind == "runtime":
+        if (
+            error is not None
+            and error is not before
+            and error.kind == "runtime"
+            and (before is None or error.source != before.source)  # not the old code's last frame
+        ):
             if previous:
                 target.set_code(previous)
             raise ToolFailure(
-                "compile_error",
+                "runtime_error",
                 f"the drawing code raised {error.exception}: {error.message} on frame {error.frame_number}; "
                 "the previous code was put back",
                 actor=target.path,
@@ -689,11 +712,11 @@ class LocalRuntime:
                             return candidate
                     await asyncio.sleep(0.01)
                 raise TimeoutError
-            options = {k: v for k, v in spec.options.items() if k != "parent"}
+            arguments: dict[str, Any] = {**spec.kwargs, **{k: v for k, v in spec.options.items() if k != "parent"}}
             if target.parent is not None:
-                fresh = target.parent.spawn(spec.cls, *spec.args, **spec.kwargs, **options)
+                fresh = target.parent.spawn(spec.cls, *spec.args, **arguments)
             else:
-                fresh = spec.cls(*spec.args, **spec.kwargs, **options)
+                fresh = spec.cls(*spec.args, **arguments)
             try:
                 fresh.on_restart(target)
             except Exception:
@@ -753,11 +776,11 @@ def _confine(cls: type[Actor], runtime: LocalRuntime) -> None:
     __init__.__wrapped__ = original  # type: ignore[attr-defined]  # the signature stays the user's
     __init__.__streamlib_confined__ = True  # type: ignore[attr-defined]
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = __init__  # type: ignore[misc]
+    cls.__init__ = __init__  # type: ignore[method-assign]
 
 
 def _validate_params(entry: dict[str, Any], params: dict[str, Any]) -> None:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # a dependency of the mcp SDK
 
     schema = entry.get("parameters", {"type": "object"})
     properties = schema.get("properties", {})
@@ -849,6 +872,7 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
             "to": [f"{p.owner.path}.{p.name}" for p in out.subscribers if isinstance(p.owner, Actor)],
         }
     parent = actor.parent
+    counters = actor.stats()
     return {
         "path": actor.path,
         "class": type(actor).__name__,
@@ -856,10 +880,14 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
         "parent": parent.path if parent is not None else None,
         "dispatcher": _dispatcher_name(actor),
         "restarts": actor.restarts,
+        "stats": {key: counters[key] for key in _GRAPH_STATS if key in counters},
         "inputs": inputs,
         "outputs": outputs,
         **_failure_of(actor),
     }
+
+
+_GRAPH_STATS = ("ticks", "skipped_ticks", "messages_in", "messages_out", "dropped", "profile")
 
 
 def _encode(data: np.ndarray, width: int) -> tuple[bytes, int, int]:

@@ -186,7 +186,6 @@ class SandboxDispatcher(ProcessPoolDispatcher):
             raise RuntimeError("the agent sandbox sets resource limits with prlimit(2): Linux only")
         self.limits = limits or SandboxLimits()
         super().__init__(workers=self.limits.workers, start_method="fork")
-        self._hard_cpu: dict[int, int] = {}
 
     async def attach(self, actor: Actor) -> None:
         await super().attach(actor)
@@ -222,10 +221,10 @@ class SandboxDispatcher(ProcessPoolDispatcher):
             raise self._violation(actor, exc) from exc
         except (MemoryError, OSError, WorkerError) as exc:
             if _is_memory_error(exc):
+                where = f"{actor.path} ({type(actor).__qualname__})"
+                what = str(exc).splitlines()[0].removeprefix(f"{where} raised ")
                 raise SandboxViolation(
-                    f"{actor.path} ({type(actor).__qualname__}) exceeded memory limit "
-                    f"{format_bytes(self.limits.memory)}: {str(exc).splitlines()[0]}",
-                    "memory",
+                    f"{where} exceeded memory limit {format_bytes(self.limits.memory)} ({what})", "memory"
                 ) from exc
             if _is_file_limit(exc):
                 raise SandboxViolation(
@@ -268,7 +267,7 @@ class SandboxDispatcher(ProcessPoolDispatcher):
         return None if work is None else self._guard(actor, work)
 
     def __repr__(self) -> str:
-        return f"<SandboxDispatcher {self.limits.describe()} running={len(self._workers)}>"
+        return f"<SandboxDispatcher {self.limits.describe()}>"
 
 
 # -- trial runs ---------------------------------------------------------------------------------------

@@ -367,7 +367,6 @@ async def serve_http(
     app = server.streamable_http_app(host=host)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     web = uvicorn.Server(config)
-    web.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the caller owns signals
 
     import asyncio
 

@@ -10,6 +10,7 @@ Both only read time: neither adjusts the system clock. See ``docs/time.md``.
 from __future__ import annotations
 
 from .phc import PHCClock
-from .ptp import AnnounceData, PTPClock, PTPError
+from .ptp import AnnounceData, PTPClock, PTPError, ts_refclk
+from .timeline import TimelineClock
 
-__all__ = ["AnnounceData", "PHCClock", "PTPClock", "PTPError"]
+__all__ = ["AnnounceData", "PHCClock", "PTPClock", "PTPError", "TimelineClock", "ts_refclk"]

@@ -8,8 +8,9 @@ for the master-to-slave path and sends Delay_Req for the slave-to-master path, f
 both, and models the grandmaster's time as the local ``CLOCK_REALTIME`` plus an offset
 and a rate. It never adjusts the system clock: it only reads it.
 
-Receive times are the kernel's software timestamps (``SO_TIMESTAMPNS``); the send time of
-a Delay_Req is read just before ``sendto``. Binding ports 319 and 320 needs root,
+Receive and send times of event messages are the kernel's software timestamps
+(``SO_TIMESTAMPING``: the send time of a Delay_Req comes back on the socket's error queue),
+so the Python interpreter's own delays stay out of t2 and t3. Binding ports 319 and 320 needs root,
 ``CAP_NET_BIND_SERVICE`` (``setcap cap_net_bind_service=ep $(readlink -f $(which python3))``)
 or ``sysctl net.ipv4.ip_unprivileged_port_start=319``; a multicast route on the interface
 may be needed (``ip route add 224.0.0.0/4 dev eth0``).
@@ -42,7 +43,7 @@ from typing import Any, ClassVar
 
 from .timeline import TimelineClock
 
-__all__ = ["AnnounceData", "PTPClock", "PTPError"]
+__all__ = ["AnnounceData", "PTPClock", "PTPError", "ts_refclk"]
 
 log = logging.getLogger("streamlib.clocks.ptp")
 
@@ -115,6 +116,24 @@ def better(a: AnnounceData, b: AnnounceData) -> bool:
     return a.source < b.source
 
 
+def ts_refclk(clock_source_id: str | None) -> str | None:
+    """The RFC 7273 §4.3 SDP attribute value for a stream stamped by a :class:`PTPClock`.
+
+    ``ts_refclk("ptp:001122.fffe.334455:0")`` is ``"ptp=IEEE1588-2008:00-11-22-FF-FE-33-44-55:0"``
+    (write it as ``a=ts-refclk:<value>``, as ST 2110-10 asks); ``None`` for any other clock id.
+    """
+    if not clock_source_id or not clock_source_id.startswith("ptp:"):
+        return None
+    parts = clock_source_id.split(":")
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    gmid = parts[1].replace(".", "")
+    if len(gmid) != 16 or any(c not in "0123456789abcdefABCDEF" for c in gmid):
+        return None
+    eui64 = "-".join(gmid[i : i + 2] for i in range(0, 16, 2)).upper()
+    return f"ptp=IEEE1588-2008:{eui64}:{int(parts[2])}"
+
+
 def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     """The software timestamp in ``SCM_TIMESTAMPNS`` or ``SCM_TIMESTAMPING`` (its first timespec)."""
     for level, kind, payload in ancillary:
@@ -140,6 +159,16 @@ def _timestamp(data: bytes, at: int) -> int:
 class _Foreign:
     announce: AnnounceData
     heard: deque[float]  # local monotonic times of its recent Announce messages
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x``: returns ``(a, b)`` (a flat line through one x)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx if sxx else 0.0
+    return mean_y - slope * mean_x, slope
 
 
 class _Estimator:
@@ -168,7 +197,10 @@ class _Estimator:
         return statistics.median(self.delays) if self.delays else None
 
     def add_delay(self, t1: int, t2: int, t3: int, t4: int) -> None:
-        delay = ((t2 - t1) + (t4 - t3)) / 2
+        # (t2 - t1) + (t4 - t3) = 2 * delay + (offset at t3 - offset at t2): the offset moves
+        # between the Sync and the Delay_Req at the rate the model has learnt; take that out.
+        drift = self.model[2] * (t3 - t2) if self.model is not None else 0.0
+        delay = ((t2 - t1) + (t4 - t3) - drift) / 2
         if delay < 0 and self.delays and abs(delay) > 10 * abs(statistics.median(self.delays)) + 1000:
             return  # a bogus pair (e.g. a Follow_Up lost and a stale t1): ignore
         self.delays.append(round(delay))
@@ -181,22 +213,19 @@ class _Estimator:
         delay = self.path_delay
         if delay is None or len(self.samples) < 2:
             return
-        xs = [s[0] for s in self.samples]
-        ys = [s[1] + delay for s in self.samples]
-        med = statistics.median(ys)
-        mad = statistics.median(abs(y - med) for y in ys) or 1.0
-        kept = [(x, y) for x, y in zip(xs, ys, strict=True) if abs(y - med) <= 4 * mad + 2000]
-        if len(kept) < 2:
-            kept = list(zip(xs, ys, strict=True))
-        ref = kept[-1][0]
-        dx = [x - ref for x, _ in kept]
-        mean_x = sum(dx) / len(dx)
-        mean_y = sum(y for _, y in kept) / len(kept)
-        sxx = sum((x - mean_x) ** 2 for x in dx)
-        slope = sum((x - mean_x) * (y - mean_y) for x, (_, y) in zip(dx, kept, strict=True)) / sxx if sxx else 0.0
-        if abs(slope) > 500e-6:  # a clock off by more than 500 ppm is noise: keep the offset flat
-            slope = 0.0
-        self.model = (ref, mean_y + slope * (0 - mean_x), slope)
+        ref = self.samples[-1][0]
+        points = [(float(x - ref), y + delay) for x, y in self.samples]
+        offset, slope = _line(points)
+        # Cut what lies far off the line (a Sync held up in a queue), judged by the median
+        # absolute residual, then fit again.
+        residuals = [abs(y - (offset + slope * x)) for x, y in points]
+        limit = 4 * statistics.median(residuals) + 2000
+        kept = [p for p, r in zip(points, residuals, strict=True) if r <= limit]
+        if 2 <= len(kept) < len(points):
+            offset, slope = _line(kept)
+        if abs(slope) > 500e-6:  # more than 500 ppm apart is noise, not two clocks: keep the offset flat
+            offset, slope = statistics.median(y for _, y in kept), 0.0
+        self.model = (ref, offset, slope)
 
     def offset_at(self, local_ns: int) -> float | None:
         model = self.model
@@ -401,7 +430,6 @@ class _PTPSlave:
         master = self.master
         if master is None or source != master.source:
             return  # only the selected master's timing messages count
-        self.master_heard = time.monotonic()
         correction_ns = correction >> 16  # §13.3.2.7: nanoseconds * 2^16
         if kind == SYNC:
             self.counters["sync"] += 1

@@ -53,10 +53,10 @@ class TimelineClock(Clock):
             last = self._last_n
             if last is not None and n <= last:
                 n = last + 1  # never the same frame twice (the estimate moved back a little)
-            elif last is not None and n > last + 1:
-                self.skipped += n - last - 1  # late: skip, don't burst
             due = mono + (n * self.period_ns - ref) / 1e9
             await sleep_until(due)
             if self.still_ready():
+                if last is not None and n > last + 1:
+                    self.skipped += n - last - 1  # late: skipped, not burst (counted once delivered)
                 self._last_n = n
                 return TimedTick(due, n, self.clock_id, self.fps)

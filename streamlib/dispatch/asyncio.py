@@ -42,9 +42,7 @@ class AsyncioDispatcher(Dispatcher):
     def __init__(self, blocking_threshold: float | None = None) -> None:
         super().__init__()
         env = os.environ.get("STREAMLIB_BLOCKING_THRESHOLD")
-        self.blocking_threshold = (
-            blocking_threshold if blocking_threshold is not None else float(env) if env else 0.1
-        )
+        self.blocking_threshold = blocking_threshold if blocking_threshold is not None else float(env) if env else 0.1
 
     def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
         # Returning process's own coroutine (instead of awaiting it here) keeps the
@@ -76,9 +74,7 @@ class LoopWatchdog:
     releases it, so detection works for the usual culprits.
     """
 
-    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatchdog]] = weakref.WeakKeyDictionary()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, loop: asyncio.AbstractEventLoop, threshold: float) -> None:

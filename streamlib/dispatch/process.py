@@ -58,6 +58,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+import streamlib.eventloop as eventloop_state  # its singletons are reset in a forked worker
+
 from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
@@ -400,6 +402,7 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event loop
     asyncio.events._set_running_loop(None)
+    _forget_parent_world()
 
     if isinstance(actor, bytes):
         image: _ActorImage = pickle.loads(actor)
@@ -415,6 +418,16 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
         pass  # the parent went away mid-call: nobody is left to answer
     finally:
         channel.close()
+
+
+def _forget_parent_world() -> None:
+    """A forked worker starts clean: the parent's background loop, clock timer thread and
+    actor registry were copied without the threads that run them. The runtime (registry,
+    exit hook) and the clock (timer thread) forget theirs by themselves
+    (``os.register_at_fork``); the background loop is forgotten here, so an actor built in
+    the worker gets a loop of its own, and the worker's exit waits on nothing of the parent's."""
+    eventloop_state._lock = threading.Lock()
+    eventloop_state._background = None
 
 
 def _image_ports(actor: Actor) -> _ActorImage:
@@ -458,8 +471,6 @@ class _Courier(JobWorker):
     once the interpreter starts exiting -- exactly when actors on the background loop
     still need their ``on_stop`` -- and a fork from an executor thread would carry the
     executor's state into the child."""
-
-
 
 
 # Forks are serialized so that no child inherits another worker's half-made pipe.
@@ -780,10 +791,10 @@ class ProcessPoolDispatcher(Dispatcher):
             mailbox = port.mailbox
             count = len(mailbox)
             if count:
-                heads[name] = mailbox.peek()
+                heads[name] = mailbox.lend_head()  # stays queued until the worker reports it read
                 queued[name] = count
-            if mailbox.dropped:
-                dropped[name] = mailbox.dropped
+            if port.dropped:
+                dropped[name] = port.dropped
         upcoming = functools.partial(_upcoming, actor, list(heads.items())) if heads else None
         return self._converse(actor, worker, _Tick(tick, heads, queued, dropped), heads, upcoming)
 
@@ -813,7 +824,9 @@ class ProcessPoolDispatcher(Dispatcher):
         except BaseException:
             if worker.open:
                 worker.broken = True
+            _return_heads(actor, heads)
             raise
+        _return_heads(actor, heads)
         if isinstance(report, _Failed):
             raise _rebuild(worker, report)
         if isinstance(report, _Done) and report.stop:
@@ -858,22 +871,25 @@ def _abandon(courier: _Courier, started: list[_Worker]) -> None:
 
 
 def _take_heads(actor: Actor, heads: dict[str, Any], names: list[str]) -> None:
-    """Take the heads the worker read out of their mailboxes.
-
-    A head is no longer first in line if the overflow evicted it (``drop_oldest``)
-    while the worker had it; it was read all the same, so it is counted as taken, not
-    dropped: every message is counted exactly once."""
+    """Take the heads the worker read out of their mailboxes (the heads are lent, see
+    :meth:`Mailbox.lend_head`): one the overflow evicted while the worker had it was read
+    all the same, so it counts as taken, not dropped -- every message is counted exactly
+    once, and no counter is ever corrected afterwards."""
     for name in names:
         head = heads.pop(name, EMPTY)
         port = actor.inputs.get(name)
-        if head is EMPTY or port is None:
-            continue
-        mailbox = port.mailbox
-        if mailbox.peek() is head:
-            mailbox.get_nowait()
-        elif mailbox.dropped:
-            mailbox.dropped -= 1
-            mailbox.taken += 1
+        if head is not EMPTY and port is not None:
+            port.mailbox.settle_loan(taken=True)
+
+
+def _return_heads(actor: Actor, heads: dict[str, Any]) -> None:
+    """The call ended without reading these heads: they stay queued (or, if the overflow
+    evicted them meanwhile, count as dropped after all)."""
+    for name in list(heads):
+        port = actor.inputs.get(name)
+        if port is not None:
+            port.mailbox.settle_loan(taken=False)
+    heads.clear()
 
 
 async def _fetch(actor: Actor, read: _Read) -> _Deliver:

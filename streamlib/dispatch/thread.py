@@ -5,8 +5,17 @@ blocking calls. ``process`` may be ``async def`` -- it then runs on an event loo
 to the worker thread, and its ``await input.read()`` / ``await output.send()`` work as
 usual (mailboxes are thread-safe) -- or a plain ``def`` using ``read_nowait()`` and
 ``send_nowait()``. ``on_start`` and ``on_stop`` run on the pool too, so thread-affine
-resources can be created and released where they are used (use ``workers=1`` to keep
-every call of an actor on one thread).
+resources can be created and released where they are used (give such an actor a
+``ThreadPoolDispatcher(workers=1)`` of its own to keep all its calls on one thread).
+
+**A waiting actor holds no worker.** ``workers`` bounds how many hooks *run* at once, not
+how many may be in progress: a hook that awaits something that is not there yet (``await
+input.read()`` on an idle input, ``await output.send()`` to a full blocking input,
+``asyncio.sleep``) gives its worker back while it waits and takes one again to go on. So
+actors waiting for input can never starve the pool: an unrelated actor on the same
+dispatcher keeps ticking, and every actor can be stopped. Synchronous blocking calls
+(``time.sleep``, a blocking ``send_nowait``, a device read) do hold their worker, as any
+pool's thread would: use ``await`` where a wait can be long.
 """
 
 from __future__ import annotations
@@ -14,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import selectors
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..eventloop import new_worker_loop
+from ..eventloop import _worker_loops
 from .base import Dispatcher
 
 if TYPE_CHECKING:
@@ -30,29 +40,84 @@ __all__ = ["ThreadPoolDispatcher"]
 
 _local = threading.local()
 
+MAX_THREADS = 1024
+"""Threads a pool may hold in all, running or waiting (created only when needed)."""
 
-def _run_in_worker(fn: Callable[..., Any], *args: Any) -> None:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        loop = getattr(_local, "loop", None)
-        if loop is None:
-            loop = _local.loop = new_worker_loop()
-        loop.run_until_complete(result)
+
+class _Permit:
+    """The right of one running hook to use one of the pool's ``workers``, handed back while
+    the hook's private loop has nothing to do (see the module docstring)."""
+
+    __slots__ = ("held", "slots")
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        self.slots = slots
+        self.held = False
+
+    def take(self) -> None:
+        if not self.held:
+            self.slots.acquire()
+            self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+
+
+class _PermitSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """The worker loop's selector: a select that would block first gives the worker back."""
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        permit: _Permit | None = getattr(_local, "permit", None)
+        if permit is None or (timeout is not None and timeout <= 0):
+            return super().select(timeout)  # type: ignore[no-any-return]
+        permit.give_back()
+        try:
+            return super().select(timeout)  # type: ignore[no-any-return]
+        finally:
+            permit.take()
+
+
+def _worker_loop() -> asyncio.AbstractEventLoop:
+    """This worker thread's private loop: asyncio's, whose selector we can wrap (uvloop's
+    cannot be), registered as a worker loop so that no actor makes it its home."""
+    loop = getattr(_local, "loop", None)
+    if loop is None:
+        loop = _local.loop = asyncio.SelectorEventLoop(_PermitSelector())
+        _worker_loops.add(loop)
+    return loop
+
+
+def _run_in_worker(slots: threading.Semaphore | None, fn: Callable[..., Any], *args: Any) -> None:
+    permit = _Permit(slots) if slots is not None else None
+    if permit is not None:
+        permit.take()
+    _local.permit = permit
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            _worker_loop().run_until_complete(result)
+    finally:
+        _local.permit = None
+        if permit is not None:
+            permit.give_back()
 
 
 class ThreadPoolDispatcher(Dispatcher):
-    """Run an actor's hooks on a pool of ``workers`` threads."""
+    """Run an actor's hooks on a pool where at most ``workers`` of them run at once."""
 
     def __init__(self, workers: int = 4) -> None:
         super().__init__()
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         self.workers = workers
+        self._slots = threading.Semaphore(workers)
         self._executor: ThreadPoolExecutor | None = None
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="streamlib-worker")
+            self._executor = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="streamlib-worker")
         return self._executor
 
     def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
@@ -65,9 +130,11 @@ class ThreadPoolDispatcher(Dispatcher):
         # The copied context carries current_actor() into the worker thread.
         ctx = contextvars.copy_context()
         try:
-            return asyncio.get_running_loop().run_in_executor(self._pool(), ctx.run, _run_in_worker, fn, *args)
+            return asyncio.get_running_loop().run_in_executor(
+                self._pool(), ctx.run, _run_in_worker, self._slots, fn, *args
+            )
         except RuntimeError:  # the interpreter is exiting and pools take no more work: run it here
-            ctx.run(_run_in_worker, fn, *args)
+            ctx.run(_run_in_worker, None, fn, *args)  # on the loop's thread: never wait for a worker
             return None
 
     async def stop(self) -> None:

@@ -43,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamlib import Actor, StreamOutput
+from streamlib.listening import check_listen_address, token_matches
 
 from . import profiling
 from .views import PreviewTap, _connected_actors, _flatten, _roots, _stats, encode_png, graph, tree_text, video_outputs
@@ -261,6 +262,8 @@ def prometheus_collector(*roots: Actor) -> Any:
 # -- the server ------------------------------------------------------------------------------------
 
 
+_TOKEN_COOKIE = "streamlib_dashboard_token"
+
 class Dashboard:
     """A running dashboard server (see the module docstring). Stop it with :meth:`stop`."""
 
@@ -271,16 +274,20 @@ class Dashboard:
         host: str = "127.0.0.1",
         interval: float = 0.5,
         preview_fps: float = 10.0,
+        token: str | None = None,
     ) -> None:
         _require_aiohttp()
+        check_listen_address(host, token, "the dashboard")
         self.roots = list(roots)
         self.host = host
+        self.token = token
         self.interval = interval
         self.preview_fps = preview_fps
         self.port = port
         self._taps: dict[str, PreviewTap] = {}
         self._taps_lock = threading.Lock()
         self._closing = False
+        self.refused = 0  # requests without the right token
         self._sockets: set[Any] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: Any = None
@@ -319,7 +326,7 @@ class Dashboard:
     async def _start(self) -> None:
         from aiohttp import web
 
-        app = web.Application()
+        app = web.Application(middlewares=[self._authenticate] if self.token else [])
         app.router.add_get("/", self._page)
         app.router.add_get("/api/metrics", self._metrics)
         app.router.add_get("/api/tree", self._tree)
@@ -339,6 +346,33 @@ class Dashboard:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]  # port=0 picks a free one
+
+    @staticmethod
+    def _given_token(request: Any) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return str(header[7:])
+        found = request.query.get("token") or request.cookies.get(_TOKEN_COOKIE)
+        return str(found) if found is not None else None
+
+    @property
+    def _authenticate(self) -> Any:
+        """aiohttp middleware: every request proves the token (``?token=`` once in a browser,
+        which sets a cookie; ``Authorization: Bearer`` for Prometheus and scripts)."""
+        from aiohttp import web
+
+        @web.middleware
+        async def authenticate(request: Any, handler: Any) -> Any:
+            given = self._given_token(request)
+            if not token_matches(given, self.token):
+                self.refused += 1
+                return web.Response(status=401, text="streamlib dashboard: a valid token is required\n")
+            response = await handler(request)
+            if request.query.get("token") and isinstance(response, web.Response):
+                response.set_cookie(_TOKEN_COOKIE, str(given), httponly=True, samesite="Strict")
+            return response
+
+        return authenticate
 
     async def _shutdown(self) -> None:
         for ws in list(self._sockets):
@@ -551,13 +585,16 @@ def dashboard(
     interval: float = 0.5,
     preview_fps: float = 10.0,
     open_browser: bool = False,
+    token: str | None = None,
 ) -> Dashboard:
     """Serve the live dashboard for ``roots`` (default: every running tree) and return it.
 
     It runs on its own thread, so it works the same from a script, a service or a notebook;
     ``port=0`` picks a free port (see ``.url``). Bound to 127.0.0.1 unless ``host`` says
-    otherwise (``host="0.0.0.0"`` exposes it to the network: it has no authentication)."""
-    board = Dashboard(roots, port=port, host=host, interval=interval, preview_fps=preview_fps)
+    otherwise; any other address needs a ``token`` (every request must then carry it:
+    ``?token=`` once in a browser, ``Authorization: Bearer`` for Prometheus), else
+    :class:`~streamlib.listening.ListenRefused` is raised."""
+    board = Dashboard(roots, port=port, host=host, interval=interval, preview_fps=preview_fps, token=token)
     if open_browser:
         board.open()
     return board

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fractions
 import logging
 import mmap
 import os
@@ -50,7 +51,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamlib import Actor, StreamInput, StreamOutput
+from streamlib import Actor, StreamInput, StreamOutput, VideoFrame
 from streamlib.dispatch.shared_memory import Segment, new_prefix
 from streamlib.mailbox import EMPTY, Mailbox
 
@@ -65,6 +66,7 @@ __all__ = [
     "SHM_THRESHOLD",
     "DataServer",
     "LinkStats",
+    "PortOwner",
     "PullLink",
     "PushLink",
     "SendableMailbox",
@@ -79,7 +81,8 @@ HANDSHAKE_TIMEOUT = 5.0
 SHM_THRESHOLD = 64 * 1024
 MAX_SHM_SLOTS = 8
 PULL_GRACE = 10.0
-"""Seconds a runtime keeps a pulled output's queue after its link dropped, for the reconnection."""
+"""Seconds a runtime keeps a link's end (a pulled output's queue, a pushed input's connection)
+after the connection dropped, for the reconnection."""
 
 
 def host_id() -> str:
@@ -136,12 +139,27 @@ class SendableMailbox(Mailbox):
 # -- records on a stream ---------------------------------------------------------------------
 
 
-async def read_record(reader: asyncio.StreamReader, max_payload: int) -> tuple[Kind, dict[str, Any], bytes]:
+async def read_record(
+    reader: asyncio.StreamReader, max_payload: int
+) -> tuple[Kind, dict[str, Any], memoryview | bytes]:
+    """One record: its kind, its meta and its payload (a view, not a copy, of what was read)."""
     header = await reader.readexactly(wire.HEADER.size)
     kind, meta_len, payload_len = wire.parse_header(header, max_payload)
-    meta = wire.parse_meta(await reader.readexactly(meta_len)) if meta_len else {}
-    payload = await reader.readexactly(payload_len) if payload_len else b""
-    return kind, meta, payload
+    if not meta_len + payload_len:
+        return kind, {}, b""
+    body = await reader.readexactly(meta_len + payload_len)
+    meta = wire.parse_meta(body[:meta_len]) if meta_len else {}
+    return kind, meta, memoryview(body)[meta_len:] if payload_len else b""
+
+
+_WRITE_HIGH_WATER = 1 << 20
+
+
+async def _flush(writer: asyncio.StreamWriter) -> None:
+    """Wait for the socket only when a lot is buffered (a drain per small record costs more than it saves)."""
+    transport = writer.transport
+    if transport.is_closing() or transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+        await writer.drain()
 
 
 def write_record(
@@ -159,7 +177,8 @@ def _reap(*tasks: asyncio.Future[Any]) -> None:
             if not task.cancelled():
                 task.exception()
         else:
-            task.cancel()
+            task.cancel()  # it may still end with an exception of its own: retrieve that too
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _smooth(old: float | None, sample: float) -> float:
@@ -247,13 +266,82 @@ class _ShmViews:
         return [done.popleft() for _ in range(len(done))]
 
 
+class H264:
+    """Optional H.264 for VideoFrames on a slow link (PyAV's libx264, low-latency settings):
+    one encoder per sending connection, one decoder per receiving one. Lossy; RGB frames of even
+    size only (others, and RGBA, cross raw). A reconnection starts a fresh stream (a keyframe)."""
+
+    def __init__(self) -> None:
+        import av  # the [media] extra; checked when a link asks for compression
+
+        self._av = av
+        self.encoder: Any = None
+        self.decoder: Any = None
+        self.size: tuple[int, int] | None = None
+        self.pts = 0
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def encode(self, frame: VideoFrame, meta: dict[str, Any]) -> list[Any] | None:
+        data = frame.data
+        if meta.get("format") != "rgb24" or data.shape[0] % 2 or data.shape[1] % 2:
+            return None
+        av = self._av
+        size = (int(data.shape[1]), int(data.shape[0]))
+        if self.encoder is None or self.size != size:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height = size
+            encoder.pix_fmt = "yuv420p"
+            encoder.time_base = fractions.Fraction(1, 90000)
+            encoder.options = {"tune": "zerolatency", "preset": "ultrafast", "g": "60", "bf": "0"}
+            self.encoder, self.size, self.pts = encoder, size, 0
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(data), format="rgb24").reformat(format="yuv420p")
+        picture.pts = self.pts
+        self.pts += 1
+        packets = self.encoder.encode(picture)
+        meta["format"] = "h264"
+        meta["metadata"] = {"keyframe": any(p.is_keyframe for p in packets)}
+        return [b"".join(bytes(p) for p in packets)]
+
+    def decode(self, meta: dict[str, Any], payload: memoryview | bytes) -> VideoFrame | None:
+        av = self._av
+        if self.decoder is None:
+            self.decoder = av.CodecContext.create("h264", "r")
+        try:
+            pictures = self.decoder.decode(av.Packet(bytes(payload)))
+        except Exception as exc:  # PyAV's errors for a corrupt stream
+            raise WireError(f"undecodable H.264: {exc}") from None
+        if not pictures:
+            return None  # the decoder wants more (it never does with these settings)
+        pixels = pictures[-1].to_ndarray(format="rgb24")
+        timestamp, number = meta.get("timestamp", 0.0), meta.get("frame_number", 0)
+        clock_id, rate = meta.get("clock_id"), meta.get("clock_rate")
+        if not (isinstance(timestamp, (int, float)) and type(number) is int):
+            raise WireError("bad clock metadata on an H.264 frame")
+        return VideoFrame(
+            pixels,
+            float(timestamp),
+            number,
+            clock_id if isinstance(clock_id, str) else None,
+            float(rate) if isinstance(rate, (int, float)) else None,
+        )
+
+
 # -- the sending side -------------------------------------------------------------------------
 
 
 class _Connection:
     """One open data connection: its streams, and when we last heard from the peer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shm: bool) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shm: bool, h264: bool = False
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.last_heard = time.monotonic()
@@ -263,6 +351,7 @@ class _Connection:
         self.credit_event = asyncio.Event()
         self.sent_at: deque[float] = deque()
         self.ping_sent: float | None = None
+        self.h264 = H264() if h264 else None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -314,6 +403,8 @@ class Sender:
                 )
                 continue
             meta["dropped"] = self._new_drops()
+            if conn.h264 is not None and type(msg) is VideoFrame:
+                buffers = conn.h264.encode(msg, meta) or buffers
             if conn.pool is not None and len(buffers) == 1 and buffers[0].nbytes >= SHM_THRESHOLD:
                 buffers = self._to_shm(conn.pool, meta, buffers[0])
             size = write_record(writer, Kind.FRAME, meta, buffers)
@@ -322,7 +413,7 @@ class Sender:
             self.pending = EMPTY
             self.stats.frames += 1
             self.stats.bytes += size
-            await writer.drain()
+            await _flush(writer)
 
     def _to_shm(self, pool: _ShmPool, meta: dict[str, Any], buffer: memoryview) -> list[Any]:
         taken = pool.take(buffer.nbytes)
@@ -368,7 +459,11 @@ async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _C
     await output.send(msg)
 
 
-def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: bytes) -> Any:
+def _decode_frame(conn: _Connection, meta: dict[str, Any], payload: memoryview | bytes) -> Any:
+    if meta.get("format") == "h264":
+        if conn.h264 is None:
+            raise WireError("an H.264 frame on a link that did not agree to compression")
+        return conn.h264.decode(meta, payload)
     shm = meta.get("shm")
     if shm is not None:
         return wire.decode_message(meta, conn.views.view(shm).data)
@@ -419,6 +514,7 @@ async def _receive(
                 raise WireError(f"unexpected {kind.name} on a link")
 
     async def work() -> str:
+        owed = 0
         while True:
             item = await queue.get()
             if item is None:
@@ -427,10 +523,14 @@ async def _receive(
             if msg is _END:  # the sender's last drops come with it
                 await deliver(None, {"dropped": meta.get("dropped"), "end": True})
                 return "end"
-            await deliver(msg, meta)
+            if msg is not None or meta.get("format") != "h264":
+                await deliver(msg, meta)
             del msg, item
-            write_record(writer, Kind.CREDIT, {"n": 1, "released": conn.views.take_released()})
-            await writer.drain()
+            owed += 1
+            if queue.empty() or owed >= window:  # under load, one credit record for several messages
+                write_record(writer, Kind.CREDIT, {"n": owed, "released": conn.views.take_released()})
+                owed = 0
+                await _flush(writer)
 
     reader, worker = asyncio.ensure_future(read()), asyncio.ensure_future(work())
     try:
@@ -460,8 +560,9 @@ class LinkHost(Protocol):
     def lookup(self, instance_id: str) -> Actor | None: ...
 
 
-class _Endpoint:
-    """The owner of a link's ports in this runtime: names them after the peer, for errors and views."""
+class PortOwner:
+    """The owner of a link's ports in this runtime (a mirror output, a pulled output's queue):
+    names them after the peer, for errors and views, and needs nothing from the run loop."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -497,14 +598,31 @@ class DataServer:
         self.mirrors: dict[str, tuple[StreamOutput, StreamInput]] = {}
         self.pulls: dict[str, _PullState] = {}
         self.links: dict[str, LinkStats] = {}
+        self.sessions: dict[str, int] = {}
         self.server: asyncio.AbstractServer | None = None
 
-    async def start(self, bind: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._accept, bind, port, limit=1 << 20)
-        sock = self.server.sockets[0]
+    def start(self, bind: str, port: int, loop: asyncio.AbstractEventLoop) -> int:
+        """Listen on ``bind:port`` now and serve on ``loop`` as soon as it runs (it may be the
+        caller's own, busy loop); returns the port."""
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((bind, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+
+        async def serve() -> None:
+            self.server = await asyncio.start_server(self._accept, sock=sock, limit=1 << 20)
+
+        asyncio.run_coroutine_threadsafe(serve(), loop)
         return int(sock.getsockname()[1])
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop accepting and let go of every pulled output's queue (call it on the serving loop)."""
         if self.server is not None:
             self.server.close()
         for state in list(self.pulls.values()):
@@ -591,7 +709,7 @@ class DataServer:
         mirror = self.mirrors.get(link)
         if mirror is None or mirror[1] is not target:
             output = StreamOutput("link", object)
-            output.owner = _Endpoint(f"{hello.get('source') or peer}")  # type: ignore[assignment]
+            output.owner = PortOwner(f"{hello.get('source') or peer}")  # type: ignore[assignment]
             output.connect(target)
             mirror = self.mirrors[link] = (output, target)
         output = mirror[0]
@@ -599,13 +717,20 @@ class DataServer:
         stats.state = "up"
         shm = bool(hello.get("shm")) and self.host.allow_shm and hello.get("host_id") == self.host_id
         mailbox = target.mailbox
+        h264 = hello.get("compress") == "h264" and H264.available()
         write_record(
             writer,
             Kind.WELCOME,
-            {"maxsize": mailbox.maxsize, "overflow": mailbox.overflow, "window": mailbox.maxsize, "shm": shm},
+            {
+                "maxsize": mailbox.maxsize,
+                "overflow": mailbox.overflow,
+                "window": mailbox.maxsize,
+                "shm": shm,
+                "compress": "h264" if h264 else None,
+            },
         )
         await writer.drain()
-        conn = _Connection(reader, writer, False)
+        conn = _Connection(reader, writer, False, h264)
 
         async def deliver(msg: Any, meta: dict[str, Any]) -> None:
             if meta.get("end"):
@@ -616,11 +741,17 @@ class DataServer:
             stats.frames += 1
             await _deliver(output, target, msg, conn, meta.get("dropped"))
 
+        self.sessions[link] = self.sessions.get(link, 0) + 1
+        session = self.sessions[link]
         try:
             outcome = await _receive(conn, self.host.max_payload, mailbox.maxsize, stats, deliver, answer_pings=True)
         finally:
             if stats.state == "up":
                 stats.state = "down"
+                # Lost, not closed: keep the connection to the input for the sender's reconnection,
+                # and let it go if none comes (a sender that vanished for good).
+                loop = asyncio.get_running_loop()
+                loop.call_later(PULL_GRACE, self._forget_mirror, link, session)
         if outcome == "end":
             output.end_of_stream()
             self.mirrors.pop(link, None)
@@ -629,6 +760,13 @@ class DataServer:
             output.disconnect(target)
             self.mirrors.pop(link, None)
             stats.state = "closed"
+
+    def _forget_mirror(self, link: str, session: int) -> None:
+        if self.sessions.get(link) != session or self.links.get(link, LinkStats("", "")).state != "down":
+            return  # it reconnected meanwhile
+        mirror = self.mirrors.pop(link, None)
+        if mirror is not None:
+            mirror[0].disconnect(mirror[1])
 
     async def _serve_pull(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hello: dict[str, Any], peer: str
@@ -649,7 +787,7 @@ class DataServer:
             state = None
         if state is None:
             proxy = StreamInput("link", object, maxsize=maxsize, overflow=overflow)
-            proxy.owner = _Endpoint(str(hello.get("source") or peer))  # type: ignore[assignment]
+            proxy.owner = PortOwner(str(hello.get("source") or peer))  # type: ignore[assignment]
             stats = self.links.setdefault(link, LinkStats("out", str(hello.get("source") or peer)))
             state = self.pulls[link] = _PullState(output, proxy, stats)
             output.connect(proxy)
@@ -659,13 +797,20 @@ class DataServer:
         if state.conn is not None:
             state.conn.close()
         shm = bool(hello.get("shm")) and self.host.allow_shm and hello.get("host_id") == self.host_id
-        conn = state.conn = _Connection(reader, writer, shm)
+        h264 = hello.get("compress") == "h264" and H264.available()
+        conn = state.conn = _Connection(reader, writer, shm and not h264, h264)
         sender = state.sender
         sender.stats.state = "up"
         write_record(
             writer,
             Kind.WELCOME,
-            {"maxsize": maxsize, "overflow": overflow, "shm": shm, "type": wire.describe_type(output.msg_type)},
+            {
+                "maxsize": maxsize,
+                "overflow": overflow,
+                "shm": shm and not h264,
+                "type": wire.describe_type(output.msg_type),
+                "compress": "h264" if h264 else None,
+            },
         )
         await writer.drain()
         pump = asyncio.ensure_future(sender.pump(conn))
@@ -719,7 +864,10 @@ async def _open(
     """Connect to a runtime's data port, answer its challenge, and return the open connection
     and its WELCOME. The data port comes from the control connection's handshake."""
     client = client_for(address, token)
-    await client.ensure_connected(2.0)
+    if asyncio.get_running_loop() is client.loop:
+        await client.ensure_connected(2.0)
+    else:  # links run on the loop of the actors they serve; the control connection on its own
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.ensure_connected(2.0), client.loop))
     data_port = client.hello.get("data_port")
     if type(data_port) is not int:
         raise ActorUnavailable(f"runtime {address} announced no data port")
@@ -756,7 +904,11 @@ async def _open(
     except BaseException:
         writer.close()
         raise
-    return _Connection(reader, writer, bool(welcome.get("shm"))), welcome
+    h264 = welcome.get("compress") == "h264"
+    if h264 and hello.get("compress") != "h264":
+        writer.close()
+        raise WireError("the runtime offered compression nobody asked for")
+    return _Connection(reader, writer, bool(welcome.get("shm")) and not h264, h264), welcome
 
 
 _HOST_ID = host_id()
@@ -776,7 +928,13 @@ class _Link:
         source: str,
         max_payload: int = wire.MAX_PAYLOAD,
         shm: bool = True,
+        compress: str | None = None,
     ) -> None:
+        if compress not in (None, "h264"):
+            raise ValueError(f"compress must be None or 'h264', got {compress!r}")
+        if compress and not H264.available():
+            raise ImportError("compress='h264' needs PyAV: pip install 'streamlib[media]'")
+        self.compress = compress
         self.address = address
         self.token = token
         self.target = target
@@ -788,13 +946,28 @@ class _Link:
         self.stats = LinkStats("out" if self.op == "push" else "in", f"actor://{address}/{target}")
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.on_refused: Callable[[BaseException], None] | None = None
 
-    def start(self) -> None:
-        self.task = asyncio.ensure_future(self._run())
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run the link on ``loop`` (from any thread; default: the running loop). Put it on the
+        loop of the actors whose ports it serves: delivery then never hops threads."""
+        if loop is None or loop is asyncio._get_running_loop():
+            self.loop = asyncio.get_running_loop()
+            self.task = asyncio.ensure_future(self._run())
+            return
+        self.loop = loop
+        loop.call_soon_threadsafe(self.start, loop)
 
     def hello(self) -> dict[str, Any]:
-        return {"op": self.op, "target": self.target, "link": self.link_id, "shm": self.shm, "source": self.source}
+        return {
+            "op": self.op,
+            "target": self.target,
+            "link": self.link_id,
+            "shm": self.shm and not self.compress,
+            "source": self.source,
+            "compress": self.compress,
+        }
 
     async def _run(self) -> None:
         delay = 0.05
@@ -845,8 +1018,13 @@ class _Link:
             write_record(conn.writer, Kind.PING, {"released": released() if released is not None else []})
 
     async def close(self) -> None:
-        """Stop the link for good (a ``BYE`` is sent by the sender when its port closes)."""
+        """Stop the link for good, from any loop (a ``BYE`` is sent by the sender when its port closes)."""
         self.closed = True
+        loop = self.loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            with contextlib.suppress(BaseException):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), loop))
+            return
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):
@@ -948,10 +1126,3 @@ class PullLink(_Link):
             return "end" if outcome == "end" else "lost"  # a BYE: the queue over there closed, ask again
         finally:
             _reap(ping, receive)
-
-    async def close(self) -> None:
-        self.closed = True
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import ipaddress
 import logging
 import signal
 import socket
@@ -37,10 +36,11 @@ import streamlib
 from streamlib import Actor, StreamInput
 from streamlib.actor import set_runtime_address
 from streamlib.eventloop import background_loop
+from streamlib.listening import check_listen_address
 
 from . import wire
 from .control import ControlServer, ServerConnection, background, decode_args, network_loop
-from .link import DataServer, LinkStats, PushLink, SendableMailbox, _Endpoint, host_id
+from .link import DataServer, LinkStats, PortOwner, PushLink, SendableMailbox, host_id
 from .registry import Receptionist, RegistryEvent
 from .uri import parse_address, parse_uri
 
@@ -54,15 +54,6 @@ _current: Node | None = None
 def current_node() -> Node | None:
     """The runtime this process serves, if any."""
     return _current
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def describe_actor(actor: Actor) -> dict[str, Any]:
@@ -163,7 +154,9 @@ class Node:
     # -- life ---------------------------------------------------------------------------
 
     async def _start(self, host: str, port: int, data_port: int, advertise: str | None) -> None:
-        self.data_port = await self.data.start(host, data_port)
+        # The data port serves the actors' inputs and outputs: it runs on their loop, so frames
+        # reach mailboxes without a thread hop; the control port runs on the network loop.
+        self.data_port = self.data.start(host, data_port, self.actor_loop)
         self.control = ControlServer(
             {
                 "ping": self._ping,
@@ -183,7 +176,7 @@ class Node:
         )
         app = web.Application(client_max_size=1 << 20)
         self.control.routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
@@ -196,6 +189,19 @@ class Node:
     def close(self) -> None:
         """Stop serving (the actors keep running in this process)."""
         global _current
+        on_actor_loop = asyncio._get_running_loop() is self.actor_loop
+        for _, link in list(self.outgoing.values()):
+            link.closed = True  # the links run on the actors' loop: cancel them there
+            if link.task is not None:
+                if on_actor_loop:
+                    link.task.cancel()
+                elif not self.actor_loop.is_closed():
+                    self.actor_loop.call_soon_threadsafe(link.task.cancel)
+        self.outgoing.clear()
+        if on_actor_loop:
+            self.data.close()
+        elif not self.actor_loop.is_closed():
+            self.actor_loop.call_soon_threadsafe(self.data.close)
         future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
         with contextlib.suppress(Exception):
             future.result(5.0)
@@ -204,9 +210,10 @@ class Node:
             set_runtime_address(None)
 
     async def _close(self) -> None:
-        for _, link in list(self.outgoing.values()):
-            await link.close()
-        await self.data.close()
+        if self.control is not None:
+            closing = [conn.ws.close(code=1001, message=b"runtime closing") for conn in self.control.connections]
+            if closing:
+                await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=0.5)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -251,11 +258,16 @@ class Node:
     async def _node_stats(self, request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:
         return self.stats()
 
+    def link_objects(self) -> dict[str, LinkStats]:
+        """Every data link this runtime serves or opened, by a readable name."""
+        links = {f"link {k} ({v.peer})": v for k, v in list(self.data.links.items())}
+        for (path, out, target, inp), (_, link) in list(self.outgoing.items()):
+            links[f"/{path}.outputs[{out!r}] >> {target}.inputs[{inp!r}]"] = link.stats
+        return links
+
     def stats(self) -> dict[str, Any]:
         """The runtime's counters (refused tokens, malformed input) and its links."""
-        links = {k: v.as_dict() for k, v in self.data.links.items()}
-        for (path, out, target, inp), (_, link) in list(self.outgoing.items()):
-            links[f"/{path}.outputs[{out!r}] >> {target}.inputs[{inp!r}]"] = link.stats.as_dict()
+        links = {name: stats.as_dict() for name, stats in self.link_objects().items()}
         return {
             "name": self.name,
             "address": self.address,
@@ -272,6 +284,12 @@ class Node:
         parse_uri(f"actor://{self.address}/{class_name}/{instance_id}")  # validates both
         existing = self.lookup(instance_id)
         if existing is not None:
+            kind = type(existing)
+            if class_name not in (kind.__name__, f"{kind.__module__}.{kind.__qualname__}"):
+                raise LookupError(
+                    f"{existing.path} on runtime {self.name} is a {kind.__name__}, not a {class_name}: "
+                    f"its URI is {existing.uri}"
+                )
             return {**describe_actor(existing), "created": False}
         cls = resolve_actor_class(class_name)
         args, kwargs = decode_args(request.get("args", {}), payload)
@@ -348,7 +366,7 @@ class Node:
         if key in self.outgoing:
             return {"local": False}
         token = request.get("token")
-        endpoint = _Endpoint(str(target))
+        endpoint = PortOwner(str(target))
         proxy = StreamInput(in_name, object, maxsize=maxsize, overflow=overflow)
         proxy.mailbox = SendableMailbox(maxsize, overflow, f"{target}.inputs[{in_name!r}]")
         proxy.owner = endpoint  # type: ignore[assignment]
@@ -361,10 +379,11 @@ class Node:
             source=str(actor.uri),
             max_payload=self.max_payload,
             shm=self.allow_shm,
+            compress="h264" if request.get("compress") == "h264" else None,
         )
         self.outgoing[key] = (proxy, link)
         output.connect(proxy)
-        link.start()
+        link.start(self.actor_loop)
         return {"local": False}
 
     async def _disconnect(self, request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:
@@ -388,9 +407,6 @@ class Node:
             proxy.mailbox.close()  # the sender says BYE once the queue is drained
         return None
 
-    def link_stats(self) -> list[LinkStats]:
-        return [link.stats for _, link in self.outgoing.values()]
-
 
 def serve(
     host: str = "127.0.0.1",
@@ -408,14 +424,11 @@ def serve(
     ``port=0`` picks a free port (``node.address`` says which). ``data_port`` is where links
     connect (default: a free port, announced to peers on the control connection). ``advertise``
     is the host other runtimes should use when ``host`` is a wildcard. Any ``host`` but a
-    loopback address needs a ``token``. ``shared_memory=False`` sends every frame over TCP even
+    loopback address needs a ``token`` (:class:`streamlib.listening.ListenRefused` otherwise).
+    ``shared_memory=False`` sends every frame over TCP even
     to a runtime on the same host. One served runtime per process."""
     global _current
-    if not _is_loopback(host) and not token:
-        raise ValueError(
-            f"refusing to listen on {host} without a token: anyone who can reach it could create and stop actors "
-            "here. Pass token=... (streamlib node --token-file FILE), or listen on 127.0.0.1"
-        )
+    check_listen_address(host, token, f"runtime {name or socket.gethostname()}")
     if _current is not None:
         raise RuntimeError(f"this process already serves its runtime at {_current.address}; close() it first")
     running = asyncio._get_running_loop()
@@ -487,7 +500,7 @@ def run_node(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    while not done.wait(0.5):
+    while not done.wait(0.1):
         pass
     for actor in streamlib.running_actors():
         actor.stop()

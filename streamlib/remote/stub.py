@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from streamlib import Actor, Cause, Completion, StreamInput, StreamOutput, TimedTick
@@ -37,9 +39,11 @@ from . import wire
 from .control import CALL_TIMEOUT, ControlClient, background, client_for, encode_args, network_loop, run_sync
 from .errors import ActorUnavailable, RemoteError
 from .link import LinkStats, PullLink, PushLink, SendableMailbox
-from .uri import ActorURI, parse_uri
+from .uri import ActorURI, parse_address, parse_uri
 
 __all__ = ["RemoteActor", "get_actor", "spawn_remote"]
+
+log = logging.getLogger("streamlib.remote")
 
 _descriptions: dict[str, dict[str, Any]] = {}
 
@@ -51,7 +55,8 @@ def _type_name(t: Any) -> str:
 class _Endpoint:
     """Owns a stub's proxy ports and their links; outlives the stub's restarts."""
 
-    def __init__(self, uri: ActorURI, client: ControlClient, shared_memory: bool) -> None:
+    def __init__(self, uri: ActorURI, client: ControlClient, shared_memory: bool, compress: str | None) -> None:
+        self.compress = compress
         self.uri = uri
         self.path = str(uri)
         self.client = client
@@ -63,11 +68,29 @@ class _Endpoint:
 
     # the port-owner protocol (see streamlib.ports)
     def _wiring_changed(self) -> None:
-        loop = network_loop()
-        loop.call_soon_threadsafe(self._sync_push_links)
+        self._on_loop(self._sync_push_links)
+
+    def _on_loop(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the stub's loop, where its links live (beside the actors they serve)."""
+        stub = self.stub
+        if stub is not None:
+            stub.event_loop.call_soon_threadsafe(job)
 
     def _reader_should_stop(self) -> bool:
         return False
+
+    async def retarget(self, uri: ActorURI, client: ControlClient) -> None:
+        """Point every link at the same actor on another runtime (a restart moved it there)."""
+        links: list[PushLink | PullLink] = [*self.push.values(), *self.pull.values()]
+        outputs = list(self.pull)
+        self.push.clear()
+        self.pull.clear()
+        for link in links:
+            await link.close()
+        self.uri, self.path, self.client = uri, str(uri), client
+        self._sync_push_links()
+        for output in outputs:
+            self.ensure_pull(output)
 
     def _source(self) -> str:
         return f"{runtime_address() or 'client'}{self.stub.path if self.stub is not None else ''}"
@@ -86,9 +109,10 @@ class _Endpoint:
                     name,
                     source=self._source(),
                     shm=self.shared_memory,
+                    compress=self.compress,
                 )
                 self.push[port] = link
-                link.start()
+                link.start(stub.event_loop)
 
     def ensure_pull(self, output: StreamOutput) -> None:
         """(Re)open the link feeding ``output`` with the policy its local subscribers want."""
@@ -115,11 +139,12 @@ class _Endpoint:
                 overflow,
                 source=self._source(),
                 shm=self.shared_memory,
+                compress=self.compress,
             )
             self.pull[output] = link
             link.start()
 
-        network_loop().call_soon_threadsafe(sync)
+        self._on_loop(sync)
 
     def drop_pull(self, output: StreamOutput) -> None:
         def close() -> None:
@@ -127,15 +152,18 @@ class _Endpoint:
             if link is not None:
                 background(link.close())
 
-        network_loop().call_soon_threadsafe(close)
+        self._on_loop(close)
+
+    def link_objects(self) -> dict[str, LinkStats]:
+        found: dict[str, LinkStats] = {}
+        for port, push in list(self.push.items()):
+            found[f"inputs[{port.name!r}]"] = push.stats
+        for out, pull in list(self.pull.items()):
+            found[f"outputs[{out.name!r}]"] = pull.stats
+        return found
 
     def link_stats(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for port, push in list(self.push.items()):
-            found[f"inputs[{port.name!r}]"] = push.stats.as_dict()
-        for out, pull in list(self.pull.items()):
-            found[f"outputs[{out.name!r}]"] = pull.stats.as_dict()
-        return found
+        return {name: stats.as_dict() for name, stats in self.link_objects().items()}
 
 
 class RemoteOutput(StreamOutput):
@@ -172,6 +200,7 @@ class RemoteOutput(StreamOutput):
                 maxsize=mailbox.maxsize,
                 overflow=mailbox.overflow,
                 token=owner.client.token,
+                compress=owner.compress,
             )
             self.endpoint.remote_targets[key] = None
         return port
@@ -225,15 +254,20 @@ class RemoteActor(Actor):
         restart_wait: float = 10.0,
         shared_memory: bool = True,
         fail_when_unreachable: bool | None = None,
+        fallbacks: Sequence[str] = (),
+        compress: str | None = None,
         **kwargs: Any,
     ) -> None:
         target = parse_uri(uri)
+        if compress not in (None, "h264"):
+            raise ValueError(f"compress must be None or 'h264', got {compress!r}")
         super().__init__()
         self._target = target
         self._args = args
         self._kwargs = kwargs
         self._timeout = call_timeout
         self._restart_wait = restart_wait
+        self._fallbacks = [parse_address(a) for a in fallbacks]
         self._fail_unreachable = self.parent is not None if fail_when_unreachable is None else fail_when_unreachable
         self._client = client_for(target.address, token)
         self._stop_remote = False
@@ -243,7 +277,7 @@ class RemoteActor(Actor):
         if description is None:
             description = self._ensure_sync()
         self._description = description
-        self._endpoint = _Endpoint(target, self._client, shared_memory)
+        self._endpoint = _Endpoint(target, self._client, shared_memory, compress)
         self._endpoint.stub = self
         for name, spec in description.get("inputs", {}).items():
             port = StreamInput(
@@ -304,11 +338,36 @@ class RemoteActor(Actor):
                 await asyncio.sleep(0.2)
 
     async def _attach(self) -> None:
-        await self._ensure(self._timeout)
+        """Get-or-create the remote actor (on the network loop): on its own runtime, or (a restart
+        whose runtime does not answer) on the first fallback runtime that does."""
+        if not self.restarts or not self._fallbacks:
+            await self._ensure(self._timeout)
+        else:
+            candidates = [self._target] + [
+                ActorURI(host, port, self._target.class_name, self._target.instance_id)
+                for host, port in self._fallbacks
+                if (host, port) != (self._target.host, self._target.port)
+            ]
+            for i, target in enumerate(candidates):
+                client = client_for(target.address, self._client.token)
+                try:
+                    await client.ensure_connected(min(self._timeout, 1.0))
+                except ActorUnavailable:
+                    if i == len(candidates) - 1:
+                        raise
+                    continue
+                if target != self._target:
+                    log.warning(
+                        "%s: runtime %s does not answer; moving to %s", self.path, self._target.address, target.address
+                    )
+                    self._target, self._client = target, client
+                    await self._endpoint.retarget(target, client)
+                await self._ensure(self._timeout)
+                break
         self._client.on_status(self._on_status)
         await self._client.watch(self._target.instance_id, self._on_event)
         if self.restarts:
-            self._endpoint._sync_push_links()
+            self._endpoint._on_loop(self._endpoint._sync_push_links)
 
     def _on_status(self, up: bool) -> None:
         """The runtime became (un)reachable (heartbeats; on the network loop)."""
@@ -370,6 +429,10 @@ class RemoteActor(Actor):
     def uri(self) -> str:
         """The remote actor's URI."""
         return str(self._target)
+
+    def link_objects(self) -> dict[str, LinkStats]:
+        """This stub's data links' live counters, by the port they serve."""
+        return self._endpoint.link_objects()
 
     @property
     def remote_class(self) -> str:

@@ -41,6 +41,10 @@ and the payload is the data. Formats:
 ``f32le``
     an ``AudioBuffer``: ``width`` channels, ``height`` samples of little-endian float32,
     interleaved; ``metadata`` has ``sample_rate`` and ``shape``.
+``h264``
+    a ``VideoFrame`` (RGB, even size) compressed with H.264 on a link that agreed to it
+    (``compress="h264"``, see :mod:`.link`): the payload is the encoded access unit;
+    ``metadata`` has ``keyframe``.
 ``fields``
     any other message or dataclass: ``metadata["fields"]`` is a *value* (below) holding its
     fields other than the clock metadata.
@@ -59,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib
 import json
 import math
@@ -366,9 +371,14 @@ def resolve_class(name: Any) -> type:
     return cls
 
 
+@functools.cache
+def _init_fields(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+
+
 def _build(cls: type, fields: Any, clock: dict[str, Any]) -> Any:
     _need(isinstance(fields, dict) and all(isinstance(k, str) for k in fields), "fields must be an object")
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    known = _init_fields(cls)
     extra = set(fields) - known
     _need(not extra, f"{cls.__qualname__} has no field(s) {sorted(extra)[:5]}")
     try:
