@@ -128,16 +128,6 @@ def _call_all(due: list[tuple[Callable[..., object], tuple[object, ...]]]) -> No
 _timer = _PreciseTimer()
 
 
-def _new_timer_after_fork() -> None:
-    """A forked child (a process dispatcher's worker) has a copy of the timer but not its
-    thread: start afresh, or a ``sleep_until`` there would never wake."""
-    global _timer
-    _timer = _PreciseTimer()
-
-
-os.register_at_fork(after_in_child=_new_timer_after_fork)
-
-
 async def sleep_until(deadline: float) -> None:
     """Sleep until ``time.monotonic()`` reaches ``deadline``, to within tens of microseconds."""
     loop = asyncio.get_running_loop()
@@ -182,6 +172,18 @@ class _Phases:
 
 
 _phases = _Phases()
+
+
+def _new_timer_after_fork() -> None:
+    """A forked child (a process dispatcher's worker) has a copy of the timer but not its
+    thread: start afresh, or a ``sleep_until`` there would never wake (and the phases'
+    lock may have been copied held)."""
+    global _timer, _phases
+    _timer = _PreciseTimer()
+    _phases = _Phases()
+
+
+os.register_at_fork(after_in_child=_new_timer_after_fork)
 
 
 class SoftwareClock(Clock):
