@@ -37,13 +37,11 @@ import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import enum
 import functools
-import inspect
 import itertools
 import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -106,6 +104,22 @@ class ClockMode(enum.Enum):
     """The ``clock=`` given at construction ticks it, whatever is connected."""
     ENDING = "ending"
     """Every upstream ended: ticks drain what is queued, then ``on_end_of_stream`` runs."""
+
+
+_NO_MAILBOXES: frozenset[Mailbox] = frozenset()  # shared: each empty frozenset() costs 216 bytes
+
+
+def _class_attribute(cls: type, name: str) -> object:
+    """``inspect.getattr_static(cls, name, None)`` for a plain class attribute, at a tenth of its
+    cost (it runs once per actor built): the first class of the MRO that defines it wins."""
+    for klass in cls.__mro__:
+        found = klass.__dict__.get(name, _ABSENT)
+        if found is not _ABSENT:
+            return found
+    return None
+
+
+_ABSENT = object()
 
 
 class _Wait:
@@ -295,23 +309,23 @@ class ActorRuntime:
         # -- where ticks come from
         self.explicit_clock = clock
         self.mode = ClockMode.EXPLICIT if clock is not None else ClockMode.OWN
-        declared = inspect.getattr_static(type(actor), "default_fps", None)
+        declared = _class_attribute(type(actor), "default_fps")
         # A subclass may still compute its rate in a default_fps property: read it at launch.
-        self.fps_from_class = not (declared is None or isinstance(declared, int | float))
-        self.fps: float | None = None if self.fps_from_class else declared
+        self.fps: float | None = declared if declared is None or isinstance(declared, int | float) else None
+        self.fps_from_class = self.fps is None and declared is not None
         self.clock_wait: asyncio.Future[TimedTick] | None = None
         self.driver: StreamInput | None = None
         self.driver_id = ""  # the path of the last driving input ("" until one drove)
         self.ticked = 0  # the driver's `received` count that ticks have accounted for
         self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
-        self.tick_on: frozenset[Mailbox] = frozenset()  # inputs whose every message ticks (Actor.tick_on)
+        self.tick_on: frozenset[Mailbox] = _NO_MAILBOXES  # inputs whose every message ticks (Actor.tick_on)
         self.connected = False
         self.silence_timer: asyncio.TimerHandle | None = None
         self.silence_mark: tuple[int, int] = (0, 0)
         self.last_fps: float | None = None
         # -- signals: handled between ticks, never dropped
         self.doorbell: asyncio.Future[None] | None = None
-        self.jobs: deque[Callable[[], Awaitable[None]]] = deque()
+        self.jobs: list[Callable[[], Awaitable[None]]] = []  # rare: a list is 10x smaller than a deque
         self.stop_requested = False
         self.wiring_dirty = True
         # -- counters and accounting
@@ -460,6 +474,7 @@ class ActorRuntime:
             started = dispatcher.call_hook(actor, actor.on_start)
             if started is not None:
                 await started
+                del started  # this frame lives as long as the actor: keep no finished coroutine
             self.in_process = False
             if self.holds_first_tick():
                 await self.hold_first_tick()
@@ -482,7 +497,7 @@ class ActorRuntime:
                     if self.sampled:
                         self.mark_inputs(self.sampled)
                 elif jobs:
-                    await jobs.popleft()()  # a control job (e.g. a supervisor's restart)
+                    await jobs.pop(0)()  # a control job (e.g. a supervisor's restart)
                     run_tick = self.run_tick or run_tick  # a job may have re-bound it (profiling on/off)
                     continue
                 else:
@@ -651,8 +666,9 @@ class ActorRuntime:
             self.mode = ClockMode.OWN  # the bathtub: nothing upstream any more
         self.sampled = tuple(p for p in self.actor.inputs.values() if p is not self.driver)
         live = [p for p in connected if not p.ended]
+        woken = ActorRuntime.woken  # partial(function, self, port): no bound method kept per waker
         self.wakers = (
-            [] if self.explicit_clock is not None else [(p.mailbox, functools.partial(self.woken, p)) for p in live]
+            [] if self.explicit_clock is not None else [(p.mailbox, functools.partial(woken, self, p)) for p in live]
         )
         if self.driver is None and self.explicit_clock is None:
             # Messages may already be queued (a restart inherits full mailboxes).
