@@ -402,7 +402,9 @@ class ActorRuntime:
             self.set_driver(port)  # a tick_on() input ticks the actor on every arrival
         if port is self.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
-            self.ring()
+            bell = self.doorbell  # ring(), inline: we are on the loop (once per wake-up of the chain)
+            if bell is not None and not bell.done():
+                bell.set_result(None)
 
     def set_driver(self, port: StreamInput | None) -> None:
         """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""
