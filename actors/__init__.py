@@ -151,7 +151,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .inference import InferenceError as InferenceError
     from .inference import InferenceInputError as InferenceInputError
     from .inference import ProviderWarning as ProviderWarning
-    from .overlay import DetectionOverlay as DetectionOverlay
     from .net import H264RTPReceiveActor as H264RTPReceiveActor
     from .net import H264RTPSendActor as H264RTPSendActor
     from .net import MPEGTSReceiveActor as MPEGTSReceiveActor
@@ -159,4 +158,5 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .net import RTPReceiveActor as RTPReceiveActor
     from .net import RTPSendActor as RTPSendActor
     from .net import WebRTCSink as WebRTCSink
+    from .overlay import DetectionOverlay as DetectionOverlay
     from .video import TestPattern as TestPattern

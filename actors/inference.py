@@ -894,11 +894,13 @@ class InferenceActor(Actor):
                 self._warned_late = True
                 age = now - min(f.timestamp for _, f in self._pending)
                 log.warning(
-                    "%s: dropping frames older than max_latency=%.3f s (the oldest is %.3f s old; frames must be "
-                    "stamped on time.monotonic(), and the model must keep up)",
+                    "%s: dropping frames whose results cannot come within max_latency=%.3f s (the oldest is "
+                    "%.3f s old, a run takes about %.3f s); frames must be stamped on time.monotonic(), and the "
+                    "model must keep up",
                     self.path,
                     self.max_latency,
                     age,
+                    self._estimate(1),
                 )
             self.late += dropped
             self._pending.clear()

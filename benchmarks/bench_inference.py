@@ -151,7 +151,8 @@ def direct_loop(session: Any, frames: list[VideoFrame], batch: int = 1) -> Sampl
     watch = Stopwatch()
     for i in range(0, len(frames), batch):
         chunk = frames[i : i + batch]
-        session.run(None, {spec.name: np.stack([transform(f) for f in chunk])})
+        feed = transform(chunk[0])[None] if batch == 1 else np.stack([transform(f) for f in chunk])
+        session.run(None, {spec.name: feed})
     return watch.read()
 
 

@@ -475,7 +475,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a usage error, after one line on stderr)."""
     args = build_parser().parse_args(argv)
-    run = getattr(args, "run", None) or args.handler  # layers' commands (mcp, catalogue) set a handler
+    run = args.run  # every command, the layers' too (mcp, catalogue, node), sets its handler
     try:
         status = int(run(args))
     except UsageError as exc:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
+import contextlib
 import enum
 import functools
 import itertools
@@ -52,7 +53,7 @@ from .eventloop import current_loop, existing_background_loop, is_worker_loop
 from .lifecycle import Cause, ChildFate, LifecycleState, RestartPolicy
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
-from .signals import install_sigterm_handler
+from .signals import install_sigterm_handler, set_drain
 from .threadsafe import call_soon
 
 if TYPE_CHECKING:
@@ -884,14 +885,44 @@ def _stop_all_at_exit(timeout: float | None = None) -> None:
         return
     timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
     roots = [a for a in running_actors() if a._core.loop is loop]
-    for actor in roots:
-        actor._core.request_stop(Cause.STOP)
+    sources = _stop_sources(roots)
     deadline = time.monotonic() + timeout
+    drained = time.monotonic() + timeout / 2
+    for actor in roots:
+        if actor not in sources:
+            with contextlib.suppress(TimeoutError):
+                actor._core.done.wait(max(drained - time.monotonic(), 0))
+            actor._core.request_stop(Cause.STOP)
     for actor in roots:
         try:
             actor._core.done.wait(max(deadline - time.monotonic(), 0))
         except TimeoutError:
             log.warning("%s did not stop within %.1f s of interpreter exit", actor.path, timeout)
+
+
+def _stop_sources(roots: list[Actor]) -> list[Actor]:
+    """A graceful stop begins with the sources: the trees with no connected input stop, and
+    what they already sent drains downstream, whose actors end by end of stream (sinks write
+    every frame, then finalize). Returns the trees stopped (all of them if none is a source)."""
+    sources = [a for a in roots if not any(port.connected for port in a.inputs.values())] or roots
+    for actor in sources:
+        actor._core.request_stop(Cause.STOP)
+    return sources
+
+
+async def drain_loop(loop: asyncio.AbstractEventLoop, timeout: float | None = None) -> None:
+    """Stop the actors of ``loop`` sources first (see :func:`_stop_sources`), give the rest half
+    of ``timeout`` to end by end of stream, then stop what is left: SIGTERM's graceful path
+    under ``asyncio.run`` (then the loop exits as on Ctrl-C)."""
+    timeout = EXIT_STOP_TIMEOUT if timeout is None else timeout
+    roots = [a for a in running_actors() if a._core.loop is loop]
+    _stop_sources(roots)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(ended(a) for a in roots)), timeout / 2)
+    for actor in roots:
+        actor._core.request_stop(Cause.STOP)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(ended(a) for a in roots)), timeout / 2)
 
 
 def _forget_parent_world() -> None:
@@ -907,6 +938,7 @@ def _forget_parent_world() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_parent_world)
+set_drain(drain_loop)
 
 # Registered with threading as well as atexit: threading's exit hooks run before atexit's,
 # in reverse order of registration, and concurrent.futures joins its worker threads (and

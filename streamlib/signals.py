@@ -35,7 +35,9 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Coroutine
 from types import FrameType
+from typing import Any
 
 __all__ = ["EXIT_SIGTERM", "install_sigterm_handler", "on_sigterm"]
 
@@ -46,6 +48,14 @@ EXIT_SIGTERM = 128 + 15
 
 _decided = False  # looked at SIGTERM's disposition in this process (installed ours, or left it)
 _received = 0
+_drain: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]] | None = None
+
+
+def set_drain(drain: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]]) -> None:
+    """How to stop a loop's actors gracefully before exiting (the runtime's sources-first
+    stop, which lets sinks write every frame already sent); set once by the runtime."""
+    global _drain
+    _drain = drain
 
 
 def install_sigterm_handler() -> bool:
@@ -76,9 +86,18 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     log.info("SIGTERM received: stopping actors (a second SIGTERM exits at once)")
     loop = asyncio._get_running_loop()  # the main thread's: a signal handler runs there
     if loop is not None and not loop.is_closed():
-        loop.call_soon_threadsafe(_exit)
+        if _drain is not None:  # drain first (sources stop, sinks finish), then exit as Ctrl-C would
+            loop.call_soon_threadsafe(_drain_then_exit, loop)
+        else:
+            loop.call_soon_threadsafe(_exit)
         return
     _exit()
+
+
+def _drain_then_exit(loop: asyncio.AbstractEventLoop) -> None:
+    assert _drain is not None
+    task = loop.create_task(_drain(loop))
+    task.add_done_callback(lambda _: _exit())
 
 
 def _exit() -> None:

@@ -231,22 +231,29 @@ SANDBOXED = textwrap.dedent(
         default_fps = 20
         async def process(self, tick):
             os._exit(3)
+
+    class Hoard(Actor):
+        default_fps = 20
+        async def process(self, tick):
+            self.files = [open(os.devnull) for _ in range(1000)]
     """
 )
 
 
-async def test_the_sandbox_fails_a_spinning_a_hungry_and_an_exiting_actor_alone(runtime: LocalRuntime) -> None:
+async def test_the_sandbox_fails_a_spinning_a_hungry_an_exiting_and_a_hoarding_actor_alone(
+    runtime: LocalRuntime,
+) -> None:
     async with Client(build_server(runtime)) as client:
         data(await client.call_tool("define_actor", {"source": SANDBOXED}))
         bystander = data(
             await client.call_tool("spawn_actor", {"type": "TestPattern", "params": {"width": 64, "height": 36}})
         )
-        for kind in ("Spin", "Hog", "Quit"):
+        for kind in ("Spin", "Hog", "Quit", "Hoard"):
             data(await client.call_tool("spawn_actor", {"type": kind, "name": kind.lower()}))
 
         async def all_failed() -> bool:
             actors = {a["path"]: a for a in data(await client.call_tool("get_graph", {}))["actors"]}
-            return all(actors[f"/{k}"]["state"] == "failed" for k in ("spin", "hog", "quit"))
+            return all(actors[f"/{k}"]["state"] == "failed" for k in ("spin", "hog", "quit", "hoard"))
 
         await until(all_failed, timeout=30, what="the three sandboxed actors fail")
         actors = {a["path"]: a for a in data(await client.call_tool("get_graph", {}))["actors"]}
@@ -254,6 +261,9 @@ async def test_the_sandbox_fails_a_spinning_a_hungry_and_an_exiting_actor_alone(
         assert actors["/spin"]["limit"] == "cpu"
         assert "exceeded memory limit 1 GiB" in actors["/hog"]["failure"] and actors["/hog"]["limit"] == "memory"
         assert "exited with code 3" in actors["/quit"]["failure"]
+        assert (
+            "exceeded its open files limit" in actors["/hoard"]["failure"] and actors["/hoard"]["limit"] == "open_files"
+        )
         ticks = (await stats(client, bystander["path"]))["ticks"]
         await until(lambda: _more_ticks(client, bystander["path"], ticks), what="the bystander keeps ticking")
         logs = data(await client.call_tool("tail_logs", {"actor": "/hog", "level": "error"}))["records"]
@@ -369,6 +379,19 @@ async def test_restart_rebuilds_an_actor_with_its_wiring_and_live_code(runtime: 
         await until(blue, what="the restarted overlay draws its live code over the source's frames")
         graph = data(await client.call_tool("get_graph", {}))
         assert (f"{source}.video", f"{overlay}.video") in {(c["from"], c["to"]) for c in graph["connections"]}
+        supervisor = data(await client.call_tool("spawn_actor", {"type": "Supervisor", "name": "sup"}))["path"]
+        child = data(
+            await client.call_tool(
+                "spawn_actor",
+                {"type": "TestPattern", "name": "kid", "parent": supervisor, "params": {"width": 32, "height": 18}},
+            )
+        )["path"]
+        assert child == "/sup/kid"
+        again = data(await client.call_tool("restart_actor", {"actor": child}))
+        assert again["actor"].startswith("/sup/kid") and again["state"] == "running" and again["supervised"]
+        graph = data(await client.call_tool("get_graph", {}))
+        assert next(a for a in graph["actors"] if a["path"] == again["actor"])["parent"] == "/sup"
+        data(await client.call_tool("stop_actor", {"actor": supervisor}))
         removed = data(await client.call_tool("disconnect", {"source": source, "target": overlay}))
         assert removed["removed"] == [{"from": f"{source}.video", "to": f"{overlay}.video"}]
         assert removed["remaining"] == []
@@ -422,11 +445,11 @@ def test_the_docs_page_names_every_tool_and_argument() -> None:
             assert f"`{argument}`" in row, (tool.name, argument)
 
 
-def test_connect_to_a_remote_runtime_says_it_is_not_available_yet(capsys: pytest.CaptureFixture[str]) -> None:
+def test_connect_to_a_remote_runtime_says_it_is_not_implemented_yet(capsys: pytest.CaptureFixture[str]) -> None:
     from streamlib.cli import main
 
     assert main(["mcp", "--connect", "actor://127.0.0.1:9000"]) == 2
-    assert "remote runtimes layer" in capsys.readouterr().err
+    assert "--connect is not implemented yet" in capsys.readouterr().err
 
 
 def test_tail_logs_filters_by_actor_subtree_level_and_sequence() -> None:

@@ -7,11 +7,14 @@ fallback and the process dispatcher."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import pytest
 
@@ -549,6 +552,51 @@ def test_draw_detections_scales_boxes_masks_and_keypoints_to_the_frame() -> None
     tinted = img[20:40, 40:80]
     assert (tinted == (green // 2)).all(axis=2).mean() > 0.95  # the mask, half blended over black
     assert is_green[10, 60] and not is_green[10, 70]  # the confident keypoint only (at 2x)
+
+
+def pretrained_text_detector() -> Path | None:
+    """PP-OCRv4's text detector (DBNet, 4.7 MB ONNX), as the rapidocr-onnxruntime wheel ships it."""
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    return path if path.is_file() else None
+
+
+def text_boxes(outputs: dict[str, np.ndarray], frame: VideoFrame) -> Detections:
+    """DBNet's postprocessing, reduced to rectangles: threshold the text probability map, take
+    each region's bounding box and grow it back by the shrink the model was trained with."""
+    probability = outputs["sigmoid_0.tmp_0"][0]
+    count, _, stats, _ = cv2.connectedComponentsWithStats((probability > 0.3).astype(np.uint8))
+    boxes, scores = [], []
+    for x, y, w, h, area in stats[1:count]:
+        if area < 20:
+            continue
+        grow = w * h * 1.6 / (2 * (w + h))  # DB's unclip: area * ratio / perimeter
+        boxes.append([x - grow, y - grow, x + w + grow, y + h + grow])
+        scores.append(float(probability[y : y + h, x : x + w].mean()))
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), scores)
+
+
+async def test_a_real_pretrained_detector_finds_the_text_drawn_on_the_frame() -> None:
+    """End to end with a real model trained by others (no download: it comes in a wheel)."""
+    model = pretrained_text_detector()
+    if model is None:
+        pytest.skip("no pretrained detector installed: pip install rapidocr-onnxruntime (ships PP-OCRv4 det)")
+    img = np.full((160, 640, 3), 255, np.uint8)
+    text, scale, stroke = "STREAMLIB 16", 2.0, 4
+    cv2.putText(img, text, (40, 100), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), stroke)
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, stroke)
+    drawn = np.array([40, 100 - th, 40 + tw, 100 + base], np.float32)
+    actor = InferenceActor(
+        model, preprocess=ImagePreprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), postprocess=text_boxes
+    )
+    (found,) = await infer(actor, [frame(img)], port="detections")
+    assert len(found) == 1, found.boxes
+    box = found.boxes[0]
+    inter = np.prod(np.clip(np.minimum(box[2:], drawn[2:]) - np.maximum(box[:2], drawn[:2]), 0, None))
+    union = np.prod(box[2:] - box[:2]) + np.prod(drawn[2:] - drawn[:2]) - inter
+    assert inter / union > 0.6, (box, drawn)
 
 
 # -- bad input, providers, dispatchers ---------------------------------------------------

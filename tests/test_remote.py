@@ -387,6 +387,9 @@ async def test_a_dropping_input_drops_and_counts_every_drop(nodes: dict[str, Nod
         delivered = stats["inputs"]["in"]["received"]
         assert stats["dropped"] > 0
         assert delivered + stats["dropped"] == 200  # every message arrived or was counted as dropped
+        books = stats["inputs"]["in"]  # and the input's books balance, drops made at the sender included
+        assert books["delivered"] == 200
+        assert books["delivered"] == books["taken"] + books["dropped"] + books["in_hand"] + books["queued"]
         assert probe.messages[-1].data == 199  # newest data wins
     finally:
         await stop_all(relay, feeder, probe)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import builtins
 import collections.abc
-import contextlib
 import enum
 import fractions
 import importlib
@@ -32,11 +31,11 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
+import linecache
 import os
 import pathlib
 import re
 import sys
-import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -223,11 +222,33 @@ def signature_text(cls: type) -> str:
 # -- ports, read from the source ---------------------------------------------------------
 
 
-def _source_tree(klass: type) -> ast.Module | None:
-    try:
-        return ast.parse(textwrap.dedent(inspect.getsource(klass)))
-    except (OSError, TypeError, SyntaxError):
+@cache
+def _module_tree(filename: str) -> ast.Module | None:
+    """A source file parsed once (``linecache`` also holds the sources an agent defined)."""
+    lines = linecache.getlines(filename)
+    if not lines:
         return None
+    try:
+        return ast.parse("".join(lines), filename)
+    except SyntaxError:
+        return None
+
+
+def _class_node(klass: type) -> ast.ClassDef | None:
+    """The ``class`` statement of ``klass`` in its module's source (found by qualified name)."""
+    try:
+        filename = inspect.getfile(klass)
+    except TypeError:
+        return None
+    tree = _module_tree(filename)
+    node: ast.ClassDef | None = None
+    body: list[ast.stmt] = tree.body if tree is not None else []
+    for part in klass.__qualname__.split("."):
+        node = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    return node
 
 
 def _resolve(expression: str, namespace: Mapping[str, Any]) -> Any:
@@ -242,9 +263,46 @@ def _resolve(expression: str, namespace: Mapping[str, Any]) -> Any:
 def _namespace_of(klass: type) -> Mapping[str, Any]:
     init = vars(klass).get("__init__")
     if init is not None and hasattr(init, "__globals__"):
-        return init.__globals__  # type: ignore[no-any-return]
+        return inspect.unwrap(init).__globals__  # type: ignore[no-any-return]
     module = sys.modules.get(klass.__module__)
     return vars(module) if module is not None else {}
+
+
+@cache
+def _own_ports(klass: type) -> tuple[tuple[tuple[str, str], dict[str, Any]], ...]:
+    """The ports one class's own methods build (see :func:`ports_of`)."""
+    node = _class_node(klass)
+    if node is None:
+        return ()
+    namespace = _namespace_of(klass)
+    found: list[tuple[tuple[str, str], dict[str, Any]]] = []
+    for method in ast.walk(node):
+        if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for call in ast.walk(method):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+                continue
+            if call.func.id not in ("StreamInput", "StreamOutput") or not call.args:
+                continue
+            direction = "input" if call.func.id == "StreamInput" else "output"
+            first = call.args[0]
+            entry: dict[str, Any] = {}
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                entry["name"] = first.value
+            else:
+                entry["name"] = ast.unparse(first)
+                entry["dynamic"] = True
+                entry["defined_in"] = method.name
+            type_node: ast.expr | None = call.args[1] if len(call.args) > 1 else None
+            for keyword in call.keywords:
+                if keyword.arg == "msg_type":
+                    type_node = keyword.value
+                elif keyword.arg == "memory" and isinstance(keyword.value, ast.Constant):
+                    entry["memory"] = keyword.value.value
+            entry["type"] = _message_type_name(type_node, namespace)
+            entry["direction"] = direction
+            found.append(((direction, entry["name"]), entry))
+    return tuple(found)
 
 
 def ports_of(cls: type) -> list[dict[str, Any]]:
@@ -257,40 +315,11 @@ def ports_of(cls: type) -> list[dict[str, Any]]:
     for klass in reversed(cls.__mro__):
         if klass is Actor or not (isinstance(klass, type) and issubclass(klass, Actor)):
             continue
-        tree = _source_tree(klass)
-        if tree is None:
-            continue
-        namespace = _namespace_of(klass)
-        for method in ast.walk(tree):
-            if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            for node in ast.walk(method):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-                    continue
-                if node.func.id not in ("StreamInput", "StreamOutput") or not node.args:
-                    continue
-                direction = "input" if node.func.id == "StreamInput" else "output"
-                first = node.args[0]
-                entry: dict[str, Any] = {}
-                if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    entry["name"] = first.value
-                else:
-                    entry["name"] = ast.unparse(first)
-                    entry["dynamic"] = True
-                    entry["defined_in"] = method.name
-                type_node: ast.expr | None = node.args[1] if len(node.args) > 1 else None
-                for keyword in node.keywords:
-                    if keyword.arg == "msg_type":
-                        type_node = keyword.value
-                    elif keyword.arg == "memory" and isinstance(keyword.value, ast.Constant):
-                        entry["memory"] = keyword.value.value
-                entry["type"] = _message_type_name(type_node, namespace)
-                entry["direction"] = direction
-                found[(direction, entry["name"])] = entry
+        for key, entry in _own_ports(klass):
+            found[key] = entry
     ordered = sorted(found.values(), key=lambda e: e["direction"] != "input")
-    return [
-        {k: e[k] for k in ("name", "direction", "type", "memory", "dynamic", "defined_in") if k in e} for e in ordered
-    ]
+    keys = ("name", "direction", "type", "memory", "dynamic", "defined_in")
+    return [{k: e[k] for k in keys if k in e} for e in ordered]
 
 
 def _message_type_name(node: ast.expr | None, namespace: Mapping[str, Any]) -> str:
@@ -357,7 +386,9 @@ def needs_of(module: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
             continue
         package = name if spec.submodule_search_locations else name.rpartition(".")[0]
-        tree = ast.parse(pathlib.Path(spec.origin).read_text(), spec.origin)
+        tree = _module_tree(spec.origin)
+        if tree is None:
+            continue
         for imported, guarded in _module_level_imports(tree, package):
             top = imported.split(".")[0]
             if top == "streamlib":
@@ -455,15 +486,19 @@ def _clock_of(cls: type) -> dict[str, Any]:
 
 
 def _dispatchers_of(cls: type) -> dict[str, Any]:
-    text = ""
+    """What the constructors (the class's and its bases') do with ``dispatcher``: wrap it
+    with ``gpu_dispatcher`` (GPU actors), with ``own_thread`` (a private thread), or nothing."""
+    called: set[str] = set()
     for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if init is not None and klass is not Actor:
-            with contextlib.suppress(OSError, TypeError):
-                text += inspect.getsource(init)
-    if "gpu_dispatcher(" in text or cls.__module__.startswith("streamlib.actors.gpu"):
+        node = _class_node(klass) if klass is not Actor and "__init__" in vars(klass) else None
+        for method in node.body if node is not None else []:
+            if isinstance(method, ast.FunctionDef) and method.name == "__init__":
+                called.update(
+                    c.func.id for c in ast.walk(method) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+                )
+    if "gpu_dispatcher" in called or cls.__module__.startswith("streamlib.actors.gpu"):
         return {"default": "gpu", "allowed": ["gpu"]}
-    if re.search(r"\b_?own_thread\(", text):
+    if called & {"own_thread", "_own_thread"}:
         return {"default": "own thread", "allowed": list(CPU_DISPATCHERS)}
     return {"default": "asyncio", "allowed": list(CPU_DISPATCHERS)}
 

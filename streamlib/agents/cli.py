@@ -35,7 +35,7 @@ def parse_size(text: str) -> int:
 
 def add_agent_commands(commands: Any) -> None:
     """Register ``mcp`` and ``catalogue`` on the ``streamlib`` command's subparsers; each
-    sets ``handler`` (called with the parsed arguments, returns the exit status)."""
+    sets ``run`` (called with the parsed arguments, returns the exit status), as every ``streamlib`` command does."""
     mcp = commands.add_parser(
         "mcp",
         help="serve a live runtime to an AI agent over MCP (stdio, or --http)",
@@ -52,7 +52,7 @@ def add_agent_commands(commands: Any) -> None:
     mcp.add_argument(
         "--connect",
         metavar="actor://HOST:PORT",
-        help="drive a remote runtime (not available yet: needs the remote runtimes layer)",
+        help="drive a runtime served with streamlib node (not implemented yet)",
     )
     mcp.add_argument(
         "--memory",
@@ -67,11 +67,11 @@ def add_agent_commands(commands: Any) -> None:
         "--open-files", type=int, default=64, help="sandbox: files a defined actor's worker may open (default 64)"
     )
     mcp.add_argument("--log-level", default="WARNING", help="log level on stderr (default WARNING)")
-    mcp.set_defaults(handler=run_mcp)
+    mcp.set_defaults(run=run_mcp)
 
     catalogue = commands.add_parser("catalogue", help="print the actor catalogue (every ready actor type)")
     catalogue.add_argument("--json", action="store_true", help="the JSON that the MCP tool list_actor_types returns")
-    catalogue.set_defaults(handler=run_catalogue)
+    catalogue.set_defaults(run=run_catalogue)
 
 
 def run_catalogue(args: argparse.Namespace) -> int:
@@ -98,8 +98,8 @@ def run_mcp(args: argparse.Namespace) -> int:
         return 2
     if args.connect:
         print(
-            "streamlib mcp: --connect needs the remote runtimes layer (streamlib.remote), which is not available "
-            "in this version; serve the runtime in its own process with 'streamlib mcp' instead",
+            "streamlib mcp: --connect is not implemented yet: a runtime served with 'streamlib node' does not "
+            "answer the agent tools; run 'streamlib mcp' (or streamlib.agents.serve_http) in that process instead",
             file=sys.stderr,
         )
         return 2

@@ -685,15 +685,15 @@ class LocalRuntime:
         return {"actor": target.path, "state": state.value, **_failure_of(target)}
 
     async def restart_actor(self, actor: str, timeout: float = 10.0) -> dict[str, Any]:
-        """A supervised permanent child: stopped, and its supervisor restarts it. Any other
-        actor: stopped, rebuilt from its constructor arguments, its connections restored and
-        what its ``on_restart`` carries over (live code) carried."""
+        """Stop the actor, build a fresh instance from its constructor arguments under the same
+        parent (a supervisor keeps supervising it), restore its connections and carry over what
+        its ``on_restart`` carries (a Drawing's live code, a ShaderActor's shader)."""
         target = self.find(actor)
         path = target.path
         spec = target.spec
         if spec is None:
             raise ToolFailure("not_supported", f"{path} keeps no constructor record to rebuild from", actor=path)
-        supervised = isinstance(target.parent, Supervisor) and spec.options.get("restart", "permanent") == "permanent"
+        parent = target.parent
         upstream = [(out, port.name) for port in target.inputs.values() for out in port.upstreams]
         downstream = [
             (name, port)
@@ -704,17 +704,11 @@ class LocalRuntime:
 
         async def restart() -> Actor:
             await asyncio.wait_for(target.stop(), timeout)
-            if supervised:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    for candidate in list(target.parent.children) if target.parent else []:
-                        if candidate.path == path and candidate is not target:
-                            return candidate
-                    await asyncio.sleep(0.01)
-                raise TimeoutError
             arguments: dict[str, Any] = {**spec.kwargs, **{k: v for k, v in spec.options.items() if k != "parent"}}
-            if target.parent is not None:
-                fresh = target.parent.spawn(spec.cls, *spec.args, **arguments)
+            if parent is not None:
+                if parent.state is not LifecycleState.RUNNING:
+                    raise ToolFailure("not_supported", f"{path}: its parent {parent.path} has ended", actor=path)
+                fresh = parent.spawn(spec.cls, *spec.args, **arguments)
             else:
                 fresh = spec.cls(*spec.args, **arguments)
             try:
@@ -732,12 +726,17 @@ class LocalRuntime:
         try:
             fresh = await self._on_loop(restart)
         except TimeoutError:
-            raise ToolFailure("timeout", f"{path} did not restart within {timeout:g} s", actor=path) from None
+            raise ToolFailure("timeout", f"{path} did not stop within {timeout:g} s", actor=path) from None
         except ActorInitError as exc:
             raise ToolFailure("init_error", f"rebuilding {path} failed: {exc}", actor=path) from None
         self._watch(fresh)
         self.logs.add("info", f"restarted {fresh.path}", fresh.path, "restarted")
-        return {"actor": fresh.path, "state": fresh.state.value, "restarts": fresh.restarts, "supervised": supervised}
+        return {
+            "actor": fresh.path,
+            "state": fresh.state.value,
+            "supervised": isinstance(parent, Supervisor),
+            "connections": len(upstream) + len(downstream),
+        }
 
     # -- logs ------------------------------------------------------------------------------------
 
@@ -853,16 +852,17 @@ def _failure_of(actor: Actor) -> dict[str, Any]:
 
 
 def _describe_actor(actor: Actor) -> dict[str, Any]:
+    """One actor for ``get_graph``: its counters (``Actor.stats``, read once), each port with
+    its message type, queue figures and peers."""
+    counters = actor.stats()
+    port_counters: dict[str, Any] = counters.get("inputs", {})
     inputs = {}
     for name, port in list(actor.inputs.items()):
-        mailbox = port.mailbox
+        figures = port_counters.get(name, {})
         inputs[name] = {
             "type": _type_name(port.msg_type),
-            "queued": len(mailbox),
-            "capacity": mailbox.maxsize,
-            "received": mailbox.received,
-            "dropped": mailbox.dropped,
-            "from": [f"{up.owner.path}.{up.name}" if isinstance(up.owner, Actor) else up.path for up in port.upstreams],
+            **{key: figures[key] for key in _INPUT_FIGURES if key in figures},
+            "from": [_peer(up) for up in port.upstreams],
         }
     outputs = {}
     for name, out in list(actor.outputs.items()):
@@ -872,7 +872,6 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
             "to": [f"{p.owner.path}.{p.name}" for p in out.subscribers if isinstance(p.owner, Actor)],
         }
     parent = actor.parent
-    counters = actor.stats()
     return {
         "path": actor.path,
         "class": type(actor).__name__,
@@ -887,6 +886,12 @@ def _describe_actor(actor: Actor) -> dict[str, Any]:
     }
 
 
+def _peer(output: StreamOutput) -> str:
+    owner = output.owner
+    return f"{owner.path}.{output.name}" if isinstance(owner, Actor) else output.path
+
+
+_INPUT_FIGURES = ("queued", "capacity", "received", "dropped")
 _GRAPH_STATS = ("ticks", "skipped_ticks", "messages_in", "messages_out", "dropped", "profile")
 
 

@@ -40,7 +40,6 @@ import contextlib
 import math
 import multiprocessing
 import os
-import resource
 import signal
 import sys
 import traceback
@@ -50,6 +49,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from streamlib import ProcessPoolDispatcher
 from streamlib.dispatch.process import WorkerCrashed, WorkerError
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows: the sandbox refuses to start there
+    resource = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from streamlib import Actor, TimedTick

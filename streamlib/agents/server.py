@@ -107,6 +107,8 @@ async def structured_errors(ctx: ServerRequestContext[Any, Any], call_next: Call
     if ctx.method != "tools/call":
         return result
     if isinstance(result, CallToolResult):
+        if not result.is_error or result.structured_content is not None:
+            return result  # ours: already structured (and not serialized twice)
         result = result.model_dump(by_alias=True, exclude_none=True, mode="json")
     if not isinstance(result, dict) or not result.get("isError") or result.get("structuredContent") is not None:
         return result
@@ -293,7 +295,8 @@ def _add_tools(server: MCPServer[Any], runtime: RuntimeAccess) -> None:
 
     @server.tool()
     async def restart_actor(actor: Path) -> CallToolResult:
-        """Restart an actor: a fresh instance from its constructor arguments, same connections, live code kept."""
+        """Restart an actor: a fresh instance from its constructor arguments, same parent and connections,
+        live code kept."""
         return await _answer("restart_actor", lambda: runtime.restart_actor(actor))
 
     @server.tool(annotations=_READ_ONLY)

@@ -128,7 +128,7 @@ class SendableMailbox(Mailbox):
         super().__init__(maxsize, overflow)
         self.port_path = port_path
 
-    def put_nowait(self, item: Any) -> bool:
+    def put_nowait(self, item: Any) -> bool | None:
         try:
             wire.check_sendable(item)
         except NotSerializable as exc:
@@ -153,6 +153,8 @@ async def read_record(
 
 
 _WRITE_HIGH_WATER = 1 << 20
+_BATCH_BYTES = 256 << 10
+"""A sender writes records queued back to back in one go, up to this many bytes."""
 
 
 async def _flush(writer: asyncio.StreamWriter) -> None:
@@ -371,17 +373,31 @@ class Sender:
 
     async def pump(self, conn: _Connection) -> str:
         """Send until the stream ends (``"end"``), the port closes (``"bye"``) or the connection
-        breaks (raises)."""
+        breaks (raises). Records queued back to back go out in one write."""
         mailbox = self.port.mailbox
         writer = conn.writer
+        batch: list[Any] = []
+        batched = 0
+
+        def write_batch() -> None:
+            nonlocal batched
+            if batch:
+                writer.writelines(batch)
+                batch.clear()
+                batched = 0
+
         while True:
-            while conn.credit <= 0:
-                conn.credit_event.clear()
-                await conn.credit_event.wait()
+            if conn.credit <= 0:
+                write_batch()
+                await _flush(writer)
+                while conn.credit <= 0:
+                    conn.credit_event.clear()
+                    await conn.credit_event.wait()
             msg = self.pending
             if msg is EMPTY:
                 msg = mailbox.get_nowait()
             if msg is EMPTY:
+                write_batch()
                 if self.port.ended:
                     write_record(writer, Kind.END, {"dropped": self._new_drops()})
                     await writer.drain()
@@ -390,6 +406,7 @@ class Sender:
                     write_record(writer, Kind.BYE)
                     await writer.drain()
                     return "bye"
+                await _flush(writer)
                 await mailbox.wait_nonempty()
                 continue
             self.pending = msg
@@ -407,13 +424,18 @@ class Sender:
                 buffers = conn.h264.encode(msg, meta) or buffers
             if conn.pool is not None and len(buffers) == 1 and buffers[0].nbytes >= SHM_THRESHOLD:
                 buffers = self._to_shm(conn.pool, meta, buffers[0])
-            size = write_record(writer, Kind.FRAME, meta, buffers)
+            parts = wire.pack_record(Kind.FRAME, meta, buffers)
+            size = sum(memoryview(p).nbytes for p in parts)
+            batch.extend(parts)
+            batched += size
             conn.credit -= 1
             conn.sent_at.append(time.perf_counter())
             self.pending = EMPTY
             self.stats.frames += 1
             self.stats.bytes += size
-            await _flush(writer)
+            if batched >= _BATCH_BYTES:
+                write_batch()
+                await _flush(writer)
 
     def _to_shm(self, pool: _ShmPool, meta: dict[str, Any], buffer: memoryview) -> list[Any]:
         taken = pool.take(buffer.nbytes)
@@ -445,13 +467,22 @@ class Sender:
         conn.credit_event.set()
 
 
+def count_remote_drops(mailbox: Mailbox, n: int) -> None:
+    """Messages the sending side dropped on this input's behalf (its policy, applied there): they
+    were offered to the input and dropped, so they count in both ``delivered`` and ``dropped``,
+    and the mailbox's books still balance."""
+    mailbox.delivered += n
+    mailbox.dropped += n
+
+
 async def _deliver(output: StreamOutput, target: StreamInput, msg: Any, conn: _Connection, dropped: Any) -> None:
     """Put a received message into the input through its mirror output (its own policy)."""
     if type(dropped) is int and dropped > 0:
-        target.mailbox.dropped += dropped
+        count_remote_drops(target.mailbox, dropped)
     msg_type = target.msg_type
     if msg_type is not object and not isinstance(msg, msg_type):
-        target.mailbox.dropped += 1
+        target.mailbox.delivered += 1  # offered, and refused for its type: discarded, and said so
+        target.mailbox.discarded += 1
         log.warning(
             "%s: dropped a %s from a link (it takes %s)", target.path, type(msg).__qualname__, msg_type.__qualname__
         )
@@ -601,28 +632,12 @@ class DataServer:
         self.sessions: dict[str, int] = {}
         self.server: asyncio.AbstractServer | None = None
 
-    def start(self, bind: str, port: int, loop: asyncio.AbstractEventLoop) -> int:
-        """Listen on ``bind:port`` now and serve on ``loop`` as soon as it runs (it may be the
-        caller's own, busy loop); returns the port."""
-        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((bind, port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-
-        async def serve() -> None:
-            self.server = await asyncio.start_server(self._accept, sock=sock, limit=1 << 20)
-
-        asyncio.run_coroutine_threadsafe(serve(), loop)
+    async def start(self, bind: str, port: int) -> int:
+        self.server = await asyncio.start_server(self._accept, bind, port, limit=1 << 20)
+        sock = self.server.sockets[0]
         return int(sock.getsockname()[1])
 
-    def close(self) -> None:
-        """Stop accepting and let go of every pulled output's queue (call it on the serving loop)."""
+    async def close(self) -> None:
         if self.server is not None:
             self.server.close()
         for state in list(self.pulls.values()):
@@ -736,7 +751,7 @@ class DataServer:
             if meta.get("end"):
                 dropped = meta.get("dropped")
                 if type(dropped) is int and dropped > 0:
-                    target.mailbox.dropped += dropped
+                    count_remote_drops(target.mailbox, dropped)
                 return
             stats.frames += 1
             await _deliver(output, target, msg, conn, meta.get("dropped"))
@@ -864,10 +879,7 @@ async def _open(
     """Connect to a runtime's data port, answer its challenge, and return the open connection
     and its WELCOME. The data port comes from the control connection's handshake."""
     client = client_for(address, token)
-    if asyncio.get_running_loop() is client.loop:
-        await client.ensure_connected(2.0)
-    else:  # links run on the loop of the actors they serve; the control connection on its own
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.ensure_connected(2.0), client.loop))
+    await client.ensure_connected(2.0)
     data_port = client.hello.get("data_port")
     if type(data_port) is not int:
         raise ActorUnavailable(f"runtime {address} announced no data port")
@@ -946,18 +958,9 @@ class _Link:
         self.stats = LinkStats("out" if self.op == "push" else "in", f"actor://{address}/{target}")
         self.closed = False
         self.task: asyncio.Task[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.on_refused: Callable[[BaseException], None] | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Run the link on ``loop`` (from any thread; default: the running loop). Put it on the
-        loop of the actors whose ports it serves: delivery then never hops threads."""
-        if loop is None or loop is asyncio._get_running_loop():
-            self.loop = asyncio.get_running_loop()
-            self.task = asyncio.ensure_future(self._run())
-            return
-        self.loop = loop
-        loop.call_soon_threadsafe(self.start, loop)
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
 
     def hello(self) -> dict[str, Any]:
         return {
@@ -984,8 +987,6 @@ class _Link:
             except (AuthenticationFailed, LookupError) as exc:
                 self.stats.state = "refused"
                 log.error("link to %s refused: %s", self.stats.peer, exc)
-                if self.on_refused is not None:
-                    self.on_refused(exc)
                 await asyncio.sleep(1.0)  # the actor may come back (a restart): keep trying, slowly
                 continue
             if not first:
@@ -1018,13 +1019,8 @@ class _Link:
             write_record(conn.writer, Kind.PING, {"released": released() if released is not None else []})
 
     async def close(self) -> None:
-        """Stop the link for good, from any loop (a ``BYE`` is sent by the sender when its port closes)."""
+        """Stop the link for good (a ``BYE`` is sent by the sender when its port closes)."""
         self.closed = True
-        loop = self.loop
-        if loop is not None and loop is not asyncio.get_running_loop():
-            with contextlib.suppress(BaseException):
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), loop))
-            return
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(BaseException):
@@ -1111,7 +1107,7 @@ class PullLink(_Link):
             if type(dropped) is int and dropped > 0:
                 stats.dropped += dropped
                 for port in self.output.subscribers:  # dropped on their behalf over there
-                    port.mailbox.dropped += dropped
+                    count_remote_drops(port.mailbox, dropped)
             if not meta.get("end"):
                 stats.frames += 1
                 await self.output.send(msg)
@@ -1126,3 +1122,10 @@ class PullLink(_Link):
             return "end" if outcome == "end" else "lost"  # a BYE: the queue over there closed, ask again
         finally:
             _reap(ping, receive)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task

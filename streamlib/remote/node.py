@@ -56,6 +56,10 @@ def current_node() -> Node | None:
     return _current
 
 
+async def _joined(actor: Actor) -> None:
+    await actor.join()
+
+
 def describe_actor(actor: Actor) -> dict[str, Any]:
     """What a stub needs to stand in for ``actor``: its names, class, state and ports."""
     return {
@@ -154,9 +158,7 @@ class Node:
     # -- life ---------------------------------------------------------------------------
 
     async def _start(self, host: str, port: int, data_port: int, advertise: str | None) -> None:
-        # The data port serves the actors' inputs and outputs: it runs on their loop, so frames
-        # reach mailboxes without a thread hop; the control port runs on the network loop.
-        self.data_port = self.data.start(host, data_port, self.actor_loop)
+        self.data_port = await self.data.start(host, data_port)
         self.control = ControlServer(
             {
                 "ping": self._ping,
@@ -189,19 +191,6 @@ class Node:
     def close(self) -> None:
         """Stop serving (the actors keep running in this process)."""
         global _current
-        on_actor_loop = asyncio._get_running_loop() is self.actor_loop
-        for _, link in list(self.outgoing.values()):
-            link.closed = True  # the links run on the actors' loop: cancel them there
-            if link.task is not None:
-                if on_actor_loop:
-                    link.task.cancel()
-                elif not self.actor_loop.is_closed():
-                    self.actor_loop.call_soon_threadsafe(link.task.cancel)
-        self.outgoing.clear()
-        if on_actor_loop:
-            self.data.close()
-        elif not self.actor_loop.is_closed():
-            self.actor_loop.call_soon_threadsafe(self.data.close)
         future = asyncio.run_coroutine_threadsafe(self._close(), self.loop)
         with contextlib.suppress(Exception):
             future.result(5.0)
@@ -210,6 +199,9 @@ class Node:
             set_runtime_address(None)
 
     async def _close(self) -> None:
+        for _, link in list(self.outgoing.values()):
+            await link.close()
+        await self.data.close()
         if self.control is not None:
             closing = [conn.ws.close(code=1001, message=b"runtime closing") for conn in self.control.connections]
             if closing:
@@ -283,6 +275,10 @@ class Node:
             raise wire.WireError("ensure needs 'class' and 'target'")
         parse_uri(f"actor://{self.address}/{class_name}/{instance_id}")  # validates both
         existing = self.lookup(instance_id)
+        if existing is not None and existing.stopping:  # on its way out: wait, then create afresh
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.ensure_future(_joined(existing)), 5.0)
+            existing = self.lookup(instance_id)
         if existing is not None:
             kind = type(existing)
             if class_name not in (kind.__name__, f"{kind.__module__}.{kind.__qualname__}"):
@@ -383,7 +379,7 @@ class Node:
         )
         self.outgoing[key] = (proxy, link)
         output.connect(proxy)
-        link.start(self.actor_loop)
+        link.start()
         return {"local": False}
 
     async def _disconnect(self, request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:

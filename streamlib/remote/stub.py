@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from streamlib import Actor, Cause, Completion, StreamInput, StreamOutput, TimedTick
@@ -68,13 +68,8 @@ class _Endpoint:
 
     # the port-owner protocol (see streamlib.ports)
     def _wiring_changed(self) -> None:
-        self._on_loop(self._sync_push_links)
-
-    def _on_loop(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the stub's loop, where its links live (beside the actors they serve)."""
-        stub = self.stub
-        if stub is not None:
-            stub.event_loop.call_soon_threadsafe(job)
+        loop = network_loop()
+        loop.call_soon_threadsafe(self._sync_push_links)
 
     def _reader_should_stop(self) -> bool:
         return False
@@ -112,7 +107,7 @@ class _Endpoint:
                     compress=self.compress,
                 )
                 self.push[port] = link
-                link.start(stub.event_loop)
+                link.start()
 
     def ensure_pull(self, output: StreamOutput) -> None:
         """(Re)open the link feeding ``output`` with the policy its local subscribers want."""
@@ -144,7 +139,7 @@ class _Endpoint:
             self.pull[output] = link
             link.start()
 
-        self._on_loop(sync)
+        network_loop().call_soon_threadsafe(sync)
 
     def drop_pull(self, output: StreamOutput) -> None:
         def close() -> None:
@@ -152,7 +147,7 @@ class _Endpoint:
             if link is not None:
                 background(link.close())
 
-        self._on_loop(close)
+        network_loop().call_soon_threadsafe(close)
 
     def link_objects(self) -> dict[str, LinkStats]:
         found: dict[str, LinkStats] = {}
@@ -367,7 +362,7 @@ class RemoteActor(Actor):
         self._client.on_status(self._on_status)
         await self._client.watch(self._target.instance_id, self._on_event)
         if self.restarts:
-            self._endpoint._on_loop(self._endpoint._sync_push_links)
+            self._endpoint._sync_push_links()
 
     def _on_status(self, up: bool) -> None:
         """The runtime became (un)reachable (heartbeats; on the network loop)."""
