@@ -59,10 +59,11 @@ TARGETS = [
     Target("profiling_off_overhead_pct", "profiling off vs no profiling code: chain overhead", "<", 1.0, " %"),
 ]
 
-# The profiling hook in Actor._run, and what the run loop did before it existed.
+# The profiling hook in ActorRuntime.run (runtime.py), and what the run loop did before it existed.
+HOOKED = "runtime.py"
 STRIP = [
-    (r"run_tick = self\._bind_tick\(\)", "run_tick = dispatcher.bind(self)"),
-    (r"\n[ \t]*run_tick = core\.run_tick or run_tick[^\n]*", ""),
+    (r"run_tick = self\.bind_tick\(\)", "run_tick = dispatcher.bind(actor)"),
+    (r"\n[ \t]*run_tick = self\.run_tick or run_tick[^\n]*", ""),
 ]
 
 
@@ -82,13 +83,13 @@ def snapshot(where: str | None = None) -> Path:
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(ROOT / "streamlib", root / "streamlib_current", ignore=ignore)
         shutil.copytree(root / "streamlib_current", root / "streamlib_baseline", ignore=ignore)
-        actor = root / "streamlib_baseline" / "actor.py"
+        actor = root / "streamlib_baseline" / HOOKED
         source = actor.read_text()
         for pattern, replacement in STRIP:
             source, count = re.subn(pattern, replacement, source)
             if count != 1:
                 raise RuntimeError(
-                    f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/actor.py; "
+                    f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/{HOOKED}; "
                     "the profiling hook changed, update STRIP"
                 )
         actor.write_text(source)
