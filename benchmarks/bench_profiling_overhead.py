@@ -190,8 +190,19 @@ def run_mode(mode: str, n: int, loop: str) -> Sample:
 
 def callgrind_count(mode: str, n: int) -> int:
     """Instructions callgrind counts for one run of ``mode``'s chain with ``n`` messages."""
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-           str(Path(__file__).resolve()), "--single", mode, "--n", str(n), "--snapshot", str(snapshot())]
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--single",
+        mode,
+        "--n",
+        str(n),
+        "--snapshot",
+        str(snapshot()),
+    ]
     # Same dict layouts in every run, and no watchdog thread, whose wake-ups follow the wall clock.
     env = {**os.environ, "PYTHONHASHSEED": "0", "STREAMLIB_BLOCKING_THRESHOLD": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
@@ -287,8 +298,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return statistics.median(pct), min(pct)
 
     ratio_rows: list[list[object]] = []
-    for a, b, label in (("off", "baseline", "profiling off vs no profiling code"),
-                        ("on", "off", "profiling on vs off")):
+    for a, b, label in (
+        ("off", "baseline", "profiling off vs no profiling code"),
+        ("on", "off", "profiling on vs off"),
+    ):
         for key, clock in (("cpu", "CPU"), ("wall", "wall")):
             median, best = overhead(a, b, key)
             figures[f"profiling_{a}_vs_{b}_{key}_pct_median"] = median
