@@ -13,7 +13,10 @@ What is measured
 
     After about ``--seconds`` the intervals between consecutive ticks give p50, p99 and the
     jitter ``p99 - p50`` (target < 0.5 ms), and ``actor.clock.skipped`` counts the ticks the
-    clock had to skip because it fell a whole period behind.
+    clock had to skip because it fell a whole period behind. For the ticking cases, the
+    *largest burst* is the most of the other actors' deadlines that fall within 0.5 ms of
+    each other: how many ticks the loop may be handed at one instant. It depends only on
+    the clocks' phases, so unlike the jitter it does not move with the machine's load.
 
 Why
     A realtime pipeline is only as smooth as the clock at its source: a 60 fps display
@@ -61,6 +64,7 @@ CASES: dict[str, tuple[str, int]] = {
 """Each case: what the other actors do, and how many there are."""
 
 OTHER_FPS = 10.0
+BURST_WINDOW = 0.0005  # seconds: ticks due within this of each other arrive as one burst
 
 TARGETS = [
     Target(f"jitter_{case}_{loop}_ms_median", f"clock: 60 fps p99 - p50, {case}, {loop}", "<", 0.5, " ms")
@@ -92,9 +96,25 @@ class OtherTicker(Actor):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.ticks_seen = 0
+        self.deadline = 0.0  # its latest tick's deadline (on time.monotonic())
 
     async def process(self, tick: TimedTick) -> None:
         self.ticks_seen += 1
+        self.deadline = tick.timestamp
+
+
+def largest_burst(deadlines: list[float], period: float, window: float = BURST_WINDOW) -> int:
+    """The most deadlines, of clocks sharing ``period``, that fall within ``window`` of each other
+    (modulo the period): how many ticks the loop may be handed at one instant. Deterministic:
+    it depends on the clocks' phases only, not on the machine's load."""
+    phases = sorted(d % period for d in deadlines)
+    ring = phases + [p + period for p in phases]
+    most, start = 0, 0
+    for end in range(len(ring)):
+        while ring[end] - ring[start] > window:
+            start += 1
+        most = max(most, end - start + 1)
+    return min(most, len(phases))
 
 
 class Pacing(NamedTuple):
@@ -149,6 +169,7 @@ class Run(NamedTuple):
     baseline: Pacing
     timer: Pacing
     load: float
+    burst: int  # the other actors' largest burst (see largest_burst); 0 when they are idle
 
 
 async def jitter_run(seconds: float, case: str) -> Run:
@@ -173,14 +194,19 @@ async def jitter_run(seconds: float, case: str) -> Run:
     await ticker.stop()
     stop.set()
     await asyncio.gather(*loops)
+    burst = 0
     if kind == "ticking":
-        seen = sum(a.ticks_seen for a in others if isinstance(a, OtherTicker))
+        tickers = [a for a in others if isinstance(a, OtherTicker)]
+        seen = sum(a.ticks_seen for a in tickers)
         if seen < count * OTHER_FPS * seconds * 0.5:
             raise AssertionError(f"the {count} other actors ticked only {seen} times in {seconds} s")
+        burst = largest_burst([a.deadline for a in tickers], 1 / OTHER_FPS)
     await asyncio.gather(*(a.stop() for a in others))
     await source.stop()
     skipped = ticker.clock.skipped if ticker.clock is not None else 0
-    return Run(pacing(ticker.stamps, ticker.lateness, skipped), pacing(*base), pacing(*timer), os.getloadavg()[0])
+    return Run(
+        pacing(ticker.stamps, ticker.lateness, skipped), pacing(*base), pacing(*timer), os.getloadavg()[0], burst
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -235,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     f"{sum(p.ticks for p in runs)}",
                     f"{sum(p.skipped for p in runs)}" if field == "ticker" else "-",
                     f"{load:.1f}",
+                    f"{max(r.burst for r in found)}" if field == "ticker" else "",
                 ]
             )
         ours = [r.ticker.jitter for r in found]
@@ -248,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures[f"{key}_skipped"] = float(sum(r.ticker.skipped for r in found))
         figures[f"{key}_p50_ms"] = statistics.median(r.ticker.p50 for r in found)
         figures[f"{key}_load"] = load
+        figures[f"{key}_largest_burst"] = float(max(r.burst for r in found))
     print_table(
         "Tick intervals in ms (target: streamlib p99 - p50 < 0.5 ms)",
         [
@@ -263,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "ticks",
             "skipped",
             "load avg",
+            "largest burst",
         ],
         rows,
     )

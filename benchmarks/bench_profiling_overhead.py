@@ -59,10 +59,11 @@ TARGETS = [
     Target("profiling_off_overhead_pct", "profiling off vs no profiling code: chain overhead", "<", 1.0, " %"),
 ]
 
-# The profiling hook in Actor._run, and what the run loop did before it existed.
+# The profiling hook in ActorRuntime.run (runtime.py), and what the run loop did before it existed.
+HOOKED = "runtime.py"
 STRIP = [
-    (r"run_tick = self\._bind_tick\(\)", "run_tick = dispatcher.bind(self)"),
-    (r"\n[ \t]*run_tick = core\.run_tick or run_tick[^\n]*", ""),
+    (r"run_tick = self\.bind_tick\(\)", "run_tick = dispatcher.bind(actor)"),
+    (r"\n[ \t]*run_tick = self\.run_tick or run_tick[^\n]*", ""),
 ]
 
 
@@ -82,13 +83,13 @@ def snapshot(where: str | None = None) -> Path:
         ignore = shutil.ignore_patterns("__pycache__")
         shutil.copytree(ROOT / "streamlib", root / "streamlib_current", ignore=ignore)
         shutil.copytree(root / "streamlib_current", root / "streamlib_baseline", ignore=ignore)
-        actor = root / "streamlib_baseline" / "actor.py"
+        actor = root / "streamlib_baseline" / HOOKED
         source = actor.read_text()
         for pattern, replacement in STRIP:
             source, count = re.subn(pattern, replacement, source)
             if count != 1:
                 raise RuntimeError(
-                    f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/actor.py; "
+                    f"bench_profiling_overhead: {pattern!r} matched {count} times in streamlib/{HOOKED}; "
                     "the profiling hook changed, update STRIP"
                 )
         actor.write_text(source)
@@ -189,8 +190,19 @@ def run_mode(mode: str, n: int, loop: str) -> Sample:
 
 def callgrind_count(mode: str, n: int) -> int:
     """Instructions callgrind counts for one run of ``mode``'s chain with ``n`` messages."""
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-           str(Path(__file__).resolve()), "--single", mode, "--n", str(n), "--snapshot", str(snapshot())]
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--single",
+        mode,
+        "--n",
+        str(n),
+        "--snapshot",
+        str(snapshot()),
+    ]
     # Same dict layouts in every run, and no watchdog thread, whose wake-ups follow the wall clock.
     env = {**os.environ, "PYTHONHASHSEED": "0", "STREAMLIB_BLOCKING_THRESHOLD": "0"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
@@ -286,8 +298,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         return statistics.median(pct), min(pct)
 
     ratio_rows: list[list[object]] = []
-    for a, b, label in (("off", "baseline", "profiling off vs no profiling code"),
-                        ("on", "off", "profiling on vs off")):
+    for a, b, label in (
+        ("off", "baseline", "profiling off vs no profiling code"),
+        ("on", "off", "profiling on vs off"),
+    ):
         for key, clock in (("cpu", "CPU"), ("wall", "wall")):
             median, best = overhead(a, b, key)
             figures[f"profiling_{a}_vs_{b}_{key}_pct_median"] = median

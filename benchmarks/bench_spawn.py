@@ -7,11 +7,11 @@ What is measured
     so it waits for its upstream instead of running its own clock), and sleeps on its
     mailbox using no CPU -- the state of most actors of a large graph most of the time.
 
-    * construction: constructing the 10,000 actors and connecting them (target < 1 s);
+    * construction: constructing the 10,000 actors and connecting them (target < 0.5 s);
     * start: the few loop iterations (``await asyncio.sleep(0)``) in which every actor's
       task runs ``on_start`` and goes to sleep (checked: every actor is asleep after it);
     * memory: what ``tracemalloc`` sees allocated by construction and start, per actor
-      (target < 10 KB), in a separate run because tracing slows everything down;
+      (target < 5 KB), in a separate run because tracing slows everything down;
     * stop: ``await`` every actor's ``stop()``, i.e. until each task ended, ``on_stop`` ran
       and end of stream was signalled.
 
@@ -44,8 +44,8 @@ from measure import LOOP_RUNNERS, Stopwatch, Target, describe_tree, fresh_heap, 
 from streamlib import Actor, StreamInput, StreamOutput, TimedTick
 
 TARGETS = [
-    Target("spawn_construct_s_median", "spawn: construct + connect 10,000 idle actors", "<", 1.0, " s"),
-    Target("spawn_kb_per_actor", "spawn: memory per idle actor (tracemalloc)", "<", 10.0, " KB"),
+    Target("spawn_construct_s_median", "spawn: construct + connect 10,000 idle actors", "<", 0.5, " s"),
+    Target("spawn_kb_per_actor", "spawn: memory per idle actor (tracemalloc)", "<", 5.0, " KB"),
 ]
 
 
@@ -239,15 +239,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             ratios = [getattr(m, phase) / getattr(b, phase) for b, m in pairs]
             figures[f"spawn_{loop}_{phase}_s_median"] = statistics.median(mine_s)
             figures[f"spawn_{loop}_{phase}_ratio_median"] = statistics.median(ratios)
-            rows.append([
-                loop,
-                phase,
-                f"{statistics.median(mine_s):.3f} s",
-                f"{min(mine_s):.3f} s",
-                f"{statistics.median(getattr(b, phase) for b, _ in pairs):.3f} s",
-                f"{statistics.median(ratios):.1f}x",
-                f"{min(ratios):.1f}x",
-            ])
+            rows.append(
+                [
+                    loop,
+                    phase,
+                    f"{statistics.median(mine_s):.3f} s",
+                    f"{min(mine_s):.3f} s",
+                    f"{statistics.median(getattr(b, phase) for b, _ in pairs):.3f} s",
+                    f"{statistics.median(ratios):.1f}x",
+                    f"{min(ratios):.1f}x",
+                ]
+            )
     construct = [p.construct for p in ours]
     figures["spawn_construct_s_median"] = statistics.median(construct)
     figures["spawn_construct_s_best"] = min(construct)
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "Memory (tracemalloc, deterministic)",
         ["what", "KB each", "ratio to a bare task", "target"],
         [
-            ["idle actor", f"{per_actor / 1024:.2f}", f"{per_actor / per_task:.1f}x", "< 10 KB"],
+            ["idle actor", f"{per_actor / 1024:.2f}", f"{per_actor / per_task:.1f}x", "< 5 KB"],
             ["bare task awaiting a Future", f"{per_task / 1024:.2f}", "1.0x", ""],
         ],
     )

@@ -5,7 +5,7 @@ figures, and a ``TARGETS`` list saying which figure must meet which goal. This s
 them in turn in one process (each figure is still a ratio to, or a comparison with, a
 baseline measured in the same run) and checks the targets.
 
-Run: ``python benchmarks/run_all.py [--quick] [--callgrind] [--only chain,spawn,jitter]``.
+Run: ``python benchmarks/run_all.py [--quick] [--callgrind] [--only chain,spawn,jitter,fanout]``.
 Exit status 1 if a target failed and ``--strict`` was given, else 0.
 """
 
@@ -19,6 +19,7 @@ from types import ModuleType
 
 import bench_chain
 import bench_clock_jitter
+import bench_fanout
 import bench_spawn
 from measure import Target, describe_tree, print_table
 
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "chain": bench_chain,
     "spawn": bench_spawn,
     "jitter": bench_clock_jitter,
+    "fanout": bench_fanout,
 }
 
 
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="short smoke runs of every benchmark")
     parser.add_argument("--callgrind", action="store_true", help="add bench_chain's instruction counts (slow)")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of: chain,spawn,jitter")
+    names = ",".join(BENCHMARKS)
+    parser.add_argument("--only", default=names, help=f"comma-separated subset of: {names}")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any target fails")
     args = parser.parse_args(argv)
 
@@ -72,13 +75,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             measured = _format(target, result[target.key])
             rows.append([name, target.description, target.goal(), measured, "PASS" if ok else "FAIL"])
         if "callgrind_ratio" in result:
-            rows.append([
-                name,
-                "chain: instructions/msg, asyncio.Queue / streamlib (callgrind)",
-                "(info)",
-                f"{result['callgrind_ratio']:.2f}x",
-                "-",
-            ])
+            rows.append(
+                [
+                    name,
+                    "chain: instructions/msg, asyncio.Queue / streamlib (callgrind)",
+                    "(info)",
+                    f"{result['callgrind_ratio']:.2f}x",
+                    "-",
+                ]
+            )
 
     print(f"\n# Summary ({describe_tree()}; {time.perf_counter() - started:.0f} s{', quick' if args.quick else ''})")
     print_table("Targets", ["benchmark", "target", "goal", "measured (median)", "result"], rows)

@@ -91,7 +91,7 @@ _options: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 _stats_sections: dict[str, Callable[[Actor], Any]] = {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActorSpec:
     """How an actor was built: enough to build it again (what a supervisor restarts)."""
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class _Empty:
 
 
 EMPTY: Final = _Empty()
+
+
+_making_waiters = threading.Lock()
 
 
 def wake(fut: asyncio.Future[None]) -> None:
@@ -136,8 +140,10 @@ class Mailbox:
         self.blocking = overflow == "block"
         # drop_oldest: the deque itself discards the oldest item when full.
         self._items: deque[Any] = deque(maxlen=maxsize if overflow == "drop_oldest" else None)
-        self._getters: deque[asyncio.Future[None]] = deque()
-        self._putters: deque[asyncio.Future[None]] = deque()
+        # Waiter queues are made on first use: most mailboxes never have a waiting reader or
+        # writer, and an empty deque costs 600 bytes (10,000 idle actors, 12 MB).
+        self._getters: deque[asyncio.Future[None]] | None = None
+        self._putters: deque[asyncio.Future[None]] | None = None
         self._lent: Any = EMPTY
         self._lent_evicted = False
         self.closed = False
@@ -187,6 +193,19 @@ class Mailbox:
             waker()
         return True
 
+    def _make_putters(self) -> deque[asyncio.Future[None]]:
+        # Senders on two loops may come at once: made under a lock, so no waiter is lost.
+        with _making_waiters:
+            if self._putters is None:
+                self._putters = deque()
+            return self._putters
+
+    def _make_getters(self) -> deque[asyncio.Future[None]]:
+        with _making_waiters:
+            if self._getters is None:
+                self._getters = deque()
+            return self._getters
+
     @staticmethod
     def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
         try:
@@ -207,14 +226,17 @@ class Mailbox:
             if accepted is not None:
                 return accepted
             waiter = asyncio.get_running_loop().create_future()
-            self._putters.append(waiter)
+            putters = self._putters
+            if putters is None:
+                putters = self._make_putters()
+            putters.append(waiter)
             if self.closed or len(self._items) < self.maxsize:  # room was made before we queued: don't sleep
                 waiter.set_result(None)
             try:
                 await waiter
             except BaseException:
                 try:
-                    self._putters.remove(waiter)
+                    putters.remove(waiter)
                 except ValueError:  # it was woken: pass the wake on
                     if self._putters:
                         self._wake_one(self._putters)
@@ -262,14 +284,17 @@ class Mailbox:
         if self._items:
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._getters.append(waiter)
+        getters = self._getters
+        if getters is None:
+            getters = self._make_getters()
+        getters.append(waiter)
         if self._items:  # a message landed before we queued: don't sleep
             waiter.set_result(None)
         try:
             await waiter
         finally:
             with contextlib.suppress(ValueError):
-                self._getters.remove(waiter)
+                getters.remove(waiter)
 
     def wake_readers(self) -> None:
         """Wake every task in :meth:`wait_nonempty` so it can re-check why it waits."""
@@ -363,8 +388,8 @@ class Mailbox:
             dropped=self.dropped,
             discarded=self.discarded,
             in_hand=int(self._lent_evicted),
-            tasks_waiting_send=len(self._putters),
-            tasks_waiting_receive=len(self._getters),
+            tasks_waiting_send=len(self._putters or ()),
+            tasks_waiting_receive=len(self._getters or ()),
         )
 
     def __repr__(self) -> str:
