@@ -10,6 +10,8 @@ uvloop is installed. Children always live on their parent's loop.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -27,9 +29,22 @@ _worker_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 def new_worker_loop() -> asyncio.AbstractEventLoop:
     """A private loop for a dispatcher's worker thread; actors never make it their home."""
-    loop = new_event_loop()
+    return register_worker_loop(new_event_loop())
+
+
+def register_worker_loop(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    """Mark ``loop`` as a dispatcher's private worker loop (no actor makes it its home; it is
+    closed at interpreter exit if idle, rather than left to the garbage collector during
+    interpreter teardown, which cannot close it cleanly)."""
     _worker_loops.add(loop)
     return loop
+
+
+def _close_idle_worker_loops() -> None:
+    for loop in list(_worker_loops):
+        if not loop.is_running() and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                loop.close()
 
 
 def is_worker_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -86,3 +101,4 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(_close_idle_worker_loops)

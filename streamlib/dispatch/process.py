@@ -59,8 +59,6 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-import streamlib.eventloop as eventloop_state  # its singletons are reset in a forked worker
-
 from ..current import set_current_actor
 from ..errors import ActorDefinitionError, EndOfStream
 from ..eventloop import new_event_loop
@@ -403,7 +401,6 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event loop
     asyncio.events._set_running_loop(None)
-    _forget_parent_world()
 
     if isinstance(actor, bytes):
         image: _ActorImage = pickle.loads(actor)
@@ -419,16 +416,6 @@ def _worker_main(connection: Connection, actor: Any, config: _WorkerConfig) -> N
         pass  # the parent went away mid-call: nobody is left to answer
     finally:
         channel.close()
-
-
-def _forget_parent_world() -> None:
-    """A forked worker starts clean: the parent's background loop, clock timer thread and
-    actor registry were copied without the threads that run them. The runtime (registry,
-    exit hook) and the clock (timer thread) forget theirs by themselves
-    (``os.register_at_fork``); the background loop is forgotten here, so an actor built in
-    the worker gets a loop of its own, and the worker's exit waits on nothing of the parent's."""
-    eventloop_state._lock = threading.Lock()
-    eventloop_state._background = None
 
 
 def _image_ports(actor: Actor) -> _ActorImage:

@@ -5,10 +5,11 @@ blocking calls. ``process`` may be ``async def`` -- it then runs on an event loo
 to the worker thread, and its ``await input.read()`` / ``await output.send()`` work as
 usual (mailboxes are thread-safe) -- or a plain ``def`` using ``read_nowait()`` and
 ``send_nowait()``. ``on_start`` and ``on_stop`` run on the pool too, so thread-affine
-resources can be created and released where they are used (give such an actor a
-``ThreadPoolDispatcher(workers=1)`` of its own to keep all its calls on one thread).
+resources can be created and released where they are used: ``ThreadPoolDispatcher(workers=1)``
+is exactly one thread, so every call of the actors on it happens on that thread (GUI
+toolkits, some device APIs need that); a waiting hook then holds that thread.
 
-**A waiting actor holds no worker.** ``workers`` bounds how many hooks *run* at once, not
+**A waiting actor holds no worker** (with ``workers`` > 1). ``workers`` bounds how many hooks *run* at once, not
 how many may be in progress: a hook that awaits something that is not there yet (``await
 input.read()`` on an idle input, ``await output.send()`` to a full blocking input,
 ``asyncio.sleep``) gives its worker back while it waits and takes one again to go on. So
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from ..eventloop import _worker_loops
+from ..eventloop import register_worker_loop
 from .base import Dispatcher
 
 if TYPE_CHECKING:
@@ -84,8 +85,7 @@ def _worker_loop() -> asyncio.AbstractEventLoop:
     cannot be), registered as a worker loop so that no actor makes it its home."""
     loop = getattr(_local, "loop", None)
     if loop is None:
-        loop = _local.loop = asyncio.SelectorEventLoop(_PermitSelector())
-        _worker_loops.add(loop)
+        loop = _local.loop = register_worker_loop(asyncio.SelectorEventLoop(_PermitSelector()))
     return loop
 
 
@@ -117,7 +117,10 @@ class ThreadPoolDispatcher(Dispatcher):
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="streamlib-worker")
+            # workers=1 is one thread (thread-affine resources: GUI toolkits, some devices); a
+            # larger pool grows threads for hooks that wait, so waiting never starves it.
+            threads = 1 if self.workers == 1 else MAX_THREADS
+            self._executor = ThreadPoolExecutor(threads, thread_name_prefix="streamlib-worker")
         return self._executor
 
     def schedule(self, actor: Actor, tick: TimedTick) -> Awaitable[None] | None:
