@@ -48,6 +48,7 @@ EXIT_SIGTERM = 128 + 15
 
 _decided = False  # looked at SIGTERM's disposition in this process (installed ours, or left it)
 _received = 0
+_installed = False  # ours is the handler (until someone replaces it, which we then leave alone)
 _drain: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, None]] | None = None
 
 
@@ -60,17 +61,18 @@ def set_drain(drain: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, N
 
 def install_sigterm_handler() -> bool:
     """Install :func:`on_sigterm` if SIGTERM still has its default disposition; return
-    whether ours is installed. Called by streamlib for every new top-level actor (cheap
+    whether ours was installed. Called by streamlib for every new top-level actor (cheap
     after the first call); safe to call from any thread (only the main thread installs)."""
-    global _decided
+    global _decided, _installed
     if _decided:
-        return signal.getsignal(signal.SIGTERM) is on_sigterm if hasattr(signal, "SIGTERM") else False
+        return _installed  # cheap: this runs for every new top-level actor
     if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
         return False
     _decided = True
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False  # someone else's (or ignored): never replaced
     signal.signal(signal.SIGTERM, on_sigterm)
+    _installed = True
     return True
 
 
@@ -105,9 +107,10 @@ def _exit() -> None:
 
 
 def _forget_in_child() -> None:
-    global _decided, _received
+    global _decided, _received, _installed
     _decided = False
     _received = 0
+    _installed = False
 
 
 if hasattr(os, "register_at_fork"):
