@@ -36,6 +36,7 @@ import os
 import pathlib
 import re
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -222,6 +223,11 @@ def signature_text(cls: type) -> str:
 # -- ports, read from the source ---------------------------------------------------------
 
 
+# CPython 3.11's parser keeps its recursion-depth bookkeeping per interpreter, not per thread:
+# two threads parsing at once can fail with "AST constructor recursion depth mismatch".
+_parse_lock = threading.Lock()
+
+
 @cache
 def _module_tree(filename: str) -> ast.Module | None:
     """A source file parsed once (``linecache`` also holds the sources an agent defined)."""
@@ -229,7 +235,8 @@ def _module_tree(filename: str) -> ast.Module | None:
     if not lines:
         return None
     try:
-        return ast.parse("".join(lines), filename)
+        with _parse_lock:
+            return ast.parse("".join(lines), filename)
     except SyntaxError:
         return None
 
