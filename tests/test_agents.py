@@ -278,7 +278,10 @@ async def _more_ticks(client: Client, path: str, ticks: int) -> bool:
 async def test_module_level_code_that_spins_is_refused_before_it_runs_here(runtime: LocalRuntime) -> None:
     async with Client(build_server(runtime)) as client:
         refused = error(await client.call_tool("define_actor", {"source": "while True:\n    pass\n"}))
-        assert refused["kind"] == "sandbox_violation" and "2 s" in refused["message"]
+        assert refused["kind"] == "sandbox_violation"
+        # The CPU limit (2 s) stops it; on a machine too loaded to give it 2 s of CPU within the
+        # trial's wall-clock bound (5 s), that bound does: refused before it runs here either way.
+        assert "2 s" in refused["message"] or "did not finish within" in refused["message"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import ipaddress
 import secrets
 import threading
 from typing import Any
@@ -22,6 +21,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from streamlib import Actor, AudioBuffer, StreamInput, TimedTick, VideoFrame
+from streamlib.listening import is_loopback, token_matches
 
 __all__ = ["WebRTCSink"]
 
@@ -123,15 +123,6 @@ class _QueuedAudio(MediaStreamTrack):
         return frame
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class WebRTCSink(Actor):
     """Serves a page at :attr:`url` that plays the ``'video'`` input (and ``'audio'``, when connected)
     over WebRTC in any browser that opens it.
@@ -145,7 +136,7 @@ class WebRTCSink(Actor):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
-        if not _is_loopback(host) and not token:
+        if not is_loopback(host) and not token:
             raise ValueError(
                 f"{self.path}: serving WebRTC on {host!r} (not loopback) needs token=...; "
                 f"e.g. token={secrets.token_urlsafe(16)!r}"
@@ -180,10 +171,7 @@ class WebRTCSink(Actor):
         }
 
     def _allowed(self, request: web.Request) -> bool:
-        if not self.token:
-            return True
-        given = request.query.get("token", "")
-        if secrets.compare_digest(given.encode(), self.token.encode()):
+        if token_matches(request.query.get("token"), self.token):
             return True
         self.refused += 1
         return False

@@ -108,9 +108,11 @@ def run_mcp(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
+    from streamlib.listening import is_loopback
+
     from .runtime import LocalRuntime
     from .sandbox import SandboxLimits
-    from .server import is_loopback, serve_http, serve_stdio
+    from .server import serve_http, serve_stdio
 
     token = args.token or os.environ.get("STREAMLIB_MCP_TOKEN") or None
     host, port = "", 0

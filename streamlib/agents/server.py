@@ -19,7 +19,6 @@ Resources: ``streamlib://graph`` (actors, ports, connections, states: ``get_grap
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import sys
@@ -34,6 +33,7 @@ from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 import streamlib
+from streamlib.listening import is_loopback, token_matches
 
 from .errors import ToolFailure
 from .runtime import LocalRuntime, RuntimeAccess
@@ -139,7 +139,7 @@ class StaticTokenVerifier:
         self._token = token
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        if hmac.compare_digest(token.encode(), self._token.encode()):
+        if token_matches(token, self._token):
             return AccessToken(token=token, client_id="streamlib-agent", scopes=[])
         return None
 
@@ -391,15 +391,6 @@ async def serve_http(
         web.should_exit = True
 
 
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(host: str) -> str:
