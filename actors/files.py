@@ -574,8 +574,9 @@ class FileSink(Actor):
     silent, ``start_wait`` seconds of media later -- of wall-clock time when ``lossless``,
     where an offline source can race seconds of media ahead in milliseconds -- without
     it). A plain script wires one input after the other while the first may already
-    deliver: ``expect=("video", "audio")`` names the inputs to wait for, connected yet or not. Frames must keep the first frame's size; a frame of another size or dtype fails the actor with a clear
-    error, and what was written before is finalized.
+    deliver: ``expect=("video", "audio")`` names the inputs to wait for, connected yet or
+    not. Frames must keep the first frame's size; a frame of another size or dtype fails
+    the actor with a clear error, and what was written before is finalized.
 
     ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
     messages, so a slow encoder drops frames instead of stalling the pipeline.
