@@ -46,7 +46,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -573,8 +573,10 @@ class FileSink(Actor):
     file once every connected input has delivered its first message (or, if one stays
     silent, ``start_wait`` seconds of media later -- of wall-clock time when ``lossless``,
     where an offline source can race seconds of media ahead in milliseconds -- without
-    it). Frames must keep the first frame's size; a frame of another size or dtype fails the actor with a clear
-    error, and what was written before is finalized.
+    it). A plain script wires one input after the other while the first may already
+    deliver: ``expect=("video", "audio")`` names the inputs to wait for, connected yet or
+    not. Frames must keep the first frame's size; a frame of another size or dtype fails
+    the actor with a clear error, and what was written before is finalized.
 
     ``lossless=False`` (default): realtime inputs that keep the newest ``maxsize``
     messages, so a slow encoder drops frames instead of stalling the pipeline.
@@ -605,6 +607,7 @@ class FileSink(Actor):
         lossless: bool = False,
         maxsize: int = 8,
         start_wait: float = 2.0,
+        expect: Iterable[str] | None = None,
         options: Mapping[str, str] | None = None,
         container_options: Mapping[str, str] | None = None,
         faststart: bool = False,
@@ -641,6 +644,9 @@ class FileSink(Actor):
         self.pix_fmt = pix_fmt
         self.fps = fps
         self.start_wait = start_wait
+        self.expect = frozenset(expect) if expect is not None else None
+        if self.expect is not None and not self.expect <= {"video", "audio"}:
+            raise ValueError(f"{self.path}: expect takes 'video' and/or 'audio', got {sorted(self.expect)}")
         self.options = dict(options or {})
         if faststart and fmt not in ("mp4", "mov"):
             raise MediaError(f"{self.path}: faststart=True is an MP4/MOV layout; {str(self.file)!r} is {fmt}")
@@ -732,7 +738,8 @@ class FileSink(Actor):
         waiting = []
         for name, kind in (("video", Frame), ("audio", AudioBuffer)):
             port = self.inputs[name]
-            if port.connected and not port.ended and not any(isinstance(m, kind) for m in self._pending):
+            wanted = port.connected if self.expect is None else name in self.expect
+            if wanted and not port.ended and not any(isinstance(m, kind) for m in self._pending):
                 waiting.append(name)
         if not waiting:
             return True

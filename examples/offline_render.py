@@ -28,9 +28,10 @@ def main() -> None:
     args = parser.parse_args()
 
     start = time.monotonic()
-    # start_wait: how long the sink waits for every input's first message before it writes the
-    # file's header; offline, the audio can be done before a busy machine draws the first frame.
-    sink = FileSink(args.out, lossless=True, start_wait=30.0)
+    # The sink writes the file's header once it has seen what each stream carries: it must wait
+    # for the video, which is wired after the audio may already flow (expect), and offline the
+    # audio can be done before a busy machine draws the first frame (start_wait).
+    sink = FileSink(args.out, lossless=True, expect=("video", "audio"), start_wait=30.0)
     mixer = AudioMixer(2, gains=[0.6, 0.4], lossless=True)
     AudioGenerator(440.0, realtime=False, duration=args.seconds) >> mixer.inputs["in0"]
     AudioGenerator(660.0, realtime=False, duration=args.seconds) >> mixer.inputs["in1"]

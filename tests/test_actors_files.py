@@ -844,3 +844,25 @@ async def test_offline_audio_racing_ahead_does_not_make_a_lossless_sink_drop_its
     assert await asyncio.wait_for(sink.join(), 15) is LifecycleState.STOPPED
     _, images, _ = decode_video(path)
     assert len(images) == 10 and close_to(images[0], RED)
+
+
+async def test_expect_waits_for_an_input_wired_after_the_other_already_delivers(tmp_path: Path) -> None:
+    """A plain script wires audio, then video; audio may flow before the video is connected."""
+    path = tmp_path / "late.mkv"
+    sink = FileSink(path, lossless=True, expect=("video", "audio"))
+    audio, video = Feeder(AudioBuffer), Feeder(VideoFrame)
+    audio >> sink.inputs["audio"]
+    t0 = time.monotonic()
+    for n in range(5):
+        await audio.send(AudioBuffer(np.zeros((4800, 2), np.float32), 48000, timestamp=t0 + n * 0.1, clock_rate=10.0))
+    await asyncio.sleep(0.2)
+    video >> sink.inputs["video"]  # connected only now
+    for n in range(6):
+        await video.send(VideoFrame(solid(GREEN), timestamp=t0 + n / 30, frame_number=n, clock_rate=30.0))
+    audio.end()
+    video.end()
+    assert await asyncio.wait_for(sink.join(), 15) is LifecycleState.STOPPED
+    _, images, _ = decode_video(path)
+    assert len(images) == 6 and close_to(images[0], GREEN)
+    with pytest.raises(ActorInitError, match="expect takes 'video' and/or 'audio'"):
+        FileSink(tmp_path / "x.mkv", expect=("subtitles",))
