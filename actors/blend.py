@@ -32,7 +32,9 @@ except ImportError as exc:  # pragma: no cover - numba is a dependency of stream
 __all__ = ["over", "words"]
 
 if sys.byteorder != "little":  # pragma: no cover - every platform streamlib targets is little-endian
-    raise ImportError("streamlib.actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian")
+    raise ImportError(
+        "streamlib.actors.blend reads RGBA pixels as little-endian uint32 words; this machine is big-endian"
+    )
 
 _U = np.uint32
 _RB = _U(0x00FF00FF)
@@ -77,9 +79,7 @@ def _over(
         # both 0 and 255, means a row to blend; only a row that looks uniformly transparent
         # or opaque is read in full to make sure before it is skipped or copied.
         first = s[0] >> _U(24)
-        uniform = first == s[width // 2] >> _U(24) == s[width - 1] >> _U(24) and (
-            first == _U(0) or first == _U(255)
-        )
+        uniform = first == s[width // 2] >> _U(24) == s[width - 1] >> _U(24) and (first == _U(0) or first == _U(255))
         if uniform:
             lo = _U(0xFFFFFFFF)
             hi = _U(0)

@@ -89,9 +89,7 @@ class BufferActor(Actor):
 
     default_fps: ClassVar[float | None] = None  # purely message-driven
 
-    def __init__(
-        self, capacity: int = 30, msg_type: Any = object, overflow: Overflow = "block", **kw: Any
-    ) -> None:
+    def __init__(self, capacity: int = 30, msg_type: Any = object, overflow: Overflow = "block", **kw: Any) -> None:
         super().__init__(**kw)
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity!r}")

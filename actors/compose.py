@@ -78,9 +78,7 @@ log = logging.getLogger("streamlib.compose")
 # ----------------------------------------------------------------------------- drawing
 
 
-def _visible_rect(
-    canvas_w: int, canvas_h: int, x: int, y: int, w: int, h: int
-) -> tuple[int, int, int, int] | None:
+def _visible_rect(canvas_w: int, canvas_h: int, x: int, y: int, w: int, h: int) -> tuple[int, int, int, int] | None:
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, canvas_w), min(y + h, canvas_h)
     if x0 >= x1 or y0 >= y1:
         return None

@@ -169,7 +169,8 @@ class Display(Actor):
         if clash is not None:
             raise RuntimeError(
                 f"{self.path}: PyAV was imported before OpenCV and provided {clash} to OpenCV's GUI, which makes "
-                "its windows freeze (PyAV #978); import cv2 (or streamlib.actors.display, streamlib.actors.files) before av"
+                "its windows freeze (PyAV #978); import cv2 (or streamlib.actors.display, streamlib.actors.files) "
+                "before av"
             )
         self.title = title
         self.keep_open = keep_open

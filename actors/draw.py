@@ -446,8 +446,12 @@ class Drawing(Actor):
                 np.copyto(out, data)
             return out
         if out is not data:
-            for rows, cols in ((slice(0, y0), slice(None)), (slice(y1, h), slice(None)),
-                               (slice(y0, y1), slice(0, x0)), (slice(y0, y1), slice(x1, w))):
+            for rows, cols in (
+                (slice(0, y0), slice(None)),
+                (slice(y1, h), slice(None)),
+                (slice(y0, y1), slice(0, x0)),
+                (slice(y0, y1), slice(x1, w)),
+            ):
                 np.copyto(out[rows, cols], data[rows, cols])
         _to_rgba(data[y0:y1, x0:x1], work[y0:y1, x0:x1])
         canvas = self._work_surface.getCanvas()
@@ -501,4 +505,3 @@ def _to_rgb(src: NDArray[np.uint8], dst: NDArray[np.uint8]) -> None:
         cv2.cvtColor(src, cv2.COLOR_RGBA2RGB, dst=dst)
         return
     np.copyto(dst, src[..., :3])  # pragma: no cover
-

@@ -22,9 +22,7 @@ from .buffer import own_thread
 try:
     import cv2
 except ImportError as exc:  # pragma: no cover - exercised only without OpenCV
-    raise ImportError(
-        "streamlib.actors.filters needs OpenCV: pip install opencv-python (or streamlib[media])"
-    ) from exc
+    raise ImportError("streamlib.actors.filters needs OpenCV: pip install opencv-python (or streamlib[media])") from exc
 
 __all__ = ["CONVERSIONS", "INTERPOLATIONS", "Blur", "ColorConvert", "FrameFilter", "Resize"]
 

@@ -86,7 +86,7 @@ def _gradient(width: int, height: int) -> NDArray[np.uint8]:
 def _checkerboard(width: int, height: int, square: int) -> NDArray[np.uint8]:
     ys = (np.arange(height) // square)[:, None]
     xs = (np.arange(width) // square)[None, :]
-    light = ((ys + xs) % 2 == 0)
+    light = (ys + xs) % 2 == 0
     img = np.empty((height, width, 3), np.uint8)
     img[...] = np.where(light[..., None], np.uint8(235), np.uint8(16))
     return img

@@ -65,10 +65,16 @@ def _graphics(variant: int) -> np.ndarray:
     graphics = np.zeros((H, W, 4), np.uint8)
     surface = skia.Surface(graphics, colorType=skia.kRGBA_8888_ColorType, alphaType=skia.kUnpremul_AlphaType)
     canvas = surface.getCanvas()
-    canvas.drawRoundRect(skia.Rect.MakeXYWH(80, 820, 1100, 160), 24, 24,
-                         skia.Paint(AntiAlias=True, Color=skia.Color(10, 30, 120, 200)))
-    canvas.drawString(f"Breaking news {variant}", 120, 920, skia.Font(skia.Typeface("sans-serif"), 72),
-                      skia.Paint(AntiAlias=True, Color=skia.ColorWHITE))
+    canvas.drawRoundRect(
+        skia.Rect.MakeXYWH(80, 820, 1100, 160), 24, 24, skia.Paint(AntiAlias=True, Color=skia.Color(10, 30, 120, 200))
+    )
+    canvas.drawString(
+        f"Breaking news {variant}",
+        120,
+        920,
+        skia.Font(skia.Typeface("sans-serif"), 72),
+        skia.Paint(AntiAlias=True, Color=skia.ColorWHITE),
+    )
     canvas.drawCircle(1700 + variant, 150, 90, skia.Paint(AntiAlias=True, Color=skia.Color(255, 60, 0, 230)))
     del canvas, surface
     return graphics
@@ -97,7 +103,7 @@ def typical_layers(rng: np.random.Generator, variant: int) -> list[np.ndarray]:
 
 
 def gradient_layers(rng: np.random.Generator, variant: int) -> list[np.ndarray]:
-    y, x = np.ogrid[-1:1:H * 1j, -1:1:W * 1j]
+    y, x = np.ogrid[-1 : 1 : H * 1j, -1 : 1 : W * 1j]
     vignette = np.zeros((H, W, 4), np.uint8)
     vignette[..., 3] = (np.clip((x * x + y * y) * 0.6, 0, 1) * 255).astype(np.uint8)
     return [*typical_layers(rng, variant)[:3], vignette]
@@ -130,8 +136,10 @@ async def run(frames: int, naive_frames: int, channels: int) -> dict[str, Any]:
     for z, name in enumerate(names):
         comp.add_layer(name, z=z)
     results: dict[str, Any] = {}
-    print(f"{'layers':9s} {'compositor wall':>16s} {'(CPU)':>9s} {'naive f64 wall':>15s} {'(CPU)':>9s} "
-          f"{'speed-up':>9s} {'max |diff|':>10s}")
+    print(
+        f"{'layers':9s} {'compositor wall':>16s} {'(CPU)':>9s} {'naive f64 wall':>15s} {'(CPU)':>9s} "
+        f"{'speed-up':>9s} {'max |diff|':>10s}"
+    )
     for scenario, make in (("typical", typical_layers), ("gradient", gradient_layers), ("worst", worst_layers)):
         versions = [make(rng, v) for v in range(2)]  # alternate two sets, each time as new frame objects
 
@@ -148,10 +156,18 @@ async def run(frames: int, naive_frames: int, channels: int) -> dict[str, Any]:
         assert out is not None
         error = int(np.abs(out[..., :3].astype(np.int16) - naive(versions[0]).astype(np.int16)).max())
         speedup = statistics.median(base_cpu) / statistics.median(cpu)
-        results[scenario] = {"wall_ms": ms(wall), "cpu_ms": ms(cpu), "naive_wall_ms": ms(base_wall),
-                             "naive_cpu_ms": ms(base_cpu), "speedup": speedup, "max_error": error}
-        print(f"{scenario:9s} {ms(wall):13.2f} ms {ms(cpu):6.2f} ms {ms(base_wall):12.1f} ms {ms(base_cpu):6.1f} ms "
-              f"{speedup:8.1f}x {error:10d}")
+        results[scenario] = {
+            "wall_ms": ms(wall),
+            "cpu_ms": ms(cpu),
+            "naive_wall_ms": ms(base_wall),
+            "naive_cpu_ms": ms(base_cpu),
+            "speedup": speedup,
+            "max_error": error,
+        }
+        print(
+            f"{scenario:9s} {ms(wall):13.2f} ms {ms(cpu):6.2f} ms {ms(base_wall):12.1f} ms {ms(base_cpu):6.1f} ms "
+            f"{speedup:8.1f}x {error:10d}"
+        )
     await comp.stop()
     return results
 
@@ -160,14 +176,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--naive-frames", type=int, default=6)
-    parser.add_argument("--channels", type=int, default=4, choices=(3, 4),
-                        help="the compositor's output: 4 = RGBA (the blend itself), 3 = RGB (one conversion more)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=4,
+        choices=(3, 4),
+        help="the compositor's output: 4 = RGBA (the blend itself), 3 = RGB (one conversion more)",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     cv2.setNumThreads(1)
-    print(f"4 layers of {W}x{H} RGBA into {'RGBA' if args.channels == 4 else 'RGB'}, one core "
-          f"(load average now: {os.getloadavg()[0]:.2f})")
+    print(
+        f"4 layers of {W}x{H} RGBA into {'RGBA' if args.channels == 4 else 'RGB'}, one core "
+        f"(load average now: {os.getloadavg()[0]:.2f})"
+    )
     results = asyncio.run(run(args.frames, args.naive_frames, args.channels))
     print("target < 8 ms per frame (4 x 1080p RGBA, one core), medians:")
     for scenario, r in results.items():

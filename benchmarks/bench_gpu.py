@@ -246,19 +246,28 @@ async def main(args: argparse.Namespace) -> int:
     rows: list[tuple[str, float]] = []
     # GPU-resident: frames already on the GPU, results left there
     resident = [f.with_data(gpu.upload(f.data)) for f in frames]
-    rows.append(("GPU chain, GPU-resident (llvmpipe: the GPU is these CPU cores)", await run_chain(
-        gpu_chain(), resident, sink_memory="gpu")))
+    rows.append(
+        (
+            "GPU chain, GPU-resident (llvmpipe: the GPU is these CPU cores)",
+            await run_chain(gpu_chain(), resident, sink_memory="gpu"),
+        )
+    )
     del resident
-    rows.append(("GPU chain, CPU in -> upload -> 3 effects -> download -> CPU out",
-                 await run_chain(gpu_chain(), frames)))
+    rows.append(
+        ("GPU chain, CPU in -> upload -> 3 effects -> download -> CPU out", await run_chain(gpu_chain(), frames))
+    )
 
     invert, grade, blur = opencv_stages()
     start = time.perf_counter()
     for f in frames[1:]:
         blur(grade(invert(f.data)))
     rows.append(("CPU, OpenCV, plain loop (one thread)", args.frames / (time.perf_counter() - start)))
-    rows.append(("CPU, OpenCV, 3 actors on their own threads", await run_chain(
-        [CpuEffect(invert), CpuEffect(grade), CpuEffect(blur)], frames)))
+    rows.append(
+        (
+            "CPU, OpenCV, 3 actors on their own threads",
+            await run_chain([CpuEffect(invert), CpuEffect(grade), CpuEffect(blur)], frames),
+        )
+    )
     slow = frames[1 : 1 + max(3, args.frames // 5)]
     numpy_fn = cpu_numpy()
     start = time.perf_counter()
@@ -272,15 +281,16 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{name:<66} {fps:>9.2f}")
 
     costs = await asyncio.to_thread(transfer_costs, args.transfer_reps)  # blocking calls: off the loop
-    print(f"\ntransfers of one {W}x{H} RGB frame (median of {args.transfer_reps}; "
-          f"convert_on_cpu={ctx.convert_on_cpu})")
+    print(f"\ntransfers of one {W}x{H} RGB frame (median of {args.transfer_reps}; convert_on_cpu={ctx.convert_on_cpu})")
     print(f"  upload   {costs['upload_ms']:7.2f} ms  ({costs['upload_gbs']:.2f} GB/s)")
     print(f"  download {costs['download_ms']:7.2f} ms  ({costs['download_gbs']:.2f} GB/s)")
 
     w, h = (int(v) for v in args.memory_size.split("x"))
     mem = await memory_check(args.memory_frames, (w, h))
-    print(f"\nsteady-state memory: {mem['frames']} frames of {mem['size']} through upload >> 3 effects >> download "
-          f"({mem['fps']:.0f} frames/s)")
+    print(
+        f"\nsteady-state memory: {mem['frames']} frames of {mem['size']} through upload >> 3 effects >> download "
+        f"({mem['fps']:.0f} frames/s)"
+    )
     keys = ["allocated", "live_bytes", "textures", "buffers", "bind_groups", "resource_mem", "pipelines", "rss_mb"]
     print(f"{'':<14}" + "".join(f"{k:>14}" for k in keys))
     for label in ("warm", "end"):
@@ -288,8 +298,10 @@ async def main(args: argparse.Namespace) -> int:
     grew = [k for k in keys[:-1] if mem["end"][k] > mem["warm"][k]]
     rss_growth = mem["end"]["rss_mb"] - mem["warm"]["rss_mb"]
     ok = not grew and rss_growth < 50
-    print(f"GPU memory growth after warm-up: {', '.join(grew) or 'none'}; RSS {rss_growth:+.1f} MB -> "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(
+        f"GPU memory growth after warm-up: {', '.join(grew) or 'none'}; RSS {rss_growth:+.1f} MB -> "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

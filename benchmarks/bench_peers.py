@@ -338,11 +338,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if gst_available():
             peers.append("GStreamer")
         else:
-            notes.append("gst-launch-1.0 (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base) is not "
-                         "installed or its elements are missing: GStreamer left out.")
+            notes.append(
+                "gst-launch-1.0 (apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base) is not "
+                "installed or its elements are missing: GStreamer left out."
+            )
     where = describe_tree()
-    print(f"# bench_peers: n={n} (video: {max(n // 4, 500)}), {STAGES} stages, {reps} rounds ({where}; "
-          f"{os.cpu_count()} CPUs)")
+    print(
+        f"# bench_peers: n={n} (video: {max(n // 4, 500)}), {STAGES} stages, {reps} rounds ({where}; "
+        f"{os.cpu_count()} CPUs)"
+    )
     results = measure(works, n, reps, peers)
 
     figures: dict[str, float] = {}
@@ -360,12 +364,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             key = peer.lower().replace(".", "_")
             figures[f"{work}_{key}_wall_ratio"] = wall_ratio
             figures[f"{work}_{key}_cpu_ratio"] = cpu_ratio
-            rows.append([
-                work, peer,
-                f"{statistics.median(s.wall for s in theirs) * 1e6:.1f}",
-                f"{statistics.median(s.cpu for s in theirs) * 1e6:.1f}",
-                f"{wall_ratio:.2f}x", f"{cpu_ratio:.2f}x",
-            ])
+            rows.append(
+                [
+                    work,
+                    peer,
+                    f"{statistics.median(s.wall for s in theirs) * 1e6:.1f}",
+                    f"{statistics.median(s.cpu for s in theirs) * 1e6:.1f}",
+                    f"{wall_ratio:.2f}x",
+                    f"{cpu_ratio:.2f}x",
+                ]
+            )
     headers = ["work", "implementation", "wall µs/msg", "CPU µs/msg", "ratio wall", "ratio CPU"]
     title = "streamlib vs peers (ratio = peer time / streamlib time; > 1: streamlib faster; medians)"
     print_table(title, headers, rows)
@@ -375,25 +383,39 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     widths = [max(len(h), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
-    table = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    table = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     table += ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     png = chart(results, out / "peers.png")
     report = [
-        "# streamlib vs peers", "",
+        "# streamlib vs peers",
+        "",
         f"{where}; {os.cpu_count()} CPUs; n={n} messages (video: {max(n // 4, 500)} frames of "
-        f"{VIDEO_SHAPE[1]}x{VIDEO_SHAPE[0]} RGB), {STAGES} stages, {reps} interleaved rounds.", "",
-        *table, "",
+        f"{VIDEO_SHAPE[1]}x{VIDEO_SHAPE[0]} RGB), {STAGES} stages, {reps} interleaved rounds.",
+        "",
+        *table,
+        "",
         "Ratio = peer time / streamlib time, per round, median: above 1, streamlib is faster.",
-        *notes, "",
+        *notes,
+        "",
     ]
     if png is not None:
         report += [f"![chart]({png.name})", ""]
     (out / "peers.md").write_text("\n".join(report))
-    (out / "peers.json").write_text(json.dumps(
-        {"n": n, "reps": reps, "tree": where, "figures": figures,
-         "samples": {w: {p: [s._asdict() for s in v] for p, v in r.items()} for w, r in results.items()}},
-        indent=2))
+    (out / "peers.json").write_text(
+        json.dumps(
+            {
+                "n": n,
+                "reps": reps,
+                "tree": where,
+                "figures": figures,
+                "samples": {w: {p: [s._asdict() for s in v] for p, v in r.items()} for w, r in results.items()},
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out / 'peers.md'}" + (f", {png}" if png else "") + f", {out / 'peers.json'}")
     return figures
 

@@ -58,8 +58,9 @@ def count_frames(path: Path) -> int:
 
 async def pipeline(path: Path, width: int, height: int, fps: float, frames: int, lossless: bool) -> dict[str, Any]:
     overflow: Overflow = "block" if lossless else "drop_oldest"
-    source = TestPattern("smpte_bars", width, height, fps, frames=frames, realtime=not lossless, name="pattern",
-                         dispatcher=timed())
+    source = TestPattern(
+        "smpte_bars", width, height, fps, frames=frames, realtime=not lossless, name="pattern", dispatcher=timed()
+    )
     overlay = Drawing(OVERLAY, fps=fps, overflow=overflow, maxsize=4, name="overlay", dispatcher=timed())
     comp = Compositor(width, height, fps=None, overflow=overflow, maxsize=4, name="compositor", dispatcher=timed())
     sink = FileSink(path, preset="fast", lossless=lossless, maxsize=8, name="x264", dispatcher=timed())
@@ -88,13 +89,33 @@ def run_ffmpeg(path: Path, width: int, height: int, fps: float, frames: int, sou
     text = "frame %{n}   %{pts\\:hms}"
     font = f"fontfile={FONT}:" if Path(FONT).exists() else ""
     size = height // 6
-    graph = (f"[0:v]drawtext={font}text='{text}':x=w*0.05:y=h*0.87:fontsize=h/16:fontcolor=white:"
-             f"box=1:boxcolor=black@0.6:boxborderw=20[text];"
-             f"color=c=orange@0.86:s={size}x{size}:r={fps:g},format=yuva420p[shape];"
-             f"[text][shape]overlay=x='W/2+W/4*cos(t)-w/2':y='H/2-h/2':shortest=1,format=yuv420p")
-    cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", f"{source}=size={width}x{height}:rate={fps:g}",
-           "-frames:v", str(frames), "-filter_complex", graph, "-c:v", "libx264", "-preset", "fast", "-crf", "23",
-           str(path)]
+    graph = (
+        f"[0:v]drawtext={font}text='{text}':x=w*0.05:y=h*0.87:fontsize=h/16:fontcolor=white:"
+        f"box=1:boxcolor=black@0.6:boxborderw=20[text];"
+        f"color=c=orange@0.86:s={size}x{size}:r={fps:g},format=yuva420p[shape];"
+        f"[text][shape]overlay=x='W/2+W/4*cos(t)-w/2':y='H/2-h/2':shortest=1,format=yuv420p"
+    )
+    cmd = [
+        "ffmpeg",
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        f"{source}=size={width}x{height}:rate={fps:g}",
+        "-frames:v",
+        str(frames),
+        "-filter_complex",
+        graph,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "fast",
+        "-crf",
+        "23",
+        str(path),
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - start
@@ -123,28 +144,37 @@ def main() -> None:
             print(f"\n== realtime, {args.seconds:g} s on the source clock (dropping queues)")
             print(format_summary(rt["rows"]))
             worst_p99 = max(r["p99_ms"] for r in rt["rows"])
-            print(f"produced {rt['produced']}/{frames} frames, wrote {rt['written']}, dropped {rt['dropped']}, "
-                  f"skipped source ticks {rt['skipped_ticks']}, took {rt['elapsed']:.1f} s")
-            print(f"FileSink writer thread (RGB->I420, x264 encode, mux) per frame: mean "
-                  f"{statistics.fmean(rt['write_ms']):.1f} ms, p99 {percentile(rt['write_ms'], 99):.1f} ms")
-            print(f"kept realtime with zero drops: {'YES' if kept else 'NO'}; worst per-actor p99 {worst_p99:.1f} ms "
-                  f"(target < 33 ms: {'met' if worst_p99 < 33 else 'missed'})")
+            print(
+                f"produced {rt['produced']}/{frames} frames, wrote {rt['written']}, dropped {rt['dropped']}, "
+                f"skipped source ticks {rt['skipped_ticks']}, took {rt['elapsed']:.1f} s"
+            )
+            print(
+                f"FileSink writer thread (RGB->I420, x264 encode, mux) per frame: mean "
+                f"{statistics.fmean(rt['write_ms']):.1f} ms, p99 {percentile(rt['write_ms'], 99):.1f} ms"
+            )
+            print(
+                f"kept realtime with zero drops: {'YES' if kept else 'NO'}; worst per-actor p99 {worst_p99:.1f} ms "
+                f"(target < 33 ms: {'met' if worst_p99 < 33 else 'missed'})"
+            )
 
         ll = runner.run(pipeline(out / "lossless.mp4", w, h, fps, frames, lossless=True))
     print("\n== lossless, as fast as possible (blocking queues)")
     print(format_summary(ll["rows"]))
     decoded = count_frames(out / "lossless.mp4")
     ours_fps = frames / ll["elapsed"]
-    print(f"streamlib: {frames} frames in {ll['elapsed']:.2f} s = {ours_fps:.1f} fps "
-          f"(file decodes to {decoded} frames)")
+    print(
+        f"streamlib: {frames} frames in {ll['elapsed']:.2f} s = {ours_fps:.1f} fps (file decodes to {decoded} frames)"
+    )
     if shutil.which("ffmpeg") is None:
         print("ffmpeg not found: no comparison")
         return
     ff = run_ffmpeg(out / "ffmpeg.mp4", w, h, fps, frames, args.ffmpeg_source)
     ff_fps = frames / ff
     ratio = ours_fps / ff_fps
-    print(f"ffmpeg ({args.ffmpeg_source} + drawtext + moving overlay + libx264 fast): "
-          f"{frames} frames in {ff:.2f} s = {ff_fps:.1f} fps")
+    print(
+        f"ffmpeg ({args.ffmpeg_source} + drawtext + moving overlay + libx264 fast): "
+        f"{frames} frames in {ff:.2f} s = {ff_fps:.1f} fps"
+    )
     print(f"streamlib / ffmpeg throughput: {ratio:.2f}x (target >= 0.8x: {'met' if ratio >= 0.8 else 'missed'})")
     print(f"files in {out}")
 

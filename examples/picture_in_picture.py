@@ -51,9 +51,11 @@ async def main(seconds: float, out: Path) -> None:
             comp.update_layer("pip", x=x, y=y)
             moved += 1
     stats = comp.stats()
-    print(f"composited {stats['outputs']['video']['sent']} frames of {width}x{height} "
-          f"(main + 320x180 inset, moved {moved} times); dropped on the way: "
-          f"{sum(p['dropped'] for p in stats['inputs'].values())}")
+    print(
+        f"composited {stats['outputs']['video']['sent']} frames of {width}x{height} "
+        f"(main + 320x180 inset, moved {moved} times); dropped on the way: "
+        f"{sum(p['dropped'] for p in stats['inputs'].values())}"
+    )
     print(f"wrote {out / 'pip.mp4'} ({sink.frames_written} frames)")
 
 

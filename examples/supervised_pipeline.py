@@ -75,8 +75,7 @@ async def main(frames: int, every: int) -> None:
     await sup.stop()  # the counter sees end of stream and stops
     await counter.join()
     print(f"source sent {pattern.sent} frames; the filter crashed and was restarted {restarts} times")
-    print(f"counter received {counter.frames} frames ({counter.inverted} correctly inverted), "
-          f"lost in crashes: {lost}")
+    print(f"counter received {counter.frames} frames ({counter.inverted} correctly inverted), lost in crashes: {lost}")
     expected_crashes = frames // every
     if restarts != expected_crashes or counter.frames + lost != frames:
         raise SystemExit(f"expected {expected_crashes} restarts and {frames} frames accounted for")

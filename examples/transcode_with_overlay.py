@@ -59,8 +59,10 @@ async def main(src: Path | None, out: Path) -> None:
     await sink.join()
     elapsed = time.perf_counter() - start
     frames_in, frames_out = count(src), count(dst)
-    print(f"transcoded {src} -> {dst}: {frames_in} frames in, {frames_out} frames out, "
-          f"{elapsed:.2f} s ({frames_out / elapsed:.0f} fps), overlay errors: {overlay.error_count}")
+    print(
+        f"transcoded {src} -> {dst}: {frames_in} frames in, {frames_out} frames out, "
+        f"{elapsed:.2f} s ({frames_out / elapsed:.0f} fps), overlay errors: {overlay.error_count}"
+    )
     if frames_in != frames_out:
         raise SystemExit(f"frame count mismatch: {frames_in} in, {frames_out} out")
 

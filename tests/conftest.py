@@ -65,8 +65,9 @@ class Invert(Actor):
 
 
 def frame(value: int = 10, n: int = 0, ts: float = 0.0, clock: str | None = "test-clock") -> VideoFrame:
-    return VideoFrame(np.full((4, 6, 3), value, np.uint8), timestamp=ts, frame_number=n, clock_source_id=clock,
-                      clock_rate=30.0)
+    return VideoFrame(
+        np.full((4, 6, 3), value, np.uint8), timestamp=ts, frame_number=n, clock_source_id=clock, clock_rate=30.0
+    )
 
 
 @pytest.fixture
@@ -84,4 +85,3 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 5.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout} s: {getattr(predicate, '__name__', predicate)}")
         await asyncio.sleep(0.005)
-

@@ -148,8 +148,9 @@ async def test_a_bathtub_actor_runs_its_own_clock_at_default_fps() -> None:
 async def test_a_connected_actor_ticks_on_arrival_with_the_upstream_metadata() -> None:
     feeder, relay, probe = Feeder(DataMessage), Relay(), Probe(DataMessage)
     feeder >> relay >> probe
-    sent = [DataMessage(i, timestamp=100.0 + i, frame_number=i, clock_source_id="cam", clock_rate=25.0)
-            for i in range(3)]
+    sent = [
+        DataMessage(i, timestamp=100.0 + i, frame_number=i, clock_source_id="cam", clock_rate=25.0) for i in range(3)
+    ]
     for msg in sent:
         await feeder.send(msg)
         await probe.wait_for(msg.frame_number + 1)

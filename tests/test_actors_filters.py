@@ -175,10 +175,14 @@ async def test_a_frame_opencv_cannot_take_fails_the_filter_naming_the_frame() ->
     await feeder.stop()
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros(64, np.uint8),
-    np.zeros((2, 2, 2, 2), np.uint8), np.zeros((0, 4, 3), np.uint8),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(64, np.uint8),
+        np.zeros((2, 2, 2, 2), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+    ],
+)
 async def test_a_frame_that_is_not_an_image_fails_resize_naming_actor_port_and_shape(bad: np.ndarray) -> None:
     feeder, resize = Feeder(VideoFrame), Resize(width=4)
     feeder >> resize

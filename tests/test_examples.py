@@ -71,6 +71,10 @@ def test_example_runs_headless(example: Path, launched: dict[str, subprocess.Pop
 
 def test_there_are_examples() -> None:
     names = {p.name for p in EXAMPLES}
-    for name in ("picture_in_picture.py", "transcode_with_overlay.py", "supervised_pipeline.py",
-                 "agent_generated_actor.py"):
+    for name in (
+        "picture_in_picture.py",
+        "transcode_with_overlay.py",
+        "supervised_pipeline.py",
+        "agent_generated_actor.py",
+    ):
         assert name in names

@@ -232,8 +232,9 @@ async def test_three_shader_chain_makes_one_upload_and_one_download() -> None:
 
     for i, out in enumerate(probe.messages):
         assert not out.is_gpu() and out.frame_number == i and out.timestamp == float(i)
-        expected = GaussianBlur.reference(Grade.reference(Invert.reference(frames[i]), contrast=1.3,
-                                                          saturation=0.5), sigma=1.0)
+        expected = GaussianBlur.reference(
+            Grade.reference(Invert.reference(frames[i]), contrast=1.3, saturation=0.5), sigma=1.0
+        )
         assert np.abs(out.data.astype(int) - expected).max() <= 1
     await feeder.end()
     await asyncio.wait_for(probe.join(), 10)

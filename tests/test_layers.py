@@ -65,17 +65,13 @@ def _runtime_imports(path: Path) -> set[str]:
 
 
 def test_no_core_module_imports_a_layer() -> None:
-    offenders = {
-        _module_name(p): sorted(n for n in _runtime_imports(p) if n.startswith(LAYERS)) for p in CORE
-    }
+    offenders = {_module_name(p): sorted(n for n in _runtime_imports(p) if n.startswith(LAYERS)) for p in CORE}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_core_imports_form_no_cycle() -> None:
     modules = {_module_name(p): p for p in CORE}
-    graph = {
-        name: {m for m in _runtime_imports(path) if m in modules and m != name} for name, path in modules.items()
-    }
+    graph = {name: {m for m in _runtime_imports(path) if m in modules and m != name} for name, path in modules.items()}
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 

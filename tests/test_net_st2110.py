@@ -398,8 +398,11 @@ async def test_a_ptp_clocked_stream_says_so_in_its_sdp_and_rtp_timestamps() -> N
         pixels = np.zeros((32, 64, 3), np.uint8)
         frame_number = 52_000_000_123  # about 55 years of 30 fps periods since 1970
         clock = "ptp:001122.fffe.334455:0"
-        await feeder.send(VideoFrame(pixels, timestamp=time.monotonic(), frame_number=frame_number,
-                                     clock_source_id=clock, clock_rate=30.0))
+        await feeder.send(
+            VideoFrame(
+                pixels, timestamp=time.monotonic(), frame_number=frame_number, clock_source_id=clock, clock_rate=30.0
+            )
+        )
         packet = await asyncio.to_thread(rx.recv, 2048)  # off the loop: the sender runs on it
         assert int.from_bytes(packet[4:8], "big") == (frame_number * 3000) & 0xFFFFFFFF
         assert "a=ts-refclk:ptp=IEEE1588-2008:00-11-22-FF-FE-33-44-55:0" in sender.sdp()

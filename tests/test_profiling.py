@@ -110,8 +110,15 @@ async def test_enable_while_running_times_process_latency_and_lateness() -> None
     assert source._core.run_tick != source.process  # now wrapped
 
     s = profiling.summary()
-    for name in ("/prof_source.process", "/prof_source.lateness", "/prof_source.latency",
-                 "/prof_slow.process", "/prof_slow.latency", "/prof_probe.latency", "source.render"):
+    for name in (
+        "/prof_source.process",
+        "/prof_source.lateness",
+        "/prof_source.latency",
+        "/prof_slow.process",
+        "/prof_slow.latency",
+        "/prof_probe.latency",
+        "source.render",
+    ):
         assert s[name]["count"] > 0, name
     assert "/prof_slow.lateness" not in s  # synced ticks are not the own clock's: no lateness
     slow_process = s["/prof_slow.process"]
@@ -224,6 +231,12 @@ def test_environment_variable_prints_the_table_and_writes_json_at_exit(tmp_path:
     data = json.loads(out.read_text())
     assert data["series"]["user.section"]["count"] >= 20
 
-    quiet = subprocess.run([sys.executable, "-c", SCRIPT], env={**os.environ, "STREAMLIB_PROFILE": "0"},
-                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    quiet = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env={**os.environ, "STREAMLIB_PROFILE": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert quiet.returncode == 0 and "Profiling Results" not in quiet.stderr

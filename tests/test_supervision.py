@@ -120,8 +120,9 @@ async def test_strategies_restart_the_right_siblings(strategy: str, restarted: l
     feeder = Feeder(DataMessage)
     feeder >> crashy
     await feeder.send(DataMessage("boom"))
-    await eventually(lambda: sup.children[1] is not crashy and all(c.state is LifecycleState.RUNNING
-                                                                     for c in sup.children))
+    await eventually(
+        lambda: sup.children[1] is not crashy and all(c.state is LifecycleState.RUNNING for c in sup.children)
+    )
     await asyncio.sleep(0.02)
     assert [new is not old for new, old in zip(sup.children, [first, crashy, last], strict=True)] == restarted
     assert [c.name for c in sup.children] == ["first", "crashy", "last"]

@@ -113,7 +113,7 @@ async def test_graph_mermaid_and_svg() -> None:
     assert mermaid.startswith("flowchart LR")
     assert 'subgraph s0["/viewapp (Supervisor)"]' in mermaid
     assert "frames<br/>Frames · running" in mermaid
-    assert "-->|\"video (" in mermaid and "dropped)\"|" in mermaid  # drops on the edge into flaky
+    assert '-->|"video (' in mermaid and 'dropped)"|' in mermaid  # drops on the edge into flaky
     assert '-->|"video → in"|' in mermaid
 
     svg = g.svg()

@@ -142,9 +142,7 @@ class GPUCompositor(LayerStack[LayerState], Actor):
     def render(self) -> GPUImage | None:
         """Composite the layers' current frames into a new GPU image (on the GPU thread)."""
         ctx = self.gpu
-        drawn = [
-            s for s in self._order if s.spec.visible and s.spec.opacity > 0.0 and s.frame is not None
-        ]
+        drawn = [s for s in self._order if s.spec.visible and s.spec.opacity > 0.0 and s.frame is not None]
         if self.size is None:
             if not drawn:
                 return None
@@ -174,4 +172,3 @@ class GPUCompositor(LayerStack[LayerState], Actor):
             return program.run(images, (width, height), 3, params)
         except Exception as exc:
             raise ctx.translate(exc) from exc
-

@@ -166,8 +166,9 @@ class UniformLayout:
         lines.append("}")
         return lines
 
-    def pack(self, resolution: tuple[int, int], t: float, frame_number: int, pass_index: int,
-             params: Mapping[str, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def pack(
+        self, resolution: tuple[int, int], t: float, frame_number: int, pass_index: int, params: Mapping[str, Any]
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
         data = np.zeros(self._words, np.float32)
         data[0], data[1], data[2] = resolution[0], resolution[1], t
         ints = data.view(np.uint32)
@@ -339,6 +340,7 @@ def prelude(layout: UniformLayout, textures: Sequence[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- the actor
+
 
 class ShaderActor(Actor):
     """Runs a WGSL compute shader over its input frame(s) (see the module docstring).

@@ -59,7 +59,11 @@ class _Transfer(Actor):
         super().__init__(dispatcher=gpu_dispatcher(dispatcher), **kw)
         src, dst = self.direction.split("->")
         self.inputs["video"] = StreamInput(
-            "video", VideoFrame, maxsize=maxsize, overflow=overflow, memory=src  # type: ignore[arg-type]
+            "video",
+            VideoFrame,
+            maxsize=maxsize,
+            overflow=overflow,
+            memory=src,  # type: ignore[arg-type]
         )
         self.outputs["video"] = StreamOutput("video", VideoFrame, memory=dst)  # type: ignore[arg-type]
         self.between = between

@@ -391,7 +391,5 @@ async def serve_http(
         web.should_exit = True
 
 
-
-
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host

@@ -212,8 +212,10 @@ def configure(*, adapter: str | None = None, power_preference: str | None = None
         _settings["adapter"] = adapter
         _settings["power_preference"] = power_preference
         if _context is not None:
-            log.warning("streamlib.gpu.configure(): a GPU context exists already (%s); the setting applies to "
-                        "the next one", _context.name)
+            log.warning(
+                "streamlib.gpu.configure(): a GPU context exists already (%s); the setting applies to the next one",
+                _context.name,
+            )
 
 
 def _import_wgpu() -> Any:
@@ -299,8 +301,9 @@ def context() -> GPUContext:
         if _context is not None:
             log.warning("GPU device lost (%s); new context %s", _context.lost_reason, ctx.name)
         elif ctx.software:
-            log.warning("GPU context: %s, chosen by %s -- a software adapter: GPU actors run on the CPU cores",
-                        ctx.name, how)
+            log.warning(
+                "GPU context: %s, chosen by %s -- a software adapter: GPU actors run on the CPU cores", ctx.name, how
+            )
         else:
             log.info("GPU context: %s, chosen by %s", ctx.name, how)
         _context = ctx
@@ -753,8 +756,10 @@ class GPUContext:
         self.info: dict[str, Any] = dict(adapter.info)
         self.chosen_by = chosen_by
         self.generation = next(_generation)
-        self.name = f"{self.info.get('device', '?')} ({self.info.get('backend_type', '?')}, " \
-                    f"{self.info.get('adapter_type', '?')})"
+        self.name = (
+            f"{self.info.get('device', '?')} ({self.info.get('backend_type', '?')}, "
+            f"{self.info.get('adapter_type', '?')})"
+        )
         self.software = str(self.info.get("adapter_type", "")).lower() == "cpu"
         self.convert_on_cpu = self.software
         """Expand RGB to RGBA (upload) and drop alpha (download) on the CPU rather than in a
@@ -781,27 +786,31 @@ class GPUContext:
         )
         self._unpack = self.compute_pipeline(
             _UNPACK_WGSL,
-            [[
-                {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
-                {"binding": 1, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "read-only-storage"}},
-                {
-                    "binding": 2,
-                    "visibility": wgpu.ShaderStage.COMPUTE,
-                    "storage_texture": {"access": "write-only", "format": FORMAT, "view_dimension": "2d"},
-                },
-            ]],
+            [
+                [
+                    {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
+                    {"binding": 1, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "read-only-storage"}},
+                    {
+                        "binding": 2,
+                        "visibility": wgpu.ShaderStage.COMPUTE,
+                        "storage_texture": {"access": "write-only", "format": FORMAT, "view_dimension": "2d"},
+                    },
+                ]
+            ],
         )
         self._pack = self.compute_pipeline(
             _PACK_WGSL,
-            [[
-                {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
-                {
-                    "binding": 1,
-                    "visibility": wgpu.ShaderStage.COMPUTE,
-                    "texture": {"sample_type": "float", "view_dimension": "2d"},
-                },
-                {"binding": 2, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "storage"}},
-            ]],
+            [
+                [
+                    {"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "uniform"}},
+                    {
+                        "binding": 1,
+                        "visibility": wgpu.ShaderStage.COMPUTE,
+                        "texture": {"sample_type": "float", "view_dimension": "2d"},
+                    },
+                    {"binding": 2, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": "storage"}},
+                ]
+            ],
         )
 
     # -- state -------------------------------------------------------------------------
@@ -1040,8 +1049,12 @@ class GPUContext:
             with self._lock:
                 slot = self._download_slot(width, height, channels, on_cpu)
                 size = max(4, slot.words * 4)
-                target = slot.free_maps.pop() if slot.free_maps else self.device.create_buffer(
-                    size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+                target = (
+                    slot.free_maps.pop()
+                    if slot.free_maps
+                    else self.device.create_buffer(
+                        size=size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+                    )
                 )
                 encoder = self.device.create_command_encoder()
                 if on_cpu:
@@ -1087,8 +1100,9 @@ class DownloadJob:
 
     __slots__ = ("copy_s", "ctx", "encode_s", "on_cpu", "shape", "slot", "start", "target", "wait_s")
 
-    def __init__(self, ctx: GPUContext, target: Any, slot: _DownloadSlot, shape: tuple[int, int, int],
-                 on_cpu: bool, start: float) -> None:
+    def __init__(
+        self, ctx: GPUContext, target: Any, slot: _DownloadSlot, shape: tuple[int, int, int], on_cpu: bool, start: float
+    ) -> None:
         self.ctx, self.target, self.slot, self.shape, self.on_cpu, self.start = ctx, target, slot, shape, on_cpu, start
         self.encode_s = time.perf_counter() - start
         self.wait_s = self.copy_s = 0.0

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["GPUDispatcher"]
 
 
-
-
 class GPUDispatcher(Dispatcher):
     """Run an actor's hooks on the GPU thread, with ``self.gpu`` set to the GPU context."""
 

@@ -264,6 +264,7 @@ def prometheus_collector(*roots: Actor) -> Any:
 
 _TOKEN_COOKIE = "streamlib_dashboard_token"
 
+
 class Dashboard:
     """A running dashboard server (see the module docstring). Stop it with :meth:`stop`."""
 

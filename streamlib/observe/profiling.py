@@ -87,7 +87,6 @@ _exit_hook = False
 _exit_json: str | os.PathLike[str] | None = None
 
 
-
 class Series:
     """One named series of durations (seconds): running totals plus a window of recent samples."""
 
@@ -295,9 +294,7 @@ class _Section:
     def __enter__(self) -> None:
         self.start = time.monotonic()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         duration = time.monotonic() - self.start
         series(self.name).add(duration)
         event: dict[str, Any] = {"name": self.name, "start": self.start, "duration": duration}
@@ -390,7 +387,6 @@ def _register_exit_report(json_path: str | os.PathLike[str] | None) -> None:
     if not _exit_hook:
         _exit_hook = True
         atexit.register(_report_at_exit)
-
 
 
 def _report_at_exit() -> None:

@@ -302,9 +302,7 @@ class Graph:
             members.sort(key=weight)
             for i, actor in enumerate(members):
                 row[actor] = float(i)
-        return {
-            a: (_MARGIN + layer[a] * (_NODE_W + _GAP_X), _MARGIN + row[a] * (_NODE_H + _GAP_Y)) for a in nodes
-        }
+        return {a: (_MARGIN + layer[a] * (_NODE_W + _GAP_X), _MARGIN + row[a] * (_NODE_H + _GAP_Y)) for a in nodes}
 
     def svg(self) -> str:
         """The graph as a standalone SVG document (no layout library needed)."""
@@ -314,8 +312,8 @@ class Graph:
         out = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
-            "<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" "
-            "markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#555\"/>"
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+            'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#555"/>'
             "</marker></defs>",
         ]
         if not pos:
@@ -564,8 +562,11 @@ def actor_html(actor: Actor) -> str:
         f"<span style='color:{_STATE_COLOURS.get(s['state'], '#000')}'>{s['state']}</span>",
         _stats_table(_flatten(s)),
     ]
-    ports = [f"in <code>{_esc(n)}</code>: {p['queued']}/{p['capacity']} queued, {p['received']} received, "
-             f"{p['dropped']} dropped" for n, p in s["inputs"].items()]
+    ports = [
+        f"in <code>{_esc(n)}</code>: {p['queued']}/{p['capacity']} queued, {p['received']} received, "
+        f"{p['dropped']} dropped"
+        for n, p in s["inputs"].items()
+    ]
     ports += [f"out <code>{_esc(n)}</code>: {p['sent']} sent to {p['subscribers']}" for n, p in s["outputs"].items()]
     if ports:
         parts.append("<br>".join(ports))
@@ -605,8 +606,10 @@ class LiveView:
         self._deadline = None if duration is None else time.monotonic() + duration
         self._tap: PreviewTap | None = None
         if preview is not None:
-            output = preview if isinstance(preview, StreamOutput) else next(
-                (o for o in video_outputs(preview) if o.owner is preview), None
+            output = (
+                preview
+                if isinstance(preview, StreamOutput)
+                else next((o for o in video_outputs(preview) if o.owner is preview), None)
             )
             if output is None:
                 raise ValueError(f"{preview!r} has no VideoFrame output to preview")
