@@ -179,7 +179,15 @@ USER_HANDLER = textwrap.dedent(
 
 
 def test_a_user_sigterm_handler_is_never_replaced() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", USER_HANDLER], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", USER_HANDLER],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        # A fresh process starts with no signal blocked; the test runner's own worker process may
+        # carry a blocked SIGTERM from a library an earlier test loaded, which a child inherits.
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM}),
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

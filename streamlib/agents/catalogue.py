@@ -225,7 +225,7 @@ def signature_text(cls: type) -> str:
 
 # CPython 3.11's parser keeps its recursion-depth bookkeeping per interpreter, not per thread:
 # two threads parsing at once can fail with "AST constructor recursion depth mismatch".
-_parse_lock = threading.Lock()
+parse_lock = threading.Lock()
 
 
 @cache
@@ -235,7 +235,7 @@ def _module_tree(filename: str) -> ast.Module | None:
     if not lines:
         return None
     try:
-        with _parse_lock:
+        with parse_lock:
             return ast.parse("".join(lines), filename)
     except SyntaxError:
         return None

@@ -276,7 +276,8 @@ class LocalRuntime:
         filename = f"<agent-source-{number}>"
         try:
             code = compile(source, filename, "exec", dont_inherit=True)  # not this module's __future__ imports
-            tree = ast.parse(source, filename)
+            with catalogue_module.parse_lock:  # CPython 3.11's ast.parse is not thread-safe
+                tree = ast.parse(source, filename)
         except SyntaxError as exc:
             raise ToolFailure(
                 "syntax_error",
