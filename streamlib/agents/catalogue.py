@@ -223,9 +223,22 @@ def signature_text(cls: type) -> str:
 # -- ports, read from the source ---------------------------------------------------------
 
 
-# CPython 3.11's parser keeps its recursion-depth bookkeeping per interpreter, not per thread:
-# two threads parsing at once can fail with "AST constructor recursion depth mismatch".
+# CPython 3.11's ast module checks its recursion-depth bookkeeping after building the tree and
+# raises "SystemError: AST constructor recursion depth mismatch" when another thread moved it
+# meanwhile (parsing too, or changing the recursion limit). Parses are serialised, and retried.
 parse_lock = threading.Lock()
+
+
+def parse_source(source: str, filename: str) -> ast.Module:
+    """``ast.parse`` under :data:`parse_lock`, retried on CPython 3.11's spurious SystemError."""
+    for attempt in range(5):
+        try:
+            with parse_lock:
+                return ast.parse(source, filename)
+        except SystemError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 @cache
@@ -235,8 +248,7 @@ def _module_tree(filename: str) -> ast.Module | None:
     if not lines:
         return None
     try:
-        with parse_lock:
-            return ast.parse("".join(lines), filename)
+        return parse_source("".join(lines), filename)
     except SyntaxError:
         return None
 

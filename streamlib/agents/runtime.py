@@ -276,8 +276,7 @@ class LocalRuntime:
         filename = f"<agent-source-{number}>"
         try:
             code = compile(source, filename, "exec", dont_inherit=True)  # not this module's __future__ imports
-            with catalogue_module.parse_lock:  # CPython 3.11's ast.parse is not thread-safe
-                tree = ast.parse(source, filename)
+            tree = catalogue_module.parse_source(source, filename)
         except SyntaxError as exc:
             raise ToolFailure(
                 "syntax_error",
