@@ -173,7 +173,10 @@ USER_HANDLER = textwrap.dedent(
     TestPattern("gradient", width=32, height=24) >> Probe()
     assert signal.getsignal(signal.SIGTERM) is mine
     print("ready", flush=True)
-    time.sleep(60)
+    # Python runs handlers in the main thread; short sleeps let it run one promptly even where the
+    # kernel hands the process's signal to another thread (which does not interrupt a long sleep).
+    for _ in range(600):
+        time.sleep(0.1)
     """
 )
 
@@ -192,10 +195,23 @@ def test_a_user_sigterm_handler_is_never_replaced() -> None:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the user's handler did not run; the child's threads:\n{_signal_masks(proc.pid)}")
     finally:
         proc.kill()
     assert proc.returncode == 7 and "user handler" in out
+
+
+def _signal_masks(pid: int) -> str:
+    """Each thread's blocked and pending signals, to say where a signal went (diagnostics only)."""
+    lines = []
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+        status = (task / "status").read_text().splitlines()
+        wanted = [line for line in status if line.startswith(("Name", "SigBlk", "SigPnd", "ShdPnd", "SigCgt"))]
+        lines.append(f"{task.name}: " + " ".join(w.replace("\t", " ") for w in wanted))
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------- waiting
