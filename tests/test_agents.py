@@ -449,11 +449,95 @@ def test_the_docs_page_names_every_tool_and_argument() -> None:
             assert f"`{argument}`" in row, (tool.name, argument)
 
 
-def test_connect_to_a_remote_runtime_says_it_is_not_implemented_yet(capsys: pytest.CaptureFixture[str]) -> None:
-    from streamlib.cli import main
+async def test_a_served_runtime_answers_the_tools_only_when_asked() -> None:
+    """In process: a node without the agent tools says how to get them; with them, the tools
+    see (and build) the node's actors, and a tool's structured failure crosses unchanged."""
+    from streamlib.agents import ToolFailure
+    from streamlib.agents.remote import RemoteRuntime, serve_agent_tools
+    from streamlib.remote import serve
 
-    assert main(["mcp", "--connect", "actor://127.0.0.1:9000"]) == 2
-    assert "--connect is not implemented yet" in capsys.readouterr().err
+    node = await asyncio.to_thread(serve, "127.0.0.1", 0, "agents-here")
+    tools = None
+    try:
+        remote = RemoteRuntime(f"actor://{node.address}")
+        with pytest.raises(ToolFailure) as refused:
+            await remote.get_graph()
+        assert refused.value.kind == "not_supported" and "--agents" in refused.value.message
+        tools = serve_agent_tools(node)
+        made = await remote.spawn_actor("TestPattern", name="seen", params={"width": 48, "height": 32})
+        assert made["path"] == "/seen" and node.lookup("seen") is not None
+        graph = await remote.get_graph()
+        assert "/seen" in [a["path"] for a in graph["actors"]]
+        shot = await remote.snapshot("/seen", width=24)
+        assert (shot.width, shot.source_width, shot.png[:4]) == (24, 48, b"\x89PNG")
+        with pytest.raises(ToolFailure) as missing:
+            await remote.stop_actor("/nobody")
+        assert missing.value.kind == "unknown_actor" and "/seen" in missing.value.message
+        assert (await remote.stop_actor("/seen"))["state"] in ("stopped", "finished")
+    finally:
+        if tools is not None:
+            tools.close()
+        await asyncio.to_thread(node.close)
+
+
+def test_mcp_connect_drives_a_runtime_in_another_process(tmp_path: Path) -> None:
+    """``streamlib mcp --connect`` (stdio, the SDK's client) drives a ``streamlib node --agents``
+    subprocess with a token: what the agent builds lives in the node, and outlives the MCP session."""
+    token_file = tmp_path / "token"
+    token_file.write_text("n0de-s3cret\n")
+    env = {k: v for k, v in ENV.items() if not k.startswith("STREAMLIB_TOKEN")}
+    NODE = [sys.executable, "-m", "streamlib", "node", "--listen", "127.0.0.1:0", "--agents"]
+    node = subprocess.Popen(
+        [*NODE, "--token-file", str(token_file), "--log-level", "WARNING"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline()
+        assert "listening on actor://" in line, line
+        address = line.split("actor://")[1].split()[0]
+
+        async def session() -> dict[str, Any]:
+            args = ["-m", "streamlib", "mcp", "--connect", f"actor://{address}"]
+            refused = StdioServerParameters(command=sys.executable, args=args, env=env)
+            async with Client(refused) as client:  # no token: the node refuses, the tool says why
+                failed = error(await client.call_tool("get_graph", {}))
+            params = StdioServerParameters(
+                command=sys.executable, args=[*args, "--node-token-file", str(token_file)], env=env
+            )
+            async with Client(params) as client:
+                data(await client.call_tool("define_actor", {"source": FILTER_FIXED}))
+                made = data(
+                    await client.call_tool(
+                        "spawn_actor", {"type": "TestPattern", "name": "cam", "params": {"width": 64, "height": 36}}
+                    )
+                )
+                negative = data(await client.call_tool("spawn_actor", {"type": "Negative", "name": "neg"}))
+                data(await client.call_tool("connect", {"source": made["path"], "target": negative["path"]}))
+                shot = await client.call_tool("snapshot", {"output": "/neg", "width": 32})
+                image = next(c for c in shot.content if isinstance(c, ImageContent))
+                graph = data(await client.call_tool("get_graph", {}))
+            return {"failed": failed, "graph": graph, "png": base64.b64decode(image.data)}
+
+        found = asyncio.run(session())
+        assert "token" in found["failed"]["message"], found["failed"]
+        assert {"/cam", "/neg"} <= {a["path"] for a in found["graph"]["actors"]}
+        pixels = cv2.imdecode(np.frombuffer(found["png"], np.uint8), cv2.IMREAD_COLOR)
+        assert pixels is not None and pixels.shape[1] == 32
+        # The node, asked on its own control plane after the MCP session ended: both still run.
+        import streamlib
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("STREAMLIB_TOKEN", "n0de-s3cret")
+            stub = streamlib.get_actor(f"actor://{address}/Negative/neg")
+            before = stub.stats()["ticks"]
+            time.sleep(0.5)
+            assert stub.stats()["ticks"] > before
+    finally:
+        node.terminate()
+        node.wait(20)
 
 
 def test_tail_logs_filters_by_actor_subtree_level_and_sequence() -> None:

@@ -3,7 +3,9 @@
 ``streamlib mcp`` serves a fresh runtime in this process to one MCP client: over stdio by
 default (what Claude Desktop and most clients launch), or over streamable HTTP with
 ``--http 127.0.0.1:PORT`` (any other address needs ``--token`` or ``STREAMLIB_MCP_TOKEN``).
-When the client goes away, every actor is stopped so sinks finalize their files.
+When the client goes away, every actor is stopped so sinks finalize their files. With
+``--connect actor://HOST:PORT`` it serves the tools of a runtime that ``streamlib node
+--agents`` serves elsewhere instead (that runtime's actors keep running when the client goes).
 ``streamlib catalogue --json`` prints the actor catalogue that ``list_actor_types`` returns.
 """
 
@@ -16,6 +18,7 @@ import os
 import re
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_agent_commands", "run_catalogue", "run_mcp"]
@@ -52,7 +55,15 @@ def add_agent_commands(commands: Any) -> None:
     mcp.add_argument(
         "--connect",
         metavar="actor://HOST:PORT",
-        help="drive a runtime served with streamlib node (not implemented yet)",
+        help="drive the runtime served at that address by 'streamlib node --agents' instead of a fresh one here "
+        "(its sandbox limits apply there)",
+    )
+    mcp.add_argument(
+        "--node-token-file",
+        type=Path,
+        metavar="FILE",
+        help="with --connect: file whose first line is the node's token (default: $STREAMLIB_TOKEN or "
+        "$STREAMLIB_TOKEN_FILE)",
     )
     mcp.add_argument(
         "--memory",
@@ -96,13 +107,18 @@ def run_mcp(args: argparse.Namespace) -> int:
     except ImportError:
         print("streamlib mcp: the MCP SDK is not installed: pip install 'streamlib[agents]'", file=sys.stderr)
         return 2
+    from .runtime import LocalRuntime, RuntimeAccess
+
+    runtime: RuntimeAccess
     if args.connect:
-        print(
-            "streamlib mcp: --connect is not implemented yet: a runtime served with 'streamlib node' does not "
-            "answer the agent tools; run 'streamlib mcp' (or streamlib.agents.serve_http) in that process instead",
-            file=sys.stderr,
-        )
-        return 2
+        from .remote import RemoteRuntime
+
+        try:
+            node_token = args.node_token_file.read_text().splitlines()[0].strip() if args.node_token_file else None
+            runtime = RemoteRuntime(args.connect, node_token)
+        except (ValueError, OSError, IndexError) as exc:
+            print(f"streamlib mcp: {exc}", file=sys.stderr)
+            return 2
     if args.memory < (16 << 20) or args.cpu_per_call <= 0 or args.open_files < 1:
         print("streamlib mcp: --memory must be at least 16MiB, --cpu-per-call > 0, --open-files >= 1", file=sys.stderr)
         return 2
@@ -110,7 +126,6 @@ def run_mcp(args: argparse.Namespace) -> int:
 
     from streamlib.listening import is_loopback
 
-    from .runtime import LocalRuntime
     from .sandbox import SandboxLimits
     from .server import serve_http, serve_stdio
 
@@ -130,8 +145,9 @@ def run_mcp(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    limits = SandboxLimits(memory=args.memory, cpu_per_call=args.cpu_per_call, open_files=args.open_files)
-    runtime = LocalRuntime(sandbox=limits)
+    if not args.connect:
+        limits = SandboxLimits(memory=args.memory, cpu_per_call=args.cpu_per_call, open_files=args.open_files)
+        runtime = LocalRuntime(sandbox=limits)
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated server still stops its actors (files finalize)
     try:
         if args.http:
@@ -144,7 +160,8 @@ def run_mcp(args: argparse.Namespace) -> int:
         print(f"streamlib mcp: cannot serve: {exc}", file=sys.stderr)
         return 2
     finally:
-        _stop_everything()
+        if not args.connect:  # a remote runtime's actors are its own: they keep running
+            _stop_everything()
         runtime.close()
     return 0
 

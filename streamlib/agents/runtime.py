@@ -107,6 +107,8 @@ class RuntimeAccess(Protocol):
     async def tail_logs(
         self, actor: str | None = None, limit: int = 50, level: str | None = None, since: int = 0
     ) -> dict[str, Any]: ...
+    def close(self) -> None:
+        """Release what this access holds here (the actors keep running)."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,21 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name} actor://{self.address} data_port={self.data_port}>"
+
+    def add_operation(self, op: str, handler: Callable[[dict[str, Any], memoryview], Awaitable[Any]]) -> None:
+        """Answer the control request ``op`` with ``await handler(request, payload)`` (on the
+        network loop; its JSON-ready result is the reply, an exception an error reply naming
+        its type). How a layer above offers more than the built-in requests -- the agent tools
+        (:func:`streamlib.agents.remote.serve_agent_tools`) -- without this layer knowing it."""
+        if self.control is None:
+            raise RuntimeError("the node is not serving yet")
+        if op in self.control.handlers:
+            raise ValueError(f"this runtime already answers {op!r}")
+
+        async def answer(request: dict[str, Any], payload: memoryview, conn: ServerConnection) -> Any:
+            return await handler(request, payload)
+
+        self.control.handlers[op] = answer
 
     # -- what the control plane asks ---------------------------------------------------
 
@@ -467,6 +483,12 @@ def add_node_command(subparsers: Any) -> None:
         help="import MODULE first, so its actor classes can be created by name (repeatable)",
     )
     node.add_argument("--no-shared-memory", action="store_true", help="send every frame over TCP")
+    node.add_argument(
+        "--agents",
+        action="store_true",
+        help="also answer the agent tools, so 'streamlib mcp --connect actor://HOST:PORT' can drive this runtime "
+        "(agent-defined actors run sandboxed)",
+    )
     node.add_argument("--log-level", default="INFO")
     node.set_defaults(run=run_node)
 
@@ -492,6 +514,11 @@ def run_node(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ImportError, IndexError) as exc:
         print(f"streamlib node: {exc}", file=sys.stderr)
         return 2
+    tools = None
+    if args.agents:
+        from streamlib.agents.remote import serve_agent_tools  # the layer above, only when asked
+
+        tools = serve_agent_tools(node)
     print(f"streamlib node {node.name} listening on actor://{node.address} (data port {node.data_port})", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -503,5 +530,7 @@ def run_node(args: argparse.Namespace) -> int:
     for actor in streamlib.running_actors():
         with contextlib.suppress(Exception):
             actor.join().wait(5.0)
+    if tools is not None:
+        tools.close()
     node.close()
     return 0
