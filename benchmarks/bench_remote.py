@@ -2,7 +2,8 @@
 
 Starts ``streamlib node`` subprocesses on loopback and measures, in one run:
 
-1. control round trip: ``stub.stats()`` on a remote stub, median (target <= 150 us), against a
+1. control round trip: ``stub.stats()`` on a remote stub, median (target <= 150 us), against its
+   floor -- a bare aiohttp WebSocket echo between two processes, called the same way -- and a
    Ray actor method call (``ray.init(num_cpus=1)``) when Ray is installed;
 2. a 1080p RGB frame from this runtime to another on the same host (shared memory), median
    one-way latency measured by the receiver on the shared monotonic clock (target <= 2 ms);
@@ -125,6 +126,73 @@ def control_round_trip(address: str, n: int) -> float:
     return statistics.median(times)
 
 
+ECHO_SERVER = """
+import asyncio, sys
+from aiohttp import web
+async def main():
+    async def handle(request):
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_bytes(msg.data)
+        return ws
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def echo_round_trip(n: int) -> float:
+    """The floor under the control round trip, in the same run: a bare aiohttp WebSocket echo in
+    another process, called as ``stub.stats()`` is (from this thread, through a loop thread)."""
+    import aiohttp
+
+    from streamlib.worker import start_loop_thread
+
+    server = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    loop = asyncio.new_event_loop()
+    start_loop_thread(loop, "echo-client")
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+
+        async def connect() -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+            session = aiohttp.ClientSession()
+            return session, await session.ws_connect(f"http://127.0.0.1:{port}/", compress=0)
+
+        session, ws = asyncio.run_coroutine_threadsafe(connect(), loop).result(10)
+        request = json.dumps({"id": 1, "op": "stats", "target": "rtt"}).encode()
+
+        async def echo() -> None:
+            await ws.send_bytes(request)
+            await ws.receive()
+
+        for _ in range(50):
+            asyncio.run_coroutine_threadsafe(echo(), loop).result(5)
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            asyncio.run_coroutine_threadsafe(echo(), loop).result(5)
+            times.append(time.perf_counter() - t)
+
+        async def close() -> None:
+            await ws.close()
+            await session.close()
+
+        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
+        return statistics.median(times)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        server.terminate()
+        server.wait(10)
+
+
 def ray_round_trip(n: int) -> float | None:
     try:
         import ray
@@ -234,6 +302,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         results["control_rtt_us"] = control_round_trip(address_a, n_rtt) * 1e6
+        results["aiohttp_echo_rtt_us"] = echo_round_trip(n_rtt) * 1e6
         latency, shm = asyncio.run(frame_latency(address_a, n_frames, True))
         results["frame_1080p_shm_ms"] = latency * 1e3
         results["frame_1080p_shm_frames"] = shm
@@ -249,6 +318,11 @@ def main() -> None:
     ray_rtt = ray_round_trip(n_rtt)
     results["ray_actor_call_us"] = ray_rtt * 1e6 if ray_rtt is not None else None
     print(f"control round trip (stub.stats())   median {results['control_rtt_us']:8.1f} us   (target <= 150)")
+    echo = results["aiohttp_echo_rtt_us"]
+    print(
+        f"bare aiohttp WebSocket echo (floor)  median {echo:8.1f} us   "
+        f"(control round trip = {results['control_rtt_us'] / echo:.2f}x the floor)"
+    )
     if ray_rtt is not None:
         print(f"Ray actor method call (same run)     median {results['ray_actor_call_us']:8.1f} us")
     print(
