@@ -406,6 +406,11 @@ class ActorRuntime:
             bell = self.doorbell  # ring(), inline: we are on the loop (once per wake-up of the chain)
             if bell is not None and not bell.done():
                 bell.set_result(None)
+        elif self.silence_timer is None and self.driver is not None and self.explicit_clock is None:
+            # A sampled input talks while the driver is quiet. Without a timer here, a driver whose
+            # messages carry no frame rate, in an actor with no frame rate of its own, would never
+            # be found silent: this input would wait forever (and a "block" sender with it).
+            self.arm_silence_timer()
 
     def set_driver(self, port: StreamInput | None) -> None:
         """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""

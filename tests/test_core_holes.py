@@ -13,7 +13,7 @@ import textwrap
 import threading
 import time
 from dataclasses import fields
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from conftest import eventually
@@ -570,3 +570,40 @@ async def test_a_restart_storm_leaves_a_60_fps_bystander_its_frame_rate(caplog: 
     # ...and the bystander kept its rate: >= 58 fps, or on a loaded machine within 5 % of what it
     # got alone (without backoff it lost a third: 40 fps)
     assert during >= min(58.0, 0.95 * alone), (alone, during)
+
+
+# ------------------------------------------------------- a quiet driver without frame rates
+
+
+class EventsAndData(Actor):
+    """No frame rate of its own; ``events`` and ``data`` carry plain objects (no clock rate)."""
+
+    default_fps: ClassVar[float | None] = None
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["events"] = StreamInput("events", object)
+        self.inputs["data"] = StreamInput("data", object, maxsize=2, overflow="block")
+        self.got: list[Any] = []
+
+    async def process(self, tick: TimedTick) -> None:
+        while (message := self.inputs["data"].read_nowait()) is not None:
+            self.got.append(message)
+        self.inputs["events"].read_nowait()
+
+
+async def test_a_quiet_rateless_driver_does_not_hang_the_other_inputs() -> None:
+    """The first input to deliver drives; when it falls silent and its messages carry no frame
+    rate, arrivals on another input still tick the actor (before: never, and a "block" sender on
+    that input waited forever)."""
+    events, data = Feeder(), Feeder()
+    actor = EventsAndData()
+    events >> actor.inputs["events"]
+    data >> actor.inputs["data"]
+    await asyncio.sleep(0.05)
+    await events.send("first")  # events drives from now on, then stays quiet
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(data.send(*range(20)), 5)
+    await eventually(lambda: actor.got == list(range(20)))
+    for each in (events, data, actor):
+        await each.stop()
