@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from .rtp import SequenceTracker, SourceLock
+from .rtp import SequenceTracker, SourceLock, payload_bounds
 
 __all__ = ["AudioAssembler", "AudioFormat", "pack_samples", "unpack_samples"]
 
@@ -118,22 +118,12 @@ class AudioAssembler:
     def push(self, packet: bytes | bytearray | memoryview, length: int | None = None) -> None:
         n = len(packet) if length is None else length
         self.packets_received += 1
-        if n < 12:
+        bounds = payload_bounds(packet, n)
+        if bounds is None:
             self.packets_malformed += 1
             return
-        b0, b1, seq, ts, ssrc = _RTP.unpack_from(packet, 0)
-        if b0 & 0xC0 != 0x80:
-            self.packets_malformed += 1
-            return
-        pos = 12 + 4 * (b0 & 0x0F)
-        end = n
-        if b0 & 0x10:
-            if pos + 4 > n:
-                self.packets_malformed += 1
-                return
-            pos += 4 + 4 * ((packet[pos + 2] << 8) | packet[pos + 3])
-        if b0 & 0x20:
-            end -= packet[n - 1]
+        pos, end = bounds
+        _, b1, seq, ts, ssrc = _RTP.unpack_from(packet, 0)
         frame_bytes = self.fmt.sample_bytes * self.fmt.channels
         if pos >= end or (end - pos) % frame_bytes or (end - pos) // frame_bytes > 4 * self.block:
             self.packets_malformed += 1

@@ -30,6 +30,7 @@ __all__ = [
     "open_receive_socket",
     "open_send_socket",
     "parse_header",
+    "payload_bounds",
     "stamp_sequence",
 ]
 
@@ -54,31 +55,43 @@ class RTPHeader:
     payload_end: int
 
 
-def parse_header(packet: bytes | bytearray | memoryview, length: int | None = None) -> RTPHeader:
-    """Parse the fixed header, skipping CSRCs (§5.1), a header extension (§5.3.1) and padding (§5.1 P bit).
-
-    Raises :class:`MalformedPacket` for anything that cannot be an RTP v2 packet."""
-    n = len(packet) if length is None else length
+def payload_bounds(packet: bytes | bytearray | memoryview, n: int) -> tuple[int, int] | None:
+    """Where the payload of the first ``n`` bytes of ``packet`` starts and ends, past CSRCs
+    (§5.1), a header extension (§5.3.1) and padding (§5.1 P bit); ``None`` if it cannot be an
+    RTP v2 packet. The receivers' per-packet check: a tuple, not an :class:`RTPHeader`."""
     if n < 12:
-        raise MalformedPacket("shorter than the 12-byte RTP header")
-    b0, b1, seq, ts, ssrc = FIXED_HEADER.unpack_from(packet, 0)
-    if b0 >> 6 != RTP_VERSION:
-        raise MalformedPacket(f"RTP version {b0 >> 6}, not 2")
+        return None
+    b0 = packet[0]
+    if b0 & 0xC0 != 0x80:
+        return None
     start = 12 + 4 * (b0 & 0x0F)
     if b0 & 0x10:  # X: extension header: 16-bit profile, 16-bit length in 32-bit words
-        if n < start + 4:
-            raise MalformedPacket("truncated header extension")
-        (words,) = struct.unpack_from("!H", packet, start + 2)
-        start += 4 + 4 * words
+        if start + 4 > n:
+            return None
+        start += 4 + 4 * ((packet[start + 2] << 8) | packet[start + 3])
     end = n
     if b0 & 0x20:  # P: the last octet counts the padding octets, itself included
         pad = packet[n - 1]
         if pad == 0:
-            raise MalformedPacket("padding bit set with a zero padding count")
+            return None
         end -= pad
     if start > end:
-        raise MalformedPacket("header longer than the packet")
-    return RTPHeader(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, start, end)
+        return None
+    return start, end
+
+
+def parse_header(packet: bytes | bytearray | memoryview, length: int | None = None) -> RTPHeader:
+    """The fixed header and the payload's bounds (see :func:`payload_bounds`).
+
+    Raises :class:`MalformedPacket` for anything that cannot be an RTP v2 packet."""
+    n = len(packet) if length is None else length
+    bounds = payload_bounds(packet, n)
+    if bounds is None:
+        raise MalformedPacket(
+            "not an RTP v2 packet (shorter than its header, another version, a truncated extension or bad padding)"
+        )
+    _, b1, seq, ts, ssrc = FIXED_HEADER.unpack_from(packet, 0)
+    return RTPHeader(bool(b1 & 0x80), b1 & 0x7F, seq, ts, ssrc, *bounds)
 
 
 def build_header(payload_type: int, sequence: int, timestamp: int, ssrc: int, marker: bool = False) -> bytes:

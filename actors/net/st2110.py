@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .kernel import COMPILED, fast_run, pack_422, unpack_422
-from .rtp import SequenceTracker, SourceLock
+from .rtp import SequenceTracker, SourceLock, payload_bounds
 
 __all__ = [
     "Colorimetry",
@@ -397,25 +397,12 @@ class FrameAssembler:
         """Handle one datagram (``length`` bytes of ``packet``). Never raises for bad input: it counts it."""
         n = len(packet) if length is None else length
         self.packets_received += 1
-        if n < 20:
+        bounds = payload_bounds(packet, n)
+        if bounds is None or bounds[0] + 8 > bounds[1]:  # RFC 4175's header and one SRD at least
             self.packets_malformed += 1
             return
-        b0, b1, seq16, ts, ssrc = _RTP.unpack_from(packet, 0)
-        if b0 & 0xC0 != 0x80:
-            self.packets_malformed += 1
-            return
-        pos = 12 + 4 * (b0 & 0x0F)
-        end = n
-        if b0 & 0x10:
-            if pos + 4 > n:
-                self.packets_malformed += 1
-                return
-            pos += 4 + 4 * ((packet[pos + 2] << 8) | packet[pos + 3])
-        if b0 & 0x20:
-            end -= packet[n - 1]
-        if pos + 8 > end:
-            self.packets_malformed += 1
-            return
+        pos, end = bounds
+        _, b1, seq16, ts, ssrc = _RTP.unpack_from(packet, 0)
         pt = b1 & 0x7F
         if self.payload_type is not None and pt != self.payload_type:
             self.packets_foreign += 1
