@@ -23,10 +23,10 @@ from typing import Any
 
 from .errors import ToolFailure
 from .logs import LogBuffer
-from .runtime import LocalRuntime, RuntimeAccess, Snapshot
+from .runtime import TOOL_NAMES, LocalRuntime, RuntimeAccess, Snapshot
 from .sandbox import SandboxDispatcher, SandboxLimits, SandboxViolation
 
-_SERVER_NAMES = ("TOOL_NAMES", "build_server", "serve_http", "serve_stdio")
+_SERVER_NAMES = ("build_server", "serve_http", "serve_stdio")
 
 
 def __getattr__(name: str) -> Any:

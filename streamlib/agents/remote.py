@@ -30,29 +30,14 @@ from streamlib.remote.uri import SCHEME, parse_address
 from streamlib.worker import LazySingleton, start_loop_thread
 
 from .errors import ToolFailure
-from .runtime import LocalRuntime, Snapshot
+from .runtime import TOOL_NAMES, LocalRuntime, Snapshot
 
 __all__ = ["AGENT_OP", "RemoteRuntime", "serve_agent_tools"]
 
 AGENT_OP = "agent"
 """The control request that carries an agent tool call."""
 
-TOOLS = frozenset(
-    {
-        "list_actor_types",
-        "define_actor",
-        "spawn_actor",
-        "connect",
-        "disconnect",
-        "get_graph",
-        "get_stats",
-        "snapshot",
-        "set_code",
-        "stop_actor",
-        "restart_actor",
-        "tail_logs",
-    }
-)
+TOOLS = frozenset(TOOL_NAMES)
 """The :class:`~.runtime.RuntimeAccess` operations a remote agent may call (nothing else of the runtime)."""
 
 _SLOW = {"define_actor": 60.0, "spawn_actor": 60.0, "set_code": 30.0, "list_actor_types": 60.0}

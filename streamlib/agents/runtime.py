@@ -48,7 +48,7 @@ from .errors import ToolFailure, source_location
 from .logs import LogBuffer
 from .sandbox import SandboxDispatcher, SandboxLimits, SandboxViolation, trial_run
 
-__all__ = ["LocalRuntime", "RuntimeAccess", "Snapshot"]
+__all__ = ["TOOL_NAMES", "LocalRuntime", "RuntimeAccess", "Snapshot"]
 
 log = logging.getLogger("streamlib.agents")
 
@@ -79,6 +79,23 @@ class Snapshot:
             "timestamp": self.timestamp,
             "bytes": len(self.png),
         }
+
+
+TOOL_NAMES = (
+    "list_actor_types",
+    "define_actor",
+    "spawn_actor",
+    "connect",
+    "disconnect",
+    "get_graph",
+    "get_stats",
+    "snapshot",
+    "set_code",
+    "stop_actor",
+    "restart_actor",
+    "tail_logs",
+)
+"""The agent tools, one per :class:`RuntimeAccess` operation (the MCP server's tool names)."""
 
 
 @runtime_checkable

@@ -36,26 +36,11 @@ import streamlib
 from streamlib.listening import is_loopback, token_matches
 
 from .errors import ToolFailure
-from .runtime import LocalRuntime, RuntimeAccess
+from .runtime import TOOL_NAMES, LocalRuntime, RuntimeAccess
 
 __all__ = ["TOOL_NAMES", "build_server", "serve_http", "serve_stdio"]
 
 log = logging.getLogger("streamlib.agents")
-
-TOOL_NAMES = (
-    "list_actor_types",
-    "define_actor",
-    "spawn_actor",
-    "connect",
-    "disconnect",
-    "get_graph",
-    "get_stats",
-    "snapshot",
-    "set_code",
-    "stop_actor",
-    "restart_actor",
-    "tail_logs",
-)
 
 INSTRUCTIONS = """\
 streamlib runs realtime streams (video, audio, data) as actors wired output >> input.
