@@ -40,11 +40,10 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-import pykka
+import pykka_peers
 from measure import LOOP_RUNNERS, Sample, Stopwatch, Target, describe_tree, print_table, ratio_stats
 
 from streamlib import Actor, StreamInput, StreamOutput, TimedTick
@@ -178,48 +177,9 @@ async def queue_chain(n: int, maxsize: int = 2) -> Sample:
 # -- Pykka: a thread per actor ---------------------------------------------------------------
 
 
-class PykkaStage(pykka.ThreadingActor):
-    """Forwards every message to the next actor."""
-
-    def __init__(self, following: pykka.ActorRef[Any]) -> None:
-        super().__init__()
-        self.following = following
-
-    def on_receive(self, message: Any) -> None:
-        self.following.tell(message)
-
-
-class PykkaSink(pykka.ThreadingActor):
-    """Counts messages and sets ``done`` after the ``n``-th."""
-
-    def __init__(self, n: int, done: threading.Event) -> None:
-        super().__init__()
-        self.n = n
-        self.done = done
-        self.count = 0
-
-    def on_receive(self, message: Any) -> None:
-        self.count += 1
-        if self.count == self.n:
-            self.done.set()
-
-
 def pykka_chain(n: int) -> Sample:
     """Time ``n`` messages told through 10 Pykka stages into a counting actor (11 hops, as streamlib's)."""
-    done = threading.Event()
-    refs: list[pykka.ActorRef[Any]] = [PykkaSink.start(n, done)]
-    for _ in range(STAGES):
-        refs.append(PykkaStage.start(refs[-1]))
-    first = refs[-1]
-    watch = Stopwatch()
-    for i in range(n):
-        first.tell(i)
-    if not done.wait(timeout=600):
-        raise TimeoutError("the Pykka chain did not deliver every message")
-    sample = watch.read()
-    for ref in reversed(refs):
-        ref.stop()
-    return sample
+    return pykka_peers.chain(n, STAGES)
 
 
 # -- callgrind: deterministic instruction counts ------------------------------------------------

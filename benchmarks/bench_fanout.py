@@ -33,8 +33,8 @@ import asyncio
 import threading
 from typing import Any
 
-import pykka
 from measure import LOOP_RUNNERS, Sample, Stopwatch, Target, describe_tree, print_table, ratio_stats
+from pykka_peers import Count, Forward
 
 from streamlib import Actor, StreamInput, StreamOutput, TimedTick
 
@@ -160,31 +160,11 @@ async def queue_fan(n: int, width: int) -> Sample:
 # -- Pykka --------------------------------------------------------------------------------------
 
 
-class PykkaWorker(pykka.ThreadingActor):
-    def __init__(self, sink: pykka.ActorRef[Any]) -> None:
-        super().__init__()
-        self.sink = sink
-
-    def on_receive(self, message: Any) -> None:
-        self.sink.tell(message)
-
-
-class PykkaCounter(pykka.ThreadingActor):
-    def __init__(self, total: int, done: threading.Event) -> None:
-        super().__init__()
-        self.total, self.done, self.count = total, done, 0
-
-    def on_receive(self, message: Any) -> None:
-        self.count += 1
-        if self.count == self.total:
-            self.done.set()
-
-
 def pykka_fan(n: int, width: int) -> Sample:
     """Time ``n`` messages told to ``width`` Pykka workers, each telling a counting actor."""
     done = threading.Event()
-    sink = PykkaCounter.start(n * width, done)
-    workers = [PykkaWorker.start(sink) for _ in range(width)]
+    sink = Count.start(n * width, done)
+    workers = [Forward.start(sink) for _ in range(width)]
     watch = Stopwatch()
     for i in range(n):
         for ref in workers:

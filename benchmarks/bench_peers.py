@@ -37,7 +37,6 @@ import resource
 import shutil
 import statistics
 import subprocess
-import threading
 import warnings
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -164,40 +163,9 @@ async def queue_chain(n: int, make: Callable[[int], Any]) -> Sample:
 
 
 def pykka_chain(n: int, make: Callable[[int], Any]) -> Sample:
-    import pykka
+    import pykka_peers  # only where Pykka is installed
 
-    class Forward(pykka.ThreadingActor):
-        def __init__(self, following: Any) -> None:
-            super().__init__()
-            self.following = following
-
-        def on_receive(self, message: Any) -> None:
-            self.following.tell(message)
-
-    class Count(pykka.ThreadingActor):
-        def __init__(self, done: threading.Event) -> None:
-            super().__init__()
-            self.done, self.count = done, 0
-
-        def on_receive(self, message: Any) -> None:
-            self.count += 1
-            if self.count == n:
-                self.done.set()
-
-    done = threading.Event()
-    refs = [Count.start(done)]
-    for _ in range(STAGES):
-        refs.append(Forward.start(refs[-1]))
-    watch = Stopwatch()
-    first = refs[-1]
-    for i in range(n):
-        first.tell(make(i))
-    if not done.wait(600):
-        raise TimeoutError("the Pykka chain did not deliver every message")
-    sample = watch.read()
-    for ref in reversed(refs):
-        ref.stop()
-    return sample
+    return pykka_peers.chain(n, STAGES, make)
 
 
 # -- GStreamer --------------------------------------------------------------------------------------
