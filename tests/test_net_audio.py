@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 
 import numpy as np
 import pytest
+from netpeers import free_port
 
 from streamlib import AudioBuffer
 from streamlib.actors import AudioGenerator, RTPReceiveActor, RTPSendActor
@@ -21,12 +21,6 @@ from streamlib.testing import Probe
 
 needs_gst = pytest.mark.skipif(shutil.which("gst-launch-1.0") is None, reason="GStreamer is not installed")
 RATE = 48000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1]) & ~1
 
 
 def peak_hz(samples: np.ndarray) -> float:

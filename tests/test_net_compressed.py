@@ -7,16 +7,14 @@ at 4:2:0 smears chroma and quantizes, but a wrong colour matrix is still ~30 lev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import shutil
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from netpeers import BARS_75, assert_bars, ffmpeg_bars, free_port, peer, read_exactly
 
 from streamlib import VideoFrame
 from streamlib.actors import (
@@ -31,41 +29,15 @@ from streamlib.testing import Probe
 
 W, H = 320, 240
 TOL = 16
-BARS_75 = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191)]
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 
 
-def free_port() -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            if port % 2 == 0 and port < 65000:
-                return port
-    raise RuntimeError("no free UDP port")
-
-
-def assert_bars(rgb: np.ndarray, tol: int = TOL) -> None:
-    h, w = rgb.shape[:2]
-    got = [tuple(int(c) for c in rgb[h // 3, int((i + 0.5) * w / 7)]) for i in range(7)]
-    worst = max(abs(g - e) for gb, eb in zip(got, BARS_75, strict=True) for g, e in zip(gb, eb, strict=True))
-    assert worst <= tol, f"bar colours {got} differ from {BARS_75} by {worst} > {tol}"
-
-
-@contextlib.contextmanager
-def peer(args: list[str], stdout: int | None = subprocess.DEVNULL) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+def assert_bars75(rgb: np.ndarray) -> None:
+    assert_bars(rgb, BARS_75, TOL)
 
 
 async def ffmpeg_frames(proc: subprocess.Popen[bytes], frames: int) -> np.ndarray:
-    assert proc.stdout is not None
-    data = await asyncio.wait_for(asyncio.to_thread(proc.stdout.read, frames * W * H * 3), 20)
+    data = await read_exactly(proc, frames * W * H * 3)
     return np.frombuffer(data, np.uint8).reshape(-1, H, W, 3)
 
 
@@ -113,7 +85,7 @@ async def test_h264_rtp_streamlib_to_ffmpeg(tmp_path: Path) -> None:
         await source.stop()
         await sender.stop()
     assert len(video) == frames
-    assert_bars(video[-1])
+    assert_bars75(video[-1])
 
 
 async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
@@ -129,24 +101,8 @@ async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
     probe = Probe(VideoFrame)
     receiver >> probe
     assert await asyncio.to_thread(receiver.opened.wait, 10)
-    args = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        f"smptebars=size={W}x{H}:rate=30",
-        "-frames:v",
-        str(frames),
-        *FFMPEG_X264,
-        "-f",
-        "rtp",
-        "-sdp_file",
-        str(tmp_path / "written.sdp"),
-        f"rtp://127.0.0.1:{port}",
-    ]
+    sdp_out = ["-f", "rtp", "-sdp_file", str(tmp_path / "written.sdp"), f"rtp://127.0.0.1:{port}"]
+    args = ffmpeg_bars(W, H, frames, FFMPEG_X264, *sdp_out)
     with peer(args) as ffmpeg:
         await asyncio.to_thread(ffmpeg.wait, 20)
         got = await probe.wait_for(frames, timeout=5)
@@ -155,7 +111,7 @@ async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
     written = parse_sdp((tmp_path / "written.sdp").read_text()).first("video")
     assert (written.port, written.encoding, written.fmtp) == (port, "H264", {"packetization-mode": "1"})
     assert len(got) == frames and got[-1].data.shape == (H, W, 3)
-    assert_bars(got[-1].data)
+    assert_bars75(got[-1].data)
     assert got[-1].clock_source_id == f"rtp-h264:127.0.0.1:{port}"
     assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(got))
 
@@ -186,7 +142,7 @@ async def test_mpegts_streamlib_to_ffmpeg() -> None:
         await source.stop()
         await sender.stop()
     assert len(video) == frames
-    assert_bars(video[-1])
+    assert_bars75(video[-1])
 
 
 async def test_mpegts_ffmpeg_to_streamlib() -> None:
@@ -195,27 +151,12 @@ async def test_mpegts_ffmpeg_to_streamlib() -> None:
     receiver = MPEGTSReceiveActor(port)
     probe = Probe(VideoFrame)
     receiver >> probe
-    args = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        f"smptebars=size={W}x{H}:rate=30",
-        "-frames:v",
-        str(frames),
-        *FFMPEG_X264,
-        "-f",
-        "mpegts",
-        f"udp://127.0.0.1:{port}?pkt_size=1316",
-    ]
+    args = ffmpeg_bars(W, H, frames, FFMPEG_X264, "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316")
     with peer(args) as ffmpeg:
         await asyncio.to_thread(ffmpeg.wait, 20)
         got = await probe.wait_for(frames - 15, timeout=5)
     await receiver.stop()
     await probe.stop()
     assert got[-1].data.shape == (H, W, 3)
-    assert_bars(got[-1].data)
+    assert_bars75(got[-1].data)
     assert receiver.stats()["network"]["frames_received"] >= frames - 15

@@ -16,6 +16,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from netpeers import free_port
 
 from streamlib import VideoFrame
 from streamlib.actors import RTPReceiveActor, RTPSendActor
@@ -27,12 +28,6 @@ from streamlib.testing import Feeder, Probe
 
 W, H = 128, 64
 SEED = 20251201
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_packets(fmt: VideoFormat, frames: int, ssrc: int = 0x1234) -> tuple[np.ndarray, np.ndarray]:

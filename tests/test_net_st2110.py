@@ -9,17 +9,16 @@ wrong, so the tolerance catches a matrix mix-up). 320x240 streams keep the whole
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from netpeers import BARS_75, BARS_100, assert_bars, ffmpeg_bars, free_port, peer, read_exactly
 
 from streamlib import ActorInitError, VideoFrame
 from streamlib.actors import RTPReceiveActor, RTPSendActor, TestPattern
@@ -28,57 +27,9 @@ from streamlib.testing import Probe
 
 W, H = 320, 240
 TOL = 6
-# Bar centres (top two thirds): grey, yellow, cyan, green, magenta, red, blue at 75 %
-BARS_75 = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191)]
-BARS_100 = [tuple(255 if c else 0 for c in bar) for bar in BARS_75]  # GStreamer's videotestsrc pattern=smpte
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 needs_gst = pytest.mark.skipif(shutil.which("gst-launch-1.0") is None, reason="GStreamer is not installed")
-
-
-def free_port() -> int:
-    """An even UDP port whose neighbour is free too (RTP peers use port + 1 for RTCP)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port % 2 or port > 65000:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            return int(port)
-    raise RuntimeError("no free UDP port pair")
-
-
-def bar_colours(rgb: np.ndarray) -> list[tuple[int, int, int]]:
-    h, w = rgb.shape[:2]
-    y = h // 3
-    return [tuple(int(c) for c in rgb[y, int((i + 0.5) * w / 7)]) for i in range(7)]
-
-
-def assert_bars(rgb: np.ndarray, expected: list[tuple[int, int, int]], tol: int = TOL) -> None:
-    got = bar_colours(rgb)
-    worst = max(abs(g - e) for gb, eb in zip(got, expected, strict=True) for g, e in zip(gb, eb, strict=True))
-    assert worst <= tol, f"bar colours {got} differ from {expected} by {worst} > {tol}"
-
-
-@contextlib.contextmanager
-def peer(args: list[str], stdout: int | None = subprocess.DEVNULL) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
-async def read_exactly(proc: subprocess.Popen[bytes], size: int, timeout: float = 20.0) -> bytes:
-    assert proc.stdout is not None
-    return await asyncio.wait_for(asyncio.to_thread(proc.stdout.read, size), timeout)
 
 
 async def stop_all(*actors: object) -> None:
@@ -198,7 +149,7 @@ async def _to_ffmpeg(tmp_path: Path, depth: int) -> None:
         await stop_all(source, sender)
     video = np.frombuffer(data, np.uint8).reshape(-1, H, W, 3)
     assert len(video) == frames
-    assert_bars(video[-1], BARS_75)
+    assert_bars(video[-1], BARS_75, TOL)
 
 
 @needs_ffmpeg
@@ -215,24 +166,7 @@ async def _from_ffmpeg(tmp_path: Path, codec: list[str]) -> None:
     port = free_port()
     sdp = tmp_path / "ffmpeg.sdp"
     frames = 30
-    args = [
-        "ffmpeg",
-        "-v",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        f"smptebars=size={W}x{H}:rate=30",
-        "-frames:v",
-        str(frames),
-        *codec,
-        "-f",
-        "rtp",
-        "-sdp_file",
-        str(sdp),
-        f"rtp://127.0.0.1:{port}",
-    ]
+    args = ffmpeg_bars(W, H, frames, codec, "-f", "rtp", "-sdp_file", str(sdp), f"rtp://127.0.0.1:{port}")
     with peer(args) as ffmpeg:
         deadline = time.monotonic() + 10
         while not (sdp.exists() and "a=fmtp" in sdp.read_text()):
@@ -248,7 +182,7 @@ async def _from_ffmpeg(tmp_path: Path, codec: list[str]) -> None:
     net = receiver.stats()["network"]
     assert frames - 3 <= net["frames_received"] <= frames and net["packets_lost"] == 0
     assert net["timing"] == "anchored"
-    assert_bars(probe.messages[-1].data, BARS_75)
+    assert_bars(probe.messages[-1].data, BARS_75, TOL)
 
 
 @needs_ffmpeg
@@ -303,7 +237,7 @@ async def test_streamlib_to_gstreamer(depth: int) -> None:
         await stop_all(source, sender)
     video = np.frombuffer(data, np.uint8).reshape(-1, H, W, 3)
     assert len(video) == frames
-    assert_bars(video[-1], BARS_75)
+    assert_bars(video[-1], BARS_75, TOL)
 
 
 @needs_gst
@@ -335,7 +269,7 @@ async def test_gstreamer_to_streamlib(gst_format: str, depth: int) -> None:
     await stop_all(receiver, probe)
     net = receiver.stats()["network"]
     assert net["frames_received"] == frames and net["packets_lost"] == 0 and net["frames_incomplete"] == 0
-    assert_bars(probe.messages[-1].data, BARS_100)
+    assert_bars(probe.messages[-1].data, BARS_100, TOL)
 
 
 async def test_port_in_use_error_names_the_actor() -> None:
