@@ -12,7 +12,9 @@ call and its result:
 5. ``set_code``: new drawing code, live (first a broken version, refused with its line);
 6. ``stop_actor`` on the sink, which finalizes the MP4 -- then PyAV reads it back.
 
-Run: ``python examples/agent_session.py [--out DIR]``
+Run: ``python examples/agent_session.py [--out DIR]``. Against a runtime served elsewhere (the
+same session, the actors living in that process): ``streamlib node --agents`` in one terminal,
+then ``python examples/agent_session.py --connect actor://127.0.0.1:7400``.
 """
 
 from __future__ import annotations
@@ -74,12 +76,13 @@ async def call(client: Client, tool: str, **arguments: Any) -> CallToolResult:
     return result
 
 
-async def session(out: Path) -> None:
+async def session(out: Path, connect: str | None = None) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
     }
-    server = StdioServerParameters(command=sys.executable, args=["-m", "streamlib", "mcp"], env=env)
+    target = ["--connect", connect] if connect else []  # a runtime served by `streamlib node --agents`
+    server = StdioServerParameters(command=sys.executable, args=["-m", "streamlib", "mcp", *target], env=env)
     async with Client(server) as client:
         types = (await call(client, "list_actor_types")).structured_content or {}
         print(f"   ({len(types['types'])} actor types)")
@@ -148,7 +151,10 @@ async def wait_for_frames(client: Client, count: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: a temporary one)")
+    parser.add_argument(
+        "--connect", metavar="actor://HOST:PORT", help="drive the runtime that 'streamlib node --agents' serves there"
+    )
     args = parser.parse_args()
     outdir = args.out or Path(tempfile.mkdtemp(prefix="streamlib-agent-session-"))
     outdir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(session(outdir.resolve()))
+    asyncio.run(session(outdir.resolve(), args.connect))
