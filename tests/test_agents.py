@@ -532,9 +532,12 @@ def test_mcp_connect_drives_a_runtime_in_another_process(tmp_path: Path) -> None
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("STREAMLIB_TOKEN", "n0de-s3cret")
             stub = streamlib.get_actor(f"actor://{address}/Negative/neg")
-            before = stub.stats()["ticks"]
-            time.sleep(0.5)
-            assert stub.stats()["ticks"] > before
+            try:
+                before = stub.stats()["ticks"]
+                time.sleep(0.5)
+                assert stub.stats()["ticks"] > before
+            finally:
+                stub.stop().wait(10)
     finally:
         node.terminate()
         node.wait(20)
