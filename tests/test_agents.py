@@ -470,6 +470,11 @@ async def test_a_served_runtime_answers_the_tools_only_when_asked() -> None:
         assert "/seen" in [a["path"] for a in graph["actors"]]
         shot = await remote.snapshot("/seen", width=24)
         assert (shot.width, shot.source_width, shot.png[:4]) == (24, 48, b"\x89PNG")
+        with pytest.MonkeyPatch.context() as patch:  # a reply that would not fit one control message
+            patch.setattr("streamlib.agents.remote.MAX_CONTROL", 64 * 1024 + 100)
+            with pytest.raises(ToolFailure) as too_big:
+                await remote.snapshot("/seen", width=48)
+        assert too_big.value.kind == "invalid_argument" and "smaller width" in too_big.value.message
         with pytest.raises(ToolFailure) as missing:
             await remote.stop_actor("/nobody")
         assert missing.value.kind == "unknown_actor" and "/seen" in missing.value.message

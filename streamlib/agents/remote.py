@@ -24,7 +24,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from streamlib.remote import ActorUnavailable, RemoteError
-from streamlib.remote.control import client_for, network_loop
+from streamlib.remote.control import MAX_CONTROL, client_for, network_loop
 from streamlib.remote.node import Node
 from streamlib.remote.uri import SCHEME, parse_address
 from streamlib.worker import LazySingleton, start_loop_thread
@@ -69,7 +69,12 @@ def serve_agent_tools(node: Node, runtime: LocalRuntime | None = None) -> LocalR
         except TypeError as exc:  # arguments the tool does not take
             return {"failure": ToolFailure("invalid_argument", f"{tool}: {exc}").to_dict()}
         if isinstance(result, Snapshot):
-            return {"snapshot": {**result.describe(), "png": base64.b64encode(result.png).decode("ascii")}}
+            png = base64.b64encode(result.png).decode("ascii")
+            if len(png) > MAX_CONTROL - 64 * 1024:  # the reply must fit one control message
+                too_big = f"a {result.width} px wide snapshot is {len(result.png)} bytes of PNG, more than the control "
+                too_big += f"connection carries ({MAX_CONTROL >> 20} MiB): ask for a smaller width"
+                return {"failure": ToolFailure("invalid_argument", too_big, actor=args.get("output")).to_dict()}
+            return {"snapshot": {**result.describe(), "png": png}}
         return {"result": result}
 
     node.add_operation(AGENT_OP, answer)
