@@ -485,6 +485,14 @@ async def test_a_served_runtime_answers_the_tools_only_when_asked() -> None:
         await asyncio.to_thread(node.close)
 
 
+def test_connect_wants_a_runtime_address(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlib.cli import main
+
+    assert main(["mcp", "--connect", "edge:port"]) == 2
+    err = capsys.readouterr().err
+    assert "actor://HOST:PORT" in err and "'edge:port'" in err and "Traceback" not in err
+
+
 def test_mcp_connect_drives_a_runtime_in_another_process(tmp_path: Path) -> None:
     """``streamlib mcp --connect`` (stdio, the SDK's client) drives a ``streamlib node --agents``
     subprocess with a token: what the agent builds lives in the node, and outlives the MCP session."""

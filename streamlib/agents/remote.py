@@ -108,8 +108,10 @@ class RemoteRuntime:
     def __init__(self, target: str, token: str | None = None) -> None:
         try:
             self.address = _address(target)
-        except ValueError as exc:
-            raise ValueError(f"--connect wants actor://HOST:PORT, got {target!r} ({exc})") from None
+        except ValueError:
+            raise ValueError(
+                f"a runtime is addressed as actor://HOST:PORT (e.g. actor://127.0.0.1:7400), got {target!r}"
+            ) from None
         self._client = client_for(self.address, token)
 
     def close(self) -> None:
