@@ -1029,7 +1029,10 @@ class HLSSink(FileSink):
     last ``playlist_size`` segments (0 keeps them all, a VOD playlist), and
     ``delete_segments=True`` removes the files that fall off it. Segment files sit next
     to the playlist as ``<stem>_00000.ts``, ... On stop the playlist gets
-    ``#EXT-X-ENDLIST``.
+    ``#EXT-X-ENDLIST``. For a service that runs for days, use a live window
+    (``playlist_size=30``, say): FFmpeg's HLS muxer keeps a record of about 10 KB for every
+    segment still in the playlist, so a keep-everything playlist grows by ~18 MB an hour at
+    2 s segments.
 
     A stream that ends just past a boundary would leave a last segment of a frame or two
     (a player stalls on it, then shows one frame); on stop, a last segment shorter than

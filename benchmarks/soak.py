@@ -3,13 +3,18 @@
 720p30 ``TestPattern`` (burn-in) >> ``Drawing`` (clock text, animated ring) >> ``Compositor``
 (with a picture-in-picture of the pattern) >> ``FileSink`` (fragmented H.264 MP4) and
 ``HLSSink`` (2 s segments), all realtime with dropping queues, as a live service runs.
+The HLS playlist is a live window (``--hls-window`` segments, default 30: one minute), as a
+24/7 service publishes it; ``--hls-window 0`` keeps every segment in the playlist (an event
+playlist), for which FFmpeg's HLS muxer keeps a ~10 KB record per segment in memory until the
+end (~18 MB an hour at 2 s segments: growth by design, not a leak). Segment files are kept
+either way, so every frame written can be counted.
 Beside it, under its own ``Supervisor``, a ``Crasher`` taps the pattern and raises every
 ``--crash-every`` seconds; each restart must recover (the fresh instance takes frames again).
 
 Every ``--sample-seconds`` (default one minute) it prints one line: the process's RSS,
 frames produced and written, drops on every input of the pipeline, clock ticks skipped,
 restarts and recovered restarts. At the end it stops everything, counts the frames in the
-MP4 and in the HLS playlist with ffprobe (``-count_packets``: one packet per H.264 frame)
+MP4 and in every HLS segment with ffprobe (``-count_packets``: one packet per H.264 frame)
 and prints a JSON summary. Targets (issue 17): RSS growth < 5 MB after the warm-up, 0
 drops after the warm-up (the first seconds compile Numba kernels and warm skia), every
 restart recovered, ffprobe's counts equal to the frames the sinks wrote.
@@ -117,7 +122,7 @@ async def soak(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     pattern >> pip >> comp.add_layer("pip", z=1, x=w - w // 4 - margin, y=margin, opacity=0.9)
     (outdir / "hls").mkdir(exist_ok=True)
     mp4 = FileSink(outdir / "soak.mp4", name="mp4")
-    hls = HLSSink(outdir / "hls" / "stream.m3u8", segment_seconds=2.0, name="hls")
+    hls = HLSSink(outdir / "hls" / "stream.m3u8", segment_seconds=2.0, playlist_size=args.hls_window, name="hls")
     comp >> mp4
     comp >> hls
     crash_sup = Supervisor(name="crashy", max_restarts=3, within=5.0)
@@ -162,7 +167,8 @@ async def soak(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     await asyncio.wait_for(asyncio.gather(mp4.join(), hls.join()), 60)
     await crash_sup.stop()
     mp4_count = ffprobe_packets(outdir / "soak.mp4")
-    hls_count = ffprobe_packets(outdir / "hls" / "stream.m3u8")
+    counts = [ffprobe_packets(segment) for segment in sorted((outdir / "hls").glob("*.ts"))]
+    hls_count = None if None in counts else sum(c for c in counts if c is not None)
     warm = [s for s in samples if s["minute"] >= args.warmup_minutes] or samples
     stats = {a.name: a.stats() for a in pipeline}
     return {
@@ -198,6 +204,7 @@ def main() -> int:
     parser.add_argument("--crash-every", type=float, default=10.0, help="seconds between the crasher's crashes")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--hls-window", type=int, default=30, help="HLS playlist size in segments (0: all)")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=None, help="keep the files here (default: a temporary dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the summary here")
