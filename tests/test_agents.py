@@ -475,6 +475,18 @@ async def test_a_served_runtime_answers_the_tools_only_when_asked() -> None:
             with pytest.raises(ToolFailure) as too_big:
                 await remote.snapshot("/seen", width=48)
         assert too_big.value.kind == "invalid_argument" and "smaller width" in too_big.value.message
+        # What a client other than RemoteRuntime might send: checked before anything runs.
+        from streamlib.remote import RemoteError
+        from streamlib.remote.control import client_for, network_loop
+
+        async def raw(**fields: Any) -> Any:
+            call = client_for(node.address).call("agent", 10.0, **fields)
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, network_loop()))
+
+        bogus = await raw(tool="get_stats", args={"bogus": 1})
+        assert bogus["failure"]["kind"] == "invalid_argument" and "bogus" in bogus["failure"]["message"]
+        with pytest.raises(RemoteError, match="get_stats"):
+            await raw(tool="__init__", args={})
         with pytest.raises(ToolFailure) as missing:
             await remote.stop_actor("/nobody")
         assert missing.value.kind == "unknown_actor" and "/seen" in missing.value.message

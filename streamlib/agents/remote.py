@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import inspect
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -62,12 +63,15 @@ def serve_agent_tools(node: Node, runtime: LocalRuntime | None = None) -> LocalR
         return await asyncio.wrap_future(work)
 
     async def run(tool: str, args: dict[str, Any]) -> Any:
+        method = getattr(local, tool)
         try:
-            result = await getattr(local, tool)(**args)
+            inspect.signature(method).bind(**args)
+        except TypeError as exc:  # arguments the tool does not take (checked before it runs)
+            return {"failure": ToolFailure("invalid_argument", f"{tool}: {exc}").to_dict()}
+        try:
+            result = await method(**args)
         except ToolFailure as failure:
             return {"failure": failure.to_dict()}
-        except TypeError as exc:  # arguments the tool does not take
-            return {"failure": ToolFailure("invalid_argument", f"{tool}: {exc}").to_dict()}
         if isinstance(result, Snapshot):
             png = base64.b64encode(result.png).decode("ascii")
             if len(png) > MAX_CONTROL - 64 * 1024:  # the reply must fit one control message
