@@ -7,7 +7,9 @@ The HLS playlist is a live window (``--hls-window`` segments, default 30: one mi
 24/7 service publishes it; ``--hls-window 0`` keeps every segment in the playlist (an event
 playlist), for which FFmpeg's HLS muxer keeps a ~10 KB record per segment in memory until the
 end (~18 MB an hour at 2 s segments: growth by design, not a leak). Segment files are kept
-either way, so every frame written can be counted.
+either way, so every frame written can be counted. Like a service under ``streamlib.run``, it
+gives the allocator's free memory back every ``--trim-seconds`` (60; 0: never): after a stall
+glibc otherwise keeps the piled-up frames' memory resident, and RSS shows the worst stall so far.
 Beside it, under its own ``Supervisor``, a ``Crasher`` taps the pattern and raises every
 ``--crash-every`` seconds; each restart must recover (the fresh instance takes frames again).
 
@@ -42,6 +44,7 @@ from typing import Any, ClassVar
 from streamlib import Actor, StreamInput, Supervisor, TimedTick, VideoFrame
 from streamlib.actors import Compositor, Drawing, FileSink, HLSSink, Resize, TestPattern
 from streamlib.cli import DEMO_DRAWING
+from streamlib.service import trim_periodically
 
 
 def rss_mb() -> float:
@@ -129,6 +132,9 @@ async def soak(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
     crasher = crash_sup.spawn(Crasher, every=args.crash_every, name="crasher")
     pattern >> crasher
     pipeline = [pattern, overlay, pip, comp, mp4, hls]
+    # As streamlib.run does for a service: give the allocator's free memory back now and then
+    # (after a stall, glibc keeps the piled-up frames' memory resident otherwise).
+    trimming = asyncio.ensure_future(trim_periodically(args.trim_seconds)) if args.trim_seconds > 0 else None
 
     samples: list[dict[str, Any]] = []
     start = time.monotonic()
@@ -163,6 +169,8 @@ async def soak(args: argparse.Namespace, outdir: Path) -> dict[str, Any]:
             print(f"the crash supervisor ended: {crash_sup.failure!r}", flush=True)
             break
     restarts = crash_sup.children[0].restarts if crash_sup.children else -1
+    if trimming is not None:
+        trimming.cancel()
     await pattern.stop()
     await asyncio.wait_for(asyncio.gather(mp4.join(), hls.join()), 60)
     await crash_sup.stop()
@@ -204,6 +212,7 @@ def main() -> int:
     parser.add_argument("--crash-every", type=float, default=10.0, help="seconds between the crasher's crashes")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--trim-seconds", type=float, default=60.0, help="release free memory this often (0: never)")
     parser.add_argument("--hls-window", type=int, default=30, help="HLS playlist size in segments (0: all)")
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=None, help="keep the files here (default: a temporary dir)")

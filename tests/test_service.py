@@ -3,6 +3,7 @@ or SIGTERM, then stop it top-down within a deadline -- the sink finalizes its fi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -237,3 +238,60 @@ def test_a_second_signal_exits_at_once_without_a_traceback(app_dir: Path, signum
     assert time.monotonic() - started < 5  # not the 30 s deadline, nor the sink's 60 s hang
     assert "received again: exiting at once" in err
     assert "Traceback" not in err and "never retrieved" not in err
+
+
+# ------------------------------------------------------------------------------ memory
+
+STALL = """
+import threading
+import numpy as np
+from streamlib.service import release_free_memory
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+
+shape = (720, 1280, 3)
+live = [np.ones(shape, np.uint8) for _ in range(6)]
+def steady():  # frames made and dropped at a steady pace, a few in flight
+    for _ in range(100):
+        live.pop(0)
+        live.append(np.ones(shape, np.uint8))
+def stall():  # 20 frames pile up on another thread (a stalled sink's queue), then drain
+    pile = [np.ones(shape, np.uint8) for _ in range(20)]
+    del pile
+steady()
+before = rss()
+thread = threading.Thread(target=stall)
+thread.start()
+thread.join()
+steady()
+after = rss()
+released = release_free_memory()
+print(released, round(after - before, 1), round(rss() - before, 1))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
+def test_free_memory_goes_back_after_a_stall() -> None:
+    """A stall's frames, freed, stay resident in glibc's arena until release_free_memory()."""
+    out = subprocess.run([sys.executable, "-c", STALL], capture_output=True, text=True, timeout=60, check=True)
+    released, kept, after_trim = out.stdout.split()
+    assert released == "True"
+    assert float(kept) > 20, out.stdout  # the pile-up's 55 MB mostly stayed resident
+    assert float(after_trim) < float(kept) - 20, out.stdout
+
+
+async def test_serve_trims_periodically(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlib import service
+
+    calls: list[float] = []
+    monkeypatch.setattr(service, "release_free_memory", lambda: calls.append(time.monotonic()) or True)
+
+    async def finite() -> None:
+        await asyncio.sleep(0.35)
+
+    assert await service.serve(finite, handle_signals=False, trim_every=0.1) == 0
+    assert len(calls) >= 2  # every 0.1 s while main() built the (empty) tree
+    count = len(calls)
+    await asyncio.sleep(0.25)
+    assert len(calls) == count  # and no more once the service returned
