@@ -111,19 +111,25 @@ WINDOW_SCRIPT = textwrap.dedent(
             assert time.monotonic() < deadline, "no frame was shown"
             await asyncio.sleep(0.02)
         window = xdotool("search", "--sync", "--name", TITLE).split()[0]
-        x, y, w, h = display.window_rect
+        # A loaded machine maps, sizes and paints the window late: look again until it shows
+        # the image at its own size (or 10 s pass), then check what the screen shows there.
+        painted = time.monotonic() + 10
         centre = None
-        if shutil.which("ffmpeg"):  # a screenshot of where the image should be (not PyAV: see streamlib.actors.display)
+        while True:
+            await asyncio.sleep(0.3)
+            x, y, w, h = display.window_rect
+            if (w, h) != (160, 120) and time.monotonic() < painted:
+                continue
+            if not shutil.which("ffmpeg"):
+                break
+            # a screenshot of where the image should be (not PyAV: see streamlib.actors.display)
             grab = ["ffmpeg", "-loglevel", "error", "-f", "x11grab", "-video_size", f"{w}x{h}"]
             grab += ["-i", f"{os.environ['DISPLAY']}+{x},{y}", "-frames:v", "1"]
             grab += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-            painted = time.monotonic() + 10  # a loaded machine maps and paints the window late
-            while True:
-                await asyncio.sleep(0.3)
-                raw = subprocess.run(grab, capture_output=True, timeout=20, check=True).stdout
-                centre = np.frombuffer(raw, np.uint8).reshape(h, w, 3)[h // 2, w // 2].tolist()
-                if centre != [0, 0, 0] or time.monotonic() > painted:
-                    break
+            raw = subprocess.run(grab, capture_output=True, timeout=20, check=True).stdout
+            centre = np.frombuffer(raw, np.uint8).reshape(h, w, 3)[h // 2, w // 2].tolist()
+            if centre != [0, 0, 0] or time.monotonic() > painted:
+                break
         xdotool("key", "--window", window, "a")
         await keys.wait_for(1, timeout=15)
         xdotool("mousemove", str(x + 40), str(y + 30), "click", "1")
