@@ -674,8 +674,9 @@ class Actor(metaclass=ActorMeta):
     def stats(self, *, recursive: bool = False) -> dict[str, Any]:
         """Counters of this actor and its ports (a plain dict, ready for JSON).
 
-        Always kept, at no cost beyond the counting itself: ``ticks``, ``restarts``,
-        ``skipped_ticks`` (of the own clock), ``state``; messages in, out and dropped in
+        Always kept, at no cost beyond the counting itself: ``ticks``, ``handed_off`` (those
+        of the ticks that ran in their sender's turn, see :mod:`streamlib.handoff`),
+        ``restarts``, ``skipped_ticks`` (of the own clock), ``state``; messages in, out and dropped in
         total and per port, with each input's queue depth (``queued`` of ``capacity``).
         Per input, ``delivered == taken + in_hand + lost + dropped_by_policy + discarded +
         queued`` (see :class:`~streamlib.ports.InputStatistics`); ``dropped`` is
@@ -709,6 +710,7 @@ class Actor(metaclass=ActorMeta):
             "class": type(self).__qualname__,
             "state": self.state.value,
             "ticks": core.ticks,
+            "handed_off": core.handed_off,
             "restarts": core.restarts,
             "skipped_ticks": self.clock.skipped if self.clock is not None else 0,
             "messages_in": sum(p["received"] for p in inputs.values()),

@@ -36,6 +36,7 @@ import asyncio
 import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import contextlib
+import contextvars
 import enum
 import functools
 import itertools
@@ -43,13 +44,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING
 
 from .clock import Clock, SoftwareClock
 from .current import current_actor, set_current_actor
 from .errors import EndOfStream
 from .eventloop import current_loop, existing_background_loop, is_worker_loop
+from .handoff import MAX_DEPTH, READY, finish, loop_slice, tick_driver
 from .lifecycle import Cause, ChildFate, LifecycleState, RestartPolicy
 from .mailbox import Mailbox
 from .messages import Message, TimedTick
@@ -106,6 +108,15 @@ class ClockMode(enum.Enum):
     ENDING = "ending"
     """Every upstream ended: ticks drain what is queued, then ``on_end_of_stream`` runs."""
 
+
+_SYNCED = ClockMode.SYNCED
+_clock = time.perf_counter  # the hand-off slice's clock (see .handoff)
+_get_ident = threading.get_ident
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+_running_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[object] | None] = (
+    getattr(asyncio.tasks, "_current_tasks", {}).get or asyncio.current_task
+)
 
 _NO_MAILBOXES: frozenset[Mailbox] = frozenset()  # shared: each empty frozenset() costs 216 bytes
 
@@ -241,6 +252,11 @@ def set_tick_instrument(instrument: TickInstrument | None) -> None:
             actor._core.rebind_tick()
 
 
+async def _raise(exc: BaseException) -> None:
+    """Re-raise ``exc`` in the task that awaits this (a handed-off tick's failure)."""
+    raise exc
+
+
 def log_failure(actor: Actor, note: str) -> None:
     exc = actor._core.failure
     log.error(
@@ -263,6 +279,7 @@ class ActorRuntime:
         "children_by_name",
         "clock_wait",
         "connected",
+        "context",
         "deferred",
         "done",
         "doorbell",
@@ -274,11 +291,15 @@ class ActorRuntime:
         "first_hold",
         "fps",
         "fps_from_class",
+        "handed_off",
+        "handoffs",
         "in_process",
         "inherit",
+        "inline_tick",
         "jobs",
         "last_fps",
         "loop",
+        "loop_thread",
         "mode",
         "name",
         "name_counters",
@@ -290,10 +311,12 @@ class ActorRuntime:
         "sampled",
         "silence_mark",
         "silence_timer",
+        "sleeping",
         "spec",
         "state",
         "stop_requested",
         "task",
+        "tick_driver",
         "tick_on",
         "ticked",
         "ticks",
@@ -305,6 +328,7 @@ class ActorRuntime:
         self.actor = actor
         self.loop = loop
         self.task: asyncio.Task[None] | None = None
+        self.context: contextvars.Context | None = None  # the task's: a hand-off runs its ticks in it
         self.done = _Outcome()
         self.state = LifecycleState.RUNNING
         # -- where ticks come from
@@ -336,6 +360,13 @@ class ActorRuntime:
         """A hook that may read inputs runs now: what it took is in hand (lost if it raises)."""
         self.sampled: tuple[StreamInput, ...] = ()  # the inputs a tick marks besides the driver
         self.run_tick: TickFn | None = None
+        # -- hand-off (see .handoff): a tick run by the code that woke the sleeping actor
+        self.inline_tick: TickFn | None = None  # run_tick, if ticks may be handed off
+        self.tick_driver: Generator[object, object, None] | None = None  # made on the first hand-off
+        self.sleeping = False  # the task waits on the doorbell: a tick may run without it
+        self.loop_thread = 0  # the thread its loop ran on when it last went to sleep
+        self.handoffs = loop_slice(loop)
+        self.handed_off = 0  # ticks run by hand-off (a part of ``ticks``)
         # -- the tree and restarts
         self.cause: Cause | None = None
         self.failure: BaseException | None = None
@@ -381,7 +412,8 @@ class ActorRuntime:
             self.loop.call_soon_threadsafe(self.create_task)
 
     def create_task(self) -> None:
-        self.task = self.loop.create_task(self.run(), name=f"actor {self.path}")
+        context = self.context = contextvars.copy_context()
+        self.task = self.loop.create_task(self.run(), name=f"actor {self.path}", context=context)
 
     # ------------------------------------------------------------------ signals (any thread)
 
@@ -393,10 +425,28 @@ class ActorRuntime:
 
         Only a sleeping actor installs these wakers, so a busy actor's senders pay
         nothing: the run loop notices new messages by itself through the mailbox counters.
+        On the actor's loop, a message on the driver of an actor with nothing else pending
+        is handed off (:meth:`hand_off`): its tick runs now and the task sleeps on.
         """
-        if asyncio._get_running_loop() is not self.loop:
-            call_soon(self.loop, self.woken, port)
+        loop = self.loop
+        running = _running_task(loop)
+        # Inside a task of this loop, on the thread it slept on: on the loop, known without
+        # asyncio._get_running_loop(), which costs a getpid() system call on Python 3.11.
+        if (running is None or _get_ident() != self.loop_thread) and asyncio._get_running_loop() is not loop:
+            call_soon(loop, self.woken, port)
             return
+        if (
+            port is self.driver
+            and self.sleeping
+            and self.inline_tick is not None
+            and self.mode is _SYNCED
+            and port.mailbox._items  # a call from another thread's send comes late: it may be gone
+            and port.mailbox.received != self.ticked
+        ):
+            handoffs = self.handoffs
+            if handoffs.depth < MAX_DEPTH and (_clock() < handoffs.ends if handoffs.open else handoffs.open_slice()):
+                self.context.run(self.hand_off, port, running)  # type: ignore[union-attr]
+                return
         if self.explicit_clock is None and (
             (self.driver is None and self.may_drive(port)) or (port.mailbox in self.tick_on and port.mailbox._items)
         ):
@@ -411,6 +461,64 @@ class ActorRuntime:
             # messages carry no frame rate, in an actor with no frame rate of its own, would never
             # be found silent: this input would wait forever (and a "block" sender with it).
             self.arm_silence_timer()
+
+    def hand_off(self, port: StreamInput, running: asyncio.Task[object] | None) -> None:
+        """Run the tick for the message that just landed on ``port`` (the driver) now, in the waker's
+        turn, as this actor: in its context (``woken`` enters it) with its task marked as
+        the running one (see :mod:`.handoff`). ``process`` runs until it returns or first
+        waits; if it waits or raises, the task takes the rest over (:meth:`take_over`) and
+        finishes or re-raises it where its own tick would have, so nothing else differs.
+        ``running`` is the task running now (the sender's), restored afterwards."""
+        self.sleeping = False  # a message arriving meanwhile (a cycle) rings the doorbell instead
+        handoffs = self.handoffs
+        handoffs.depth += 1
+        loop, task = self.loop, self.task
+        assert task is not None  # it sleeps in it
+        if running is not None:
+            _leave_task(loop, running)
+        _enter_task(loop, task)
+        try:
+            tick = self.driver_tick(port)
+            if self.sampled:
+                self.mark_inputs(self.sampled)
+            self.ticks += 1
+            self.handed_off += 1
+            self.in_process = True
+            driver = self.tick_driver
+            if driver is None:
+                driver = self.tick_driver = tick_driver(self.inline_tick)  # type: ignore[arg-type]
+                driver.send(None)
+            waiting_on = driver.send(tick)
+            if waiting_on is READY:
+                self.in_process = False
+            else:
+                self.take_over(finish(driver, waiting_on))
+        except BaseException as exc:  # re-raised in the task: failures take their usual path
+            self.tick_driver = None  # it ended with the tick
+            self.take_over(_raise(exc))
+        finally:
+            _leave_task(loop, task)
+            if running is not None:
+                _enter_task(loop, running)
+            handoffs.depth -= 1
+            bell = self.doorbell  # rung meanwhile (the task must finish the tick, a stop): awake now
+            self.sleeping = bell is not None and not bell.done()
+
+    def take_over(self, rest: Awaitable[object]) -> None:
+        """The task finishes a handed-off tick: ``rest`` runs first thing when it wakes."""
+
+        async def finish_tick() -> None:
+            try:
+                await rest
+            except BaseException:
+                self.tick_driver = None  # it ended with the tick
+                raise
+            self.in_process = False
+
+        self.jobs.insert(0, finish_tick)
+        bell = self.doorbell
+        if bell is not None and not bell.done():
+            bell.set_result(None)
 
     def set_driver(self, port: StreamInput | None) -> None:
         """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""
@@ -588,9 +696,12 @@ class ActorRuntime:
                 or mailbox in self.tick_on
             ):
                 waker()
+        self.loop_thread = _get_ident()
+        self.sleeping = True
         try:
             await bell
         finally:
+            self.sleeping = False
             self.doorbell = None
             for mailbox, _ in wakers:
                 mailbox.waker = None
@@ -598,10 +709,15 @@ class ActorRuntime:
     def bind_tick(self) -> TickFn:
         """The per-tick callable of the run loop: the dispatcher's, wrapped by the tick
         instrument only while one is set -- so profiling that is off adds nothing to a tick."""
-        run_tick = self.actor.dispatcher.bind(self.actor)
+        dispatcher = self.actor.dispatcher
+        run_tick = dispatcher.bind(self.actor)
         if _tick_instrument is not None:
             run_tick = _tick_instrument(self.actor, run_tick)
         self.run_tick = run_tick
+        # An instrument times each tick alone: nested hand-offs would count a downstream
+        # actor's tick in the sender's too, so ticks are handed off only uninstrumented.
+        self.inline_tick = run_tick if dispatcher.hands_off and _tick_instrument is None else None
+        self.tick_driver = None  # it runs the old callable
         return run_tick
 
     def rebind_tick(self) -> None:

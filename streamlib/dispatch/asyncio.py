@@ -38,6 +38,7 @@ class AsyncioDispatcher(Dispatcher):
     """Run ``process`` directly on the actor's event loop (the default)."""
 
     interruptible: ClassVar[bool] = True
+    hands_off: ClassVar[bool] = True
 
     def __init__(self, blocking_threshold: float | None = None) -> None:
         super().__init__()
