@@ -21,7 +21,9 @@ Running (the actor's loop; ``process`` runs where the dispatcher puts it)
     ``on_end_of_stream``). Signals -- stop, rewiring, control jobs such as a supervisor's
     restart -- come from any thread and are handled between two ticks, never dropped.
     When none is pending and a message waits on the driver, the loop takes the *fast path*:
-    straight to the tick, nothing else examined.
+    straight to the tick, nothing else examined. And while the actor sleeps, a message on its
+    driver from the same loop may run its tick at once in the sender's turn (*hand-off*,
+    :meth:`ActorRuntime.hand_off`, see :mod:`.handoff`): the task sleeps on.
 
 Teardown (the actor's loop)
     Children are stopped, ``on_stop`` runs, the dispatcher detaches; then the parent's
