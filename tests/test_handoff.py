@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import sys
 import time
+import warnings
 from typing import Any, ClassVar
 
 import pytest
@@ -23,6 +24,7 @@ from streamlib import (
     TimedTick,
     current_actor,
 )
+from streamlib.dispatch.asyncio import BlockingWarning
 from streamlib.handoff import MAX_DEPTH
 from streamlib.testing import Feeder, Probe
 
@@ -232,14 +234,17 @@ async def test_a_busy_sender_does_not_hold_the_loop() -> None:
         if probe.inputs["in"].statistics().taken < 20_000:
             loop.call_soon(turn)
 
-    _, relays, probe = chain(20_000, 4)
-    began = time.perf_counter()
-    loop.call_soon(turn)
-    await probe.wait_for(20_000, timeout=60)
-    elapsed = time.perf_counter() - began
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, relays, probe = chain(20_000, 4)
+        began = time.perf_counter()
+        loop.call_soon(turn)
+        await probe.wait_for(20_000, timeout=60)
+        elapsed = time.perf_counter() - began
     assert sum(r.stats()["handed_off"] for r in relays) > 60_000
     # Unsliced, the burst holds the loop for one gap of most of its length.
     assert max(gaps) < elapsed / 4, f"the loop stood still for {max(gaps):.3f} s of {elapsed:.3f} s"
+    assert not [w for w in caught if issubclass(w.category, BlockingWarning)]
 
 
 @pytest.mark.parametrize("dispatcher", ["thread", "asyncio"])
