@@ -114,6 +114,7 @@ class ClockMode(enum.Enum):
 _SYNCED = ClockMode.SYNCED
 _clock = time.perf_counter  # the hand-off slice's clock (see .handoff)
 _get_ident = threading.get_ident
+_monotonic = time.monotonic
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 _running_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[object] | None] = (
@@ -437,17 +438,15 @@ class ActorRuntime:
         if (running is None or _get_ident() != self.loop_thread) and asyncio._get_running_loop() is not loop:
             call_soon(loop, self.woken, port)
             return
-        if (
-            port is self.driver
-            and self.sleeping
-            and self.inline_tick is not None
-            and self.mode is _SYNCED
-            and port.mailbox._items  # a call from another thread's send comes late: it may be gone
-            and port.mailbox.received != self.ticked
-        ):
+        if self.sleeping and port is self.driver and self.mode is _SYNCED and self.inline_tick is not None:
             handoffs = self.handoffs
-            if handoffs.depth < MAX_DEPTH and (_clock() < handoffs.ends if handoffs.open else handoffs.open_slice()):
-                self.context.run(self.hand_off, port, running)  # type: ignore[union-attr]
+            if (
+                handoffs.depth < MAX_DEPTH
+                and (_clock() < handoffs.ends if handoffs.open else handoffs.open_slice())
+                and port.mailbox.received != self.ticked
+                and port.mailbox._items  # a call from another thread's send comes late: it may be gone
+            ):
+                self.hand_off(port, running)  # its tick runs now, in this turn: the task sleeps on
                 return
         if self.explicit_clock is None and (
             (self.driver is None and self.may_drive(port)) or (port.mailbox in self.tick_on and port.mailbox._items)
@@ -455,9 +454,7 @@ class ActorRuntime:
             self.set_driver(port)  # a tick_on() input ticks the actor on every arrival
         if port is self.driver:
             port.mailbox.waker = None  # awake now: further sends need not call us
-            bell = self.doorbell  # ring(), inline: we are on the loop (once per wake-up of the chain)
-            if bell is not None and not bell.done():
-                bell.set_result(None)
+            self.ring_here()
         elif self.silence_timer is None and self.driver is not None and self.explicit_clock is None:
             # A sampled input talks while the driver is quiet. Without a timer here, a driver whose
             # messages carry no frame rate, in an actor with no frame rate of its own, would never
@@ -465,32 +462,41 @@ class ActorRuntime:
             self.arm_silence_timer()
 
     def hand_off(self, port: StreamInput, running: asyncio.Task[object] | None) -> None:
-        """Run the tick for the message that just landed on ``port`` (the driver) now, in the waker's
-        turn, as this actor: in its context (``woken`` enters it) with its task marked as
-        the running one (see :mod:`.handoff`). ``process`` runs until it returns or first
-        waits; if it waits or raises, the task takes the rest over (:meth:`take_over`) and
-        finishes or re-raises it where its own tick would have, so nothing else differs.
-        ``running`` is the task running now (the sender's), restored afterwards."""
+        """Run the tick for the message that just landed on ``port``, the driver, now: in the
+        waker's turn, as this actor -- in its context, with its task marked as the running one
+        instead of ``running`` (the sender's) -- see :mod:`.handoff`. ``process`` runs until it
+        returns or first waits; if it waits or raises, the task takes the rest over
+        (:meth:`take_over`) and finishes or re-raises it where its own tick would have.
+
+        The run loop's tick (:meth:`driver_tick`), written out for this hot path: the actor
+        slept with every arrival ticked, so this message is the one new arrival."""
+        mailbox = port.mailbox
+        self.ticked = mailbox.received
+        port.tick_mark = mailbox.taken
+        head = mailbox._items[0]
+        if isinstance(head, Message):
+            self.last_fps = head.clock_rate
+            tick = TimedTick(head.timestamp, head.frame_number, head.clock_source_id or self.driver_id, head.clock_rate)
+        else:
+            tick = TimedTick(_monotonic(), self.ticks, self.driver_id, None)
+        if self.sampled:
+            self.mark_inputs(self.sampled)
+        self.ticks += 1
+        self.handed_off += 1
+        driver = self.tick_driver
+        if driver is None:
+            driver = self.tick_driver = tick_driver(self.inline_tick)  # type: ignore[arg-type]
+            driver.send(None)
         self.sleeping = False  # a message arriving meanwhile (a cycle) rings the doorbell instead
         handoffs = self.handoffs
         handoffs.depth += 1
-        loop, task = self.loop, self.task
-        assert task is not None  # it sleeps in it
+        loop, task, bell = self.loop, self.task, self.doorbell
         if running is not None:
             _leave_task(loop, running)
-        _enter_task(loop, task)
+        _enter_task(loop, task)  # type: ignore[arg-type]  # it sleeps in its task
+        self.in_process = True
         try:
-            tick = self.driver_tick(port)
-            if self.sampled:
-                self.mark_inputs(self.sampled)
-            self.ticks += 1
-            self.handed_off += 1
-            self.in_process = True
-            driver = self.tick_driver
-            if driver is None:
-                driver = self.tick_driver = tick_driver(self.inline_tick)  # type: ignore[arg-type]
-                driver.send(None)
-            waiting_on = driver.send(tick)
+            waiting_on = self.context.run(driver.send, tick)  # type: ignore[union-attr]
             if waiting_on is READY:
                 self.in_process = False
             else:
@@ -499,12 +505,11 @@ class ActorRuntime:
             self.tick_driver = None  # it ended with the tick
             self.take_over(_raise(exc))
         finally:
-            _leave_task(loop, task)
+            _leave_task(loop, task)  # type: ignore[arg-type]
             if running is not None:
                 _enter_task(loop, running)
             handoffs.depth -= 1
-            bell = self.doorbell  # rung meanwhile (the task must finish the tick, a stop): awake now
-            self.sleeping = bell is not None and not bell.done()
+            self.sleeping = not bell.done()  # type: ignore[union-attr]  # rung meanwhile: awake now
 
     def take_over(self, rest: Awaitable[object]) -> None:
         """The task finishes a handed-off tick: ``rest`` runs first thing when it wakes."""
@@ -518,9 +523,7 @@ class ActorRuntime:
             self.in_process = False
 
         self.jobs.insert(0, finish_tick)
-        bell = self.doorbell
-        if bell is not None and not bell.done():
-            bell.set_result(None)
+        self.ring_here()
 
     def set_driver(self, port: StreamInput | None) -> None:
         """Make ``port`` the input whose arrivals tick this actor (its queue counts as new)."""
@@ -545,10 +548,16 @@ class ActorRuntime:
         self.ring()
 
     def ring(self) -> None:
-        """Wake the run loop if it sleeps (any thread)."""
+        """Wake the run loop if it sleeps (any thread). Every wake-up goes through here, so
+        ``sleeping`` (ticks may be handed off) ends the moment the doorbell rings."""
         if asyncio._get_running_loop() is not self.loop:
             call_soon(self.loop, self.ring)
             return
+        self.ring_here()
+
+    def ring_here(self) -> None:
+        """:meth:`ring`, called on the actor's loop."""
+        self.sleeping = False
         bell = self.doorbell
         if bell is not None and not bell.done():
             bell.set_result(None)
