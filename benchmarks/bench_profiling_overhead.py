@@ -5,9 +5,10 @@ What is measured
     stages >> sink, every input ``maxsize=2, overflow="block"`` -- run by three builds of
     streamlib in one process, interleaved:
 
-    * ``baseline``: this tree's streamlib with the profiling hook taken out of the run loop
-      (``Actor._run`` binds ``dispatcher.bind(self)`` directly, as before the hook existed,
-      and does not re-read its per-tick callable after control jobs);
+    * ``baseline``: this tree's streamlib with the profiling hook taken out of the runtime
+      (``ActorRuntime.bind_tick`` never wraps the dispatcher's callable nor asks whether an
+      instrument is set, and the run loop does not re-read its per-tick callable after
+      control jobs);
     * ``off``: streamlib as it is, profiling off (the default);
     * ``on``: streamlib as it is, ``profiling.enable()``d.
 
@@ -59,10 +60,13 @@ TARGETS = [
     Target("profiling_off_overhead_pct", "profiling off vs no profiling code: chain overhead", "<", 1.0, " %"),
 ]
 
-# The profiling hook in ActorRuntime.run (runtime.py), and what the run loop did before it existed.
+# The profiling hook in ActorRuntime (runtime.py): bind_tick wraps the per-tick callable in the
+# instrument while one is set (and then hands no tick off), and the run loop re-reads the
+# callable after control jobs. The baseline has neither; hand-off works in both.
 HOOKED = "runtime.py"
 STRIP = [
-    (r"run_tick = self\.bind_tick\(\)", "run_tick = dispatcher.bind(actor)"),
+    (r"\n[ \t]*if _tick_instrument is not None:\n[ \t]*run_tick = _tick_instrument\(self\.actor, run_tick\)", ""),
+    (r" and _tick_instrument is None", ""),
     (r"\n[ \t]*run_tick = self\.run_tick or run_tick[^\n]*", ""),
 ]
 

@@ -268,3 +268,17 @@ async def test_a_sender_on_another_thread_hands_off_on_the_receivers_loop(dispat
     await probe.wait_for(50)
     assert all(actor is relay and task is relay._core.task for actor, task, _ in relay.seen)
     assert [m.data for m in probe.messages] == list(range(50))
+
+
+async def test_a_requested_stop_is_never_overtaken_by_a_handed_off_tick() -> None:
+    relay = Relay()
+    feeder = Feeder(DataMessage)
+    feeder >> relay >> Probe(DataMessage)
+    await feeder.send(DataMessage(1))
+    await eventually(lambda: relay._core.sleeping and len(relay.seen) == 1)
+    relay.stop()  # rings its doorbell: the stop is pending, the task not yet awake...
+    await feeder.send(DataMessage(2))  # ...so this message must not be handed off before it
+    assert await asyncio.wait_for(relay.join(), 5) is LifecycleState.STOPPED
+    assert len(relay.seen) == 1
+    stats = relay.inputs["in"].statistics()
+    assert stats.delivered == 2 and stats.taken == 1 and stats.discarded == 1
