@@ -295,6 +295,7 @@ class ActorRuntime:
         "fps",
         "fps_from_class",
         "handed_off",
+        "handoff_port",
         "handoffs",
         "in_process",
         "inherit",
@@ -314,7 +315,6 @@ class ActorRuntime:
         "sampled",
         "silence_mark",
         "silence_timer",
-        "sleeping",
         "spec",
         "state",
         "stop_requested",
@@ -366,7 +366,9 @@ class ActorRuntime:
         # -- hand-off (see .handoff): a tick run by the code that woke the sleeping actor
         self.inline_tick: TickFn | None = None  # run_tick, if ticks may be handed off
         self.tick_driver: Generator[object, object, None] | None = None  # made on the first hand-off
-        self.sleeping = False  # the task waits on the doorbell: a tick may run without it
+        self.handoff_port: StreamInput | None = None
+        """While the task sleeps on its doorbell with nothing pending: the driver, whose next
+        message may be handed off (``None`` otherwise; every ring clears it)."""
         self.loop_thread = 0  # the thread its loop ran on when it last went to sleep
         self.handoffs = loop_slice(loop)
         self.handed_off = 0  # ticks run by hand-off (a part of ``ticks``)
@@ -438,7 +440,7 @@ class ActorRuntime:
         if (running is None or _get_ident() != self.loop_thread) and asyncio._get_running_loop() is not loop:
             call_soon(loop, self.woken, port)
             return
-        if self.sleeping and port is self.driver and self.mode is _SYNCED and self.inline_tick is not None:
+        if port is self.handoff_port:
             handoffs = self.handoffs
             if (
                 handoffs.depth < MAX_DEPTH
@@ -487,7 +489,7 @@ class ActorRuntime:
         if driver is None:
             driver = self.tick_driver = tick_driver(self.inline_tick)  # type: ignore[arg-type]
             driver.send(None)
-        self.sleeping = False  # a message arriving meanwhile (a cycle) rings the doorbell instead
+        self.handoff_port = None  # a message arriving meanwhile (a cycle) rings the doorbell instead
         handoffs = self.handoffs
         handoffs.depth += 1
         loop, task, bell = self.loop, self.task, self.doorbell
@@ -509,7 +511,8 @@ class ActorRuntime:
             if running is not None:
                 _enter_task(loop, running)
             handoffs.depth -= 1
-            self.sleeping = not bell.done()  # type: ignore[union-attr]  # rung meanwhile: awake now
+            if not bell.done():  # type: ignore[union-attr]  # else rung meanwhile: awake now
+                self.handoff_port = port
 
     def take_over(self, rest: Awaitable[object]) -> None:
         """The task finishes a handed-off tick: ``rest`` runs first thing when it wakes."""
@@ -549,7 +552,7 @@ class ActorRuntime:
 
     def ring(self) -> None:
         """Wake the run loop if it sleeps (any thread). Every wake-up goes through here, so
-        ``sleeping`` (ticks may be handed off) ends the moment the doorbell rings."""
+        hand-offs (``handoff_port``) end the moment the doorbell rings."""
         if asyncio._get_running_loop() is not self.loop:
             call_soon(self.loop, self.ring)
             return
@@ -557,7 +560,7 @@ class ActorRuntime:
 
     def ring_here(self) -> None:
         """:meth:`ring`, called on the actor's loop."""
-        self.sleeping = False
+        self.handoff_port = None
         bell = self.doorbell
         if bell is not None and not bell.done():
             bell.set_result(None)
@@ -708,11 +711,12 @@ class ActorRuntime:
             ):
                 waker()
         self.loop_thread = _get_ident()
-        self.sleeping = True
+        if self.mode is _SYNCED and self.inline_tick is not None and not bell.done():
+            self.handoff_port = driver  # nothing changes these while it sleeps without a ring
         try:
             await bell
         finally:
-            self.sleeping = False
+            self.handoff_port = None
             self.doorbell = None
             for mailbox, _ in wakers:
                 mailbox.waker = None

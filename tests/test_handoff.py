@@ -275,7 +275,7 @@ async def test_a_requested_stop_is_never_overtaken_by_a_handed_off_tick() -> Non
     feeder = Feeder(DataMessage)
     feeder >> relay >> Probe(DataMessage)
     await feeder.send(DataMessage(1))
-    await eventually(lambda: relay._core.sleeping and len(relay.seen) == 1)
+    await eventually(lambda: relay._core.handoff_port is not None and len(relay.seen) == 1)
     relay.stop()  # rings its doorbell: the stop is pending, the task not yet awake...
     await feeder.send(DataMessage(2))  # ...so this message must not be handed off before it
     assert await asyncio.wait_for(relay.join(), 5) is LifecycleState.STOPPED
