@@ -35,8 +35,9 @@ from typing import Any, Final
 
 __all__ = ["MAX_DEPTH", "READY", "SLICE", "LoopSlice", "finish", "loop_slice", "tick_driver"]
 
-SLICE: Final = 0.001
-"""Seconds of hand-offs a loop runs per turn before wake-ups queue again (fairness)."""
+SLICE = 0.001
+"""Seconds of hand-offs a loop runs per turn before wake-ups queue again (fairness). Read each
+time a slice opens, so it can be tuned (the benchmarks scale it under valgrind)."""
 
 MAX_DEPTH: Final = 16
 """How deeply hand-offs may nest (each level is a few stack frames)."""
