@@ -51,6 +51,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench_chain import VALGRIND_SLOWDOWN
 from measure import LOOP_RUNNERS, Sample, Stopwatch, Target, describe_tree, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.single:  # one run for callgrind: asyncio's loop, message-driven stages
         snapshot(args.snapshot)
         lib = package(args.single)
+        lib.handoff.SLICE *= VALGRIND_SLOWDOWN  # hand-off's wall-clock slice, as natively (see bench_chain)
         for cls in classes(lib)[1:]:
             cls.default_fps = None
         if args.single == "on":
