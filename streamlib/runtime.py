@@ -955,6 +955,12 @@ class ActorRuntime:
     def finish(self) -> None:
         """Settle the actor's fate: restarted by its supervisor, or ended for good."""
         actor = self.actor
+        driver, self.tick_driver = self.tick_driver, None
+        if driver is not None:  # it holds process: let the actor go without waiting for gc
+            try:
+                driver.close()  # a tick still suspended in it (its task was cancelled) ends here
+            except Exception:
+                log.exception("%s: process raised while its unfinished tick was closed", self.path)
         failed = self.failure is not None
         self.state = LifecycleState.FAILED if failed else LifecycleState.STOPPED
         cause = self.cause or Cause.STOP
