@@ -136,8 +136,17 @@ async def test_end_to_end_agent_session(runtime: LocalRuntime, tmp_path: Path) -
             assert data(await client.call_tool("spawn_actor", {"type": kind, "name": name, "params": params}))[
                 "path"
             ] == (f"/{name}")
-        for left, right in (("pattern", "negative"), ("negative", "overlay"), ("overlay", "sink")):
+        for left, right in (("pattern", "negative"), ("negative", "overlay")):
             data(await client.call_tool("connect", {"source": f"/{left}.video", "target": f"/{right}.video"}))
+
+        async def overlay_synced() -> bool:
+            return int((await stats(client, "/overlay"))["inputs"]["video"]["taken"]) >= 1
+
+        # The overlay, spawned with nothing connected, starts on its own clock and canvas
+        # (1280x720) once its first-tick grace is over; a file's frame size is fixed by its first
+        # frame, so the sink joins once the overlay has drawn over a frame from upstream.
+        await until(overlay_synced, what="the overlay draws over the negative's frames")
+        data(await client.call_tool("connect", {"source": "/overlay.video", "target": "/sink.video"}))
 
         graph = data(await client.call_tool("get_graph", {}))
         edges = {(c["from"], c["to"]) for c in graph["connections"]}
