@@ -117,8 +117,9 @@ _get_ident = threading.get_ident
 _monotonic = time.monotonic
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)  # loop -> the task it runs now
 _running_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[object] | None] = (
-    getattr(asyncio.tasks, "_current_tasks", {}).get or asyncio.current_task
+    asyncio.current_task if _current_tasks is None else _current_tasks.get
 )
 
 _NO_MAILBOXES: frozenset[Mailbox] = frozenset()  # shared: each empty frozenset() costs 216 bytes
