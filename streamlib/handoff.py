@@ -7,17 +7,22 @@ driving input of an actor that sleeps on the same loop with nothing else pending
 runtime runs that actor's tick right there, in the sender's turn -- like a GStreamer pad's
 chain function, or a Python 3.12 eager task -- and the actor's own task never wakes.
 
-Three things keep it honest:
+Three things keep it honest (and a fourth, in the runtime: a hand-off happens only while the
+actor sleeps with no signal pending -- any ring of its doorbell, a stop, a job, a rewiring,
+ends that -- so no handed-off tick ever overtakes a signal):
 
 * **It runs as the woken actor.** The tick runs in the actor's own context (its
   context variables, ``current_actor()``) and with its task marked as the running one, so
   ``asyncio.current_task()``, ``asyncio.timeout`` and task groups inside ``process`` see the
   actor's task, not the sender's.
-* **Only until it waits.** ``process`` is stepped until its first real suspension; if it
-  suspends (a full ``"block"`` input downstream, an ``await asyncio.sleep``), the rest of the
-  call is handed to the actor's own task (:func:`resume`), which finishes it before
-  anything else. A failure is re-raised there too, so failures, restarts and message
-  accounting take exactly the paths they take for a tick the task ran itself.
+* **Only until it waits.** ``process`` is stepped (by the actor's :func:`tick_driver`) until
+  its first real suspension; if it suspends (a full ``"block"`` input downstream, an
+  ``await asyncio.sleep``), the rest of the call is handed to the actor's own task
+  (:func:`finish`), which finishes it before anything else. A failure is re-raised there
+  too, so failures, restarts and message accounting take exactly the paths they take for a
+  tick the task ran itself. (One difference remains: a stop that cancels the task in the
+  loop turn between the hand-over and the task taking it closes the call when the actor
+  ends -- ``GeneratorExit`` at its ``await`` -- instead of raising ``CancelledError`` there.)
 * **Bounded.** Hand-offs nest (a tick sends, which hands off the next tick), at most
   :data:`MAX_DEPTH` deep, and a loop runs hand-offs for at most :data:`SLICE` seconds per
   turn of the loop (:class:`LoopSlice`): then wake-ups take the ready queue again, and

@@ -282,3 +282,25 @@ async def test_a_requested_stop_is_never_overtaken_by_a_handed_off_tick() -> Non
     assert len(relay.seen) == 1
     stats = relay.inputs["in"].statistics()
     assert stats.delivered == 2 and stats.taken == 1 and stats.discarded == 1
+
+
+async def test_profiling_times_each_tick_alone_then_hand_off_resumes() -> None:
+    """While profiling is on, no tick is handed off (a nested tick would be timed inside its
+    sender's too); switched off, hand-offs resume with the re-bound callable."""
+    from streamlib.observe import profiling
+
+    relay = Relay()
+    probe = Probe(DataMessage, overflow="block")
+    relay >> probe
+    try:
+        profiling.enable()
+        await paced(20, relay)
+        await probe.wait_for(20)
+        assert relay.stats()["handed_off"] == 0 and relay.stats()["ticks"] >= 20
+        assert relay.stats()["profile"]["process"]["count"] >= 20  # and each tick was timed
+    finally:
+        profiling.disable()
+    await paced(20, relay)
+    await probe.wait_for(40)
+    assert relay.stats()["handed_off"] >= 10
+    assert [m.data for m in probe.messages] == list(range(20)) * 2
