@@ -304,3 +304,19 @@ async def test_profiling_times_each_tick_alone_then_hand_off_resumes() -> None:
     await probe.wait_for(40)
     assert relay.stats()["handed_off"] >= 10
     assert [m.data for m in probe.messages] == list(range(20)) * 2
+
+
+async def test_a_dispatcher_built_without_hand_off_ticks_every_actor_in_its_task() -> None:
+    from streamlib import AsyncioDispatcher
+
+    plain = AsyncioDispatcher(hand_off=False)
+    relays = [Relay(dispatcher=plain) for _ in range(3)]
+    probe = Probe(DataMessage, overflow="block", dispatcher=plain)
+    upstream: Actor = relays[0]
+    for actor in (*relays[1:], probe):
+        upstream = upstream >> actor
+    await paced(30, relays[0])
+    await probe.wait_for(30)
+    assert [m.data for m in probe.messages] == list(range(30))
+    assert all(r.stats()["handed_off"] == 0 and r.stats()["ticks"] >= 30 for r in relays)
+    assert all(task is relay._core.task for relay in relays for _, task, _ in relay.seen)

@@ -35,13 +35,20 @@ class BlockingWarning(RuntimeWarning):
 
 
 class AsyncioDispatcher(Dispatcher):
-    """Run ``process`` directly on the actor's event loop (the default)."""
+    """Run ``process`` directly on the actor's event loop (the default).
+
+    ``hand_off`` (default True): a message to an idle actor of this dispatcher, sent from its
+    own loop, runs the actor's tick at once in the sender's turn (see :mod:`streamlib.handoff`).
+    ``False`` makes every tick of its actors wait for their task's turn on the loop, as a
+    plain asyncio task would: for a baseline, or to order ticks strictly by the loop's queue.
+    ``blocking_threshold``: seconds a ``process`` may hold the loop before a
+    :class:`BlockingWarning` (default 0.1, or ``STREAMLIB_BLOCKING_THRESHOLD``)."""
 
     interruptible: ClassVar[bool] = True
-    hands_off: ClassVar[bool] = True
 
-    def __init__(self, blocking_threshold: float | None = None) -> None:
+    def __init__(self, blocking_threshold: float | None = None, *, hand_off: bool = True) -> None:
         super().__init__()
+        self.hands_off = hand_off
         env = os.environ.get("STREAMLIB_BLOCKING_THRESHOLD")
         self.blocking_threshold = blocking_threshold if blocking_threshold is not None else float(env) if env else 0.1
 

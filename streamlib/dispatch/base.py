@@ -38,10 +38,11 @@ class Dispatcher(ABC):
     ``process`` call that is waiting on something. Off-loop dispatchers cannot cancel
     running code: a stop waits for the current call to return."""
 
-    hands_off: ClassVar[bool] = False
+    hands_off: bool = False
     """True if the callable of :meth:`bind` runs ``process`` on the actor's own loop and
     returns its coroutine, so a tick may be run by the code that woke the actor (see
-    :mod:`streamlib.handoff`): the asyncio dispatcher's. Off-loop dispatchers leave it False."""
+    :mod:`streamlib.handoff`): the asyncio dispatcher's, unless built with ``hand_off=False``.
+    Off-loop dispatchers leave it False."""
 
     def __init__(self) -> None:
         self._attached = 0
