@@ -51,6 +51,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -593,6 +594,12 @@ class _Worker:
         self.dead = True
         self.open = False
         self.process.join(1.0)
+        # join() waits on the process's sentinel, which closes with its files -- a moment before
+        # the kernel makes it reapable; on a loaded machine that moment can outlast join's one
+        # look, and the exit code (SIGXCPU from a sandbox's CPU limit, say) would be missed.
+        deadline = time.monotonic() + 2.0
+        while self.process.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         code = self.process.exitcode
         if code is None:
             how = "stopped answering"
