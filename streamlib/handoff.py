@@ -52,10 +52,12 @@ class LoopSlice:
     """One event loop's hand-off budget: how deep hand-offs nest now, and when this turn's
     slice of hand-off time ends. Shared by every actor of the loop, touched only on it."""
 
-    __slots__ = ("__weakref__", "depth", "ends", "loop", "open")
+    __slots__ = ("__weakref__", "_loop", "depth", "ends", "open")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the table of budgets is keyed weakly by loop, and a value holding its key
+        # would keep every loop ever used (a notebook's, each test's) alive for good.
+        self._loop = weakref.ref(loop)
         self.depth = 0
         self.ends = 0.0
         self.open = False
@@ -65,7 +67,9 @@ class LoopSlice:
         ``depth`` and, while ``open``, ``perf_counter() < ends`` itself (the hot path)."""
         self.open = True
         self.ends = _clock() + SLICE
-        self.loop.call_soon(self._close)  # runs once the loop turns: the next turn gets a new slice
+        loop = self._loop()
+        if loop is not None:  # it runs on it: it is alive
+            loop.call_soon(self._close)  # runs once the loop turns: the next turn gets a new slice
         return True
 
     def _close(self) -> None:

@@ -320,3 +320,19 @@ async def test_a_dispatcher_built_without_hand_off_ticks_every_actor_in_its_task
     assert [m.data for m in probe.messages] == list(range(30))
     assert all(r.stats()["handed_off"] == 0 and r.stats()["ticks"] >= 30 for r in relays)
     assert all(task is relay._core.task for relay in relays for _, task, _ in relay.seen)
+
+
+def test_a_loop_is_not_kept_alive_by_its_hand_off_budget() -> None:
+    import gc
+    import weakref
+
+    from streamlib.handoff import loop_slice
+
+    loop = asyncio.new_event_loop()
+    loop_slice(loop).open_slice()
+    loop.run_until_complete(asyncio.sleep(0))  # the slice closes with the turn
+    gone = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert gone() is None
