@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if args.single:  # one run for callgrind to count, on asyncio's loop
         # valgrind runs code ~50x slower but time passes as usual: hand-off's 1 ms slice per
         # loop turn (wall clock) would cover 50x fewer messages than natively. Scale it back.
-        handoff.SLICE = handoff.SLICE * VALGRIND_SLOWDOWN
+        handoff.SLICE *= VALGRIND_SLOWDOWN
         chain = streamlib_chain if args.single == "streamlib" else queue_chain
         asyncio.run(chain(n, args.maxsize))
         return {}

@@ -471,17 +471,12 @@ class ActorRuntime:
         returns or first waits; if it waits or raises, the task takes the rest over
         (:meth:`take_over`) and finishes or re-raises it where its own tick would have.
 
-        The run loop's tick (:meth:`driver_tick`), written out for this hot path: the actor
-        slept with every arrival ticked, so this message is the one new arrival."""
+        The run loop's tick (:meth:`driver_tick`), simpler here: the actor slept with every
+        arrival ticked, so this message is the one new arrival."""
         mailbox = port.mailbox
         self.ticked = mailbox.received
         port.tick_mark = mailbox.taken
-        head = mailbox._items[0]
-        if isinstance(head, Message):
-            self.last_fps = head.clock_rate
-            tick = TimedTick(head.timestamp, head.frame_number, head.clock_source_id or self.driver_id, head.clock_rate)
-        else:
-            tick = TimedTick(_monotonic(), self.ticks, self.driver_id, None)
+        tick = self.tick_of(mailbox._items[0])
         if self.sampled:
             self.mark_inputs(self.sampled)
         self.ticks += 1
@@ -783,11 +778,14 @@ class ActorRuntime:
         floor = mailbox.received - len(items) + 1
         self.ticked = ticked if ticked >= floor else floor
         driver.tick_mark = mailbox.taken
-        head = items[0]
+        return self.tick_of(items[0])
+
+    def tick_of(self, head: object) -> TimedTick:
+        """The tick for the driver's message ``head``: its clock metadata, else now."""
         if isinstance(head, Message):
             self.last_fps = head.clock_rate
             return TimedTick(head.timestamp, head.frame_number, head.clock_source_id or self.driver_id, head.clock_rate)
-        return TimedTick(time.monotonic(), self.ticks, self.driver_id, None)
+        return TimedTick(_monotonic(), self.ticks, self.driver_id, None)
 
     def review_wiring(self) -> None:
         """Re-derive the driver, the wakers and the clock mode after ports or connections changed."""

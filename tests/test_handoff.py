@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import sys
 import time
 import warnings
@@ -103,13 +104,17 @@ async def paced(n: int, into: Actor, pause: float = 0.002) -> None:
         await asyncio.sleep(pause)
 
 
+def link(*actors: Actor) -> None:
+    """``a >> b >> c ...``"""
+    for upstream, downstream in itertools.pairwise(actors):
+        upstream >> downstream
+
+
 def chain(n: int, stages: int, **relay: Any) -> tuple[Burst, list[Relay], Probe]:
     burst = Burst(n)
     relays = [Relay(**relay) for _ in range(stages)]
     probe = Probe(DataMessage, overflow="block")
-    upstream: Actor = burst
-    for actor in (*relays, probe):
-        upstream = upstream >> actor
+    link(burst, *relays, probe)
     return burst, relays, probe
 
 
@@ -128,9 +133,7 @@ async def test_a_handed_off_tick_runs_as_its_actor_in_its_task_and_context() -> 
 async def test_a_tick_that_waits_is_finished_by_its_own_task_in_order() -> None:
     relays = [Relay(wait=True) for _ in range(4)]
     probe = Probe(DataMessage, overflow="block")
-    upstream: Actor = relays[0]
-    for actor in (*relays[1:], probe):
-        upstream = upstream >> actor
+    link(*relays, probe)
     await paced(60, relays[0])
     await probe.wait_for(60)
     assert [m.data for m in probe.messages] == list(range(60))
@@ -258,6 +261,8 @@ async def test_a_sender_on_another_thread_hands_off_on_the_receivers_loop(dispat
         def process(self, tick: TimedTick) -> None:  # a worker thread with "thread"
             for i in range(self.n):
                 self.outputs["out"].send_nowait(DataMessage(i))
+                if dispatcher == "thread":
+                    time.sleep(0.002)  # the relay falls asleep in between: each arrival is handed off
             self.stop()
 
     source = ThreadBurst(50, dispatcher=dispatcher)
@@ -268,6 +273,8 @@ async def test_a_sender_on_another_thread_hands_off_on_the_receivers_loop(dispat
     await probe.wait_for(50)
     assert all(actor is relay and task is relay._core.task for actor, task, _ in relay.seen)
     assert [m.data for m in probe.messages] == list(range(50))
+    if dispatcher == "thread":  # from a callback on the relay's loop, with no task running
+        assert relay.stats()["handed_off"] >= 25
 
 
 async def test_a_requested_stop_is_never_overtaken_by_a_handed_off_tick() -> None:
@@ -312,9 +319,7 @@ async def test_a_dispatcher_built_without_hand_off_ticks_every_actor_in_its_task
     plain = AsyncioDispatcher(hand_off=False)
     relays = [Relay(dispatcher=plain) for _ in range(3)]
     probe = Probe(DataMessage, overflow="block", dispatcher=plain)
-    upstream: Actor = relays[0]
-    for actor in (*relays[1:], probe):
-        upstream = upstream >> actor
+    link(*relays, probe)
     await paced(30, relays[0])
     await probe.wait_for(30)
     assert [m.data for m in probe.messages] == list(range(30))
