@@ -40,9 +40,12 @@ from .lifecycle import Cause, ChildFate, LifecycleState
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
 from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
+from . import speedups
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
 from .waiting import wait
+
+speedups.install()  # the message path in C, if the extension was built (see streamlib.speedups)
 
 __version__ = "0.1.0"
 

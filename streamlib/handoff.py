@@ -111,10 +111,12 @@ def tick_driver(run_tick: Callable[[Any], Awaitable[None] | None]) -> Generator[
 
 
 @types.coroutine
-def finish(driver: Generator[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+def finish(driver: Generator[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, None]:
     """Finish, in the task that awaits this, the tick ``driver`` began elsewhere and that now
     waits on ``waiting_on``: what it waits on goes to the task, and what the task sends or
-    throws back (a result, a cancellation) goes to the tick, until the driver is :data:`READY`."""
+    throws back (a result, a cancellation) goes to the tick, until the driver is :data:`READY`
+    -- or, for the call of ``process`` itself (which the C hand-off steps directly, see
+    :mod:`streamlib.speedups`), until it returns."""
     while waiting_on is not READY:
         try:
             sent = yield waiting_on
@@ -122,6 +124,12 @@ def finish(driver: Generator[Any, Any, None], waiting_on: Any) -> Generator[Any,
             driver.close()
             raise
         except BaseException as exc:  # thrown in by the task, e.g. a cancellation
-            waiting_on = driver.throw(exc)
+            try:
+                waiting_on = driver.throw(exc)
+            except StopIteration:
+                return
         else:
-            waiting_on = driver.send(sent)
+            try:
+                waiting_on = driver.send(sent)
+            except StopIteration:
+                return

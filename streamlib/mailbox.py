@@ -152,7 +152,7 @@ class Mailbox:
         self.taken = 0
         self.dropped = 0
         self.discarded = 0
-        self.waker: Callable[[], None] | None = None
+        self.waker: Callable[[], object] | None = None
         """Set by the reading actor while it sleeps; called after each accepted message."""
 
     # -- writing -----------------------------------------------------------------

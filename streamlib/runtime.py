@@ -256,6 +256,12 @@ def set_tick_instrument(instrument: TickInstrument | None) -> None:
             actor._core.rebind_tick()
 
 
+def make_waker(runtime: ActorRuntime, port: StreamInput) -> Callable[[], object]:
+    """What a sleeping actor puts on ``port``'s mailbox: calling it is ``runtime.woken(port)``.
+    (:mod:`.speedups` replaces this with a C object the C mailbox calls directly.)"""
+    return functools.partial(ActorRuntime.woken, runtime, port)  # no bound method kept per waker
+
+
 async def _raise(exc: BaseException) -> None:
     """Re-raise ``exc`` in the task that awaits this (a handed-off tick's failure)."""
     raise exc
@@ -346,7 +352,7 @@ class ActorRuntime:
         self.driver: StreamInput | None = None
         self.driver_id = ""  # the path of the last driving input ("" until one drove)
         self.ticked = 0  # the driver's `received` count that ticks have accounted for
-        self.wakers: list[tuple[Mailbox, Callable[[], None]]] = []
+        self.wakers: list[tuple[Mailbox, Callable[[], object]]] = []
         self.tick_on: frozenset[Mailbox] = _NO_MAILBOXES  # inputs whose every message ticks (Actor.tick_on)
         self.connected = False
         self.silence_timer: asyncio.TimerHandle | None = None
@@ -501,7 +507,7 @@ class ActorRuntime:
                 self.take_over(finish(driver, waiting_on))
         except BaseException as exc:  # re-raised in the task: failures take their usual path
             self.tick_driver = None  # it ended with the tick
-            self.take_over(_raise(exc))
+            self.handoff_failed(exc)
         finally:
             _leave_task(loop, task)  # type: ignore[arg-type]
             if running is not None:
@@ -509,6 +515,15 @@ class ActorRuntime:
             handoffs.depth -= 1
             if not bell.done():  # type: ignore[union-attr]  # else rung meanwhile: awake now
                 self.handoff_port = port
+
+    def handoff_waits(self, call: Generator[Any, Any, Any], waiting_on: object) -> None:
+        """The C hand-off (:mod:`.speedups`) stepped ``process``'s ``call`` until it waited on
+        ``waiting_on``: the task finishes it, as :meth:`hand_off` has it finish a driver."""
+        self.take_over(finish(call, waiting_on))
+
+    def handoff_failed(self, exc: BaseException) -> None:
+        """A handed-off tick raised ``exc``: re-raised in the task, where a tick's failure goes."""
+        self.take_over(_raise(exc))
 
     def take_over(self, rest: Awaitable[object]) -> None:
         """The task finishes a handed-off tick: ``rest`` runs first thing when it wakes."""
@@ -803,10 +818,7 @@ class ActorRuntime:
             self.mode = ClockMode.OWN  # the bathtub: nothing upstream any more
         self.sampled = tuple(p for p in self.actor.inputs.values() if p is not self.driver)
         live = [p for p in connected if not p.ended]
-        woken = ActorRuntime.woken  # partial(function, self, port): no bound method kept per waker
-        self.wakers = (
-            [] if self.explicit_clock is not None else [(p.mailbox, functools.partial(woken, self, p)) for p in live]
-        )
+        self.wakers = [] if self.explicit_clock is not None else [(p.mailbox, make_waker(self, p)) for p in live]
         if self.driver is None and self.explicit_clock is None:
             # Messages may already be queued (a restart inherits full mailboxes).
             for port in live:

@@ -1,0 +1,76 @@
+"""The message path in C, when the optional extension ``streamlib._speedups`` is built.
+
+A message that crosses a chain of pass-through actors costs mostly the runtime's own
+bookkeeping: the mailbox's counters, the checks that decide whether the receiver's tick may
+run at once (hand-off, see :mod:`.handoff`), entering the receiver's task and context. The
+extension runs that bookkeeping in C and calls Python only for ``process`` and the rare
+paths, which makes a hop between two actors about twice as fast (``benchmarks/bench_chain.py``).
+
+It changes no behaviour. The Python methods stay the specification and the fallback: the
+extension replaces three of them -- ``Mailbox.put_nowait``, ``Mailbox.get_nowait`` and
+``ActorRuntime.woken`` -- with C versions that handle the common case (a mailbox with room;
+an actor that may take its tick now) and call the original Python method for the rest. They
+work on the same objects, through the classes' own ``__slots__``.
+
+* Installed when streamlib is imported, if the extension was built (``pip install``
+  compiles it where a C compiler is found, and installs without it otherwise).
+* ``STREAMLIB_PURE_PYTHON=1`` in the environment keeps the pure-Python path (CI runs the
+  core tests both ways; a profiler that follows Python frames sees every step).
+* :data:`ACTIVE` says which path runs; ``streamlib doctor``-style reports and the benchmarks
+  print it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Final
+
+__all__ = ["ACTIVE", "REASON"]
+
+ACTIVE = False
+"""Whether the C message path is installed in this process."""
+
+REASON = "not installed yet"
+"""Why the pure-Python path runs, when it does (for reports)."""
+
+_DISABLE: Final = "STREAMLIB_PURE_PYTHON"
+
+
+def install() -> bool:
+    """Put the C message path in place, once per process; ``True`` if it runs. Called by
+    ``import streamlib`` after the core classes exist."""
+    global ACTIVE, REASON
+    if ACTIVE:
+        return True
+    if os.environ.get(_DISABLE, "").strip() not in ("", "0"):
+        REASON = f"{_DISABLE} is set"
+        return False
+    try:
+        from . import _speedups
+    except ImportError:
+        REASON = "the C extension streamlib._speedups was not built (no C compiler at install time)"
+        return False
+    current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    if not isinstance(current_tasks, dict):  # a Python whose asyncio keeps the running task elsewhere
+        REASON = "this Python's asyncio has no current-task table"
+        return False
+
+    from . import handoff, mailbox, messages, ports, runtime
+
+    _speedups.install(
+        Mailbox=mailbox.Mailbox,
+        StreamInput=ports.StreamInput,
+        ActorRuntime=runtime.ActorRuntime,
+        LoopSlice=handoff.LoopSlice,
+        TimedTick=messages.TimedTick,
+        Message=messages.Message,
+        EMPTY=mailbox.EMPTY,
+        current_tasks=current_tasks,
+        enter_task=asyncio.tasks._enter_task,
+        leave_task=asyncio.tasks._leave_task,
+        max_depth=handoff.MAX_DEPTH,
+    )
+    runtime.make_waker = _speedups.Waker
+    ACTIVE, REASON = True, ""
+    return True
