@@ -91,6 +91,36 @@ restore_exception(PyObject *exc) /* steals exc */
 #endif
 }
 
+/* time.perf_counter() and time.monotonic(): on Linux both read CLOCK_MONOTONIC, which C reads
+ * directly; elsewhere the Python functions are called (their clocks differ by platform). */
+#ifdef __linux__
+#include <time.h>
+static inline int
+now_seconds(PyObject *unused, double *out)
+{
+    struct timespec ts;
+    (void)unused;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *out = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return 0;
+}
+#else
+static inline int
+now_seconds(PyObject *clock, double *out)
+{
+    PyObject *now = PyObject_CallNoArgs(clock);
+    if (now == NULL) {
+        return -1;
+    }
+    *out = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+#endif
+
 #define SLOT(obj, s) (*(PyObject **)((char *)(obj) + (s).offset))
 
 /* Borrowed value of a slot; NULL with AttributeError if it is unset. */
@@ -173,7 +203,7 @@ static Slot tt_timestamp = {"timestamp"}, tt_frame_number = {"frame_number"}, tt
 static PyObject *EMPTY;              /* streamlib.mailbox.EMPTY */
 static PyObject *Message_type;       /* streamlib.messages.Message */
 static PyObject *current_tasks;      /* asyncio.tasks._current_tasks: loop -> running task */
-static PyObject *enter_task, *leave_task, *perf_counter, *monotonic;
+static PyObject *perf_counter, *monotonic;
 static PyObject *py_put_nowait;      /* the Python Mailbox.put_nowait: full or closed mailboxes */
 static PyObject *py_woken;           /* the Python ActorRuntime.woken: every case but a hand-off */
 static PyObject *wake_one;           /* Mailbox._wake_one(waiters) */
@@ -238,15 +268,17 @@ try_hand_off(PyObject *runtime, PyObject *port)
         return -1;
     }
     if (open == Py_True) {
-        PyObject *now = PyObject_CallNoArgs(perf_counter);
-        if (now == NULL) {
+        double now, ends;
+        PyObject *slice_end = get_slot(handoffs, ls_ends);
+        if (slice_end == NULL || now_seconds(perf_counter, &now) < 0) {
             return -1;
         }
-        PyObject *ends = get_slot(handoffs, ls_ends);
-        int in_slice = ends == NULL ? -1 : PyObject_RichCompareBool(now, ends, Py_LT);
-        Py_DECREF(now);
-        if (in_slice <= 0) {
-            return in_slice;
+        ends = PyFloat_AsDouble(slice_end);
+        if (ends == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (now >= ends) {
+            return 0; /* this turn's slice is spent: the wake-up takes the ready queue */
         }
     }
     else {
@@ -294,7 +326,11 @@ plain_tick(PyObject *runtime)
     if (ticks == NULL || driver_id == NULL) {
         return NULL;
     }
-    PyObject *now = PyObject_CallNoArgs(monotonic);
+    double seconds;
+    if (now_seconds(monotonic, &seconds) < 0) {
+        return NULL;
+    }
+    PyObject *now = PyFloat_FromDouble(seconds);
     if (now == NULL) {
         return NULL;
     }
@@ -310,16 +346,20 @@ plain_tick(PyObject *runtime)
     return tick;
 }
 
+/* asyncio's _leave_task(loop, current) then _enter_task(loop, next), in one step on the same
+ * table (asyncio.tasks._current_tasks), with their check: the loop runs `current` now. */
 static int
-swap_task(PyObject *func, PyObject *loop, PyObject *task)
+switch_task(PyObject *loop, PyObject *current, PyObject *next)
 {
-    PyObject *args[2] = {loop, task};
-    PyObject *result = PyObject_Vectorcall(func, args, 2, NULL);
-    if (result == NULL) {
+    PyObject *running = PyDict_GetItemWithError(current_tasks, loop);
+    if (running != current) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_RuntimeError, "Leaving task %R does not match the current task %R.", current,
+                         running ? running : Py_None);
+        }
         return -1;
     }
-    Py_DECREF(result);
-    return 0;
+    return PyDict_SetItem(current_tasks, loop, next);
 }
 
 /* Step the call `process` returned until it returns (0) or first waits (1, *waiting_on set);
@@ -359,7 +399,7 @@ step(PyObject *work, PyObject **waiting_on, PyObject **steps)
 
 /* ActorRuntime.hand_off, in C: run the tick for the message that just landed on `port`, the
  * driver, now, as this actor -- in its context, with its task marked as the running one
- * instead of `running` (the sender's). The call `process` returns is stepped directly (no
+ * instead of `running` (the sender's, never NULL here: outside a task the Python path runs). The call `process` returns is stepped directly (no
  * tick driver: from C, a return costs no StopIteration); if it waits or raises, the task
  * takes the rest over (ActorRuntime.handoff_waits / handoff_failed). */
 static int
@@ -423,16 +463,12 @@ hand_off(PyObject *runtime, PyObject *port, PyObject *mailbox, PyObject *items, 
     Py_INCREF(context);
     Py_INCREF(inline_tick);
     Py_INCREF(handoffs);
-    Py_XINCREF(running);
+    Py_INCREF(running);
 
     int status = 0; /* -1: an error of the runtime's own, to propagate */
-    if (running != NULL && swap_task(leave_task, loop, running) < 0) {
+    if (switch_task(loop, running, task) < 0) {
         status = -1;
         goto restore_none;
-    }
-    if (swap_task(enter_task, loop, task) < 0) {
-        status = -1;
-        goto restore_running;
     }
     set_slot_borrowed(runtime, rt_in_process, Py_True);
 
@@ -474,19 +510,7 @@ hand_off(PyObject *runtime, PyObject *port, PyObject *mailbox, PyObject *items, 
     /* finally: the sender's task runs again, one level up */
     {
         PyObject *exc = status < 0 ? fetch_exception() : NULL;
-        if (swap_task(leave_task, loop, task) < 0) {
-            Py_XDECREF(exc);
-            exc = fetch_exception();
-            status = -1;
-        }
-        if (exc != NULL) {
-            restore_exception(exc);
-        }
-    }
-restore_running:
-    if (running != NULL) {
-        PyObject *exc = status < 0 ? fetch_exception() : NULL;
-        if (swap_task(enter_task, loop, running) < 0) {
+        if (switch_task(loop, task, running) < 0) {
             Py_XDECREF(exc);
             exc = fetch_exception();
             status = -1;
@@ -526,7 +550,7 @@ restore_none:
     Py_DECREF(context);
     Py_DECREF(inline_tick);
     Py_DECREF(handoffs);
-    Py_XDECREF(running);
+    Py_DECREF(running);
     return status;
 }
 
@@ -815,18 +839,17 @@ static PyObject *
 install(PyObject *module, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"Mailbox", "StreamInput", "ActorRuntime", "LoopSlice", "TimedTick", "Message",
-                               "EMPTY", "current_tasks", "enter_task", "leave_task", "max_depth", NULL};
-    PyObject *mailbox_cls, *input_cls, *runtime_cls, *slice_cls, *tick_cls, *message_cls, *empty, *tasks, *enter,
-        *leave;
+                               "EMPTY", "current_tasks", "max_depth", NULL};
+    PyObject *mailbox_cls, *input_cls, *runtime_cls, *slice_cls, *tick_cls, *message_cls, *empty, *tasks;
     Py_ssize_t depth;
     if (installed) {
         PyErr_SetString(PyExc_RuntimeError, "streamlib._speedups is installed already");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!OO!OOn:install", keywords, &PyType_Type, &mailbox_cls,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!OO!n:install", keywords, &PyType_Type, &mailbox_cls,
                                      &PyType_Type, &input_cls, &PyType_Type, &runtime_cls, &PyType_Type, &slice_cls,
                                      &PyType_Type, &tick_cls, &PyType_Type, &message_cls, &empty, &PyDict_Type, &tasks,
-                                     &enter, &leave, &depth)) {
+                                     &depth)) {
         return NULL;
     }
     Slot *mailbox_slots[] = {&mb_items, &mb_maxsize, &mb_closed, &mb_received, &mb_taken,
@@ -877,8 +900,6 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
     Message_type = Py_NewRef(message_cls);
     EMPTY = Py_NewRef(empty);
     current_tasks = Py_NewRef(tasks);
-    enter_task = Py_NewRef(enter);
-    leave_task = Py_NewRef(leave);
     max_depth = depth;
 
     py_put_nowait = replace_method(Mailbox_type, &mailbox_put_def);
@@ -901,7 +922,7 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
 static PyMethodDef module_methods[] = {
     {"install", (PyCFunction)(void (*)(void))install, METH_VARARGS | METH_KEYWORDS,
      "install(Mailbox=, StreamInput=, ActorRuntime=, LoopSlice=, TimedTick=, Message=, EMPTY=, current_tasks=,"
-     " enter_task=, leave_task=, max_depth=): put the C message path in place (once per process)."},
+     " max_depth=): put the C message path in place (once per process)."},
     {NULL},
 };
 

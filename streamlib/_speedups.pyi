@@ -18,7 +18,5 @@ def install(
     Message: type,
     EMPTY: object,
     current_tasks: dict[Any, Any],
-    enter_task: Any,
-    leave_task: Any,
     max_depth: int,
 ) -> None: ...

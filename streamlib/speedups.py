@@ -67,8 +67,6 @@ def install() -> bool:
         Message=messages.Message,
         EMPTY=mailbox.EMPTY,
         current_tasks=current_tasks,
-        enter_task=asyncio.tasks._enter_task,
-        leave_task=asyncio.tasks._leave_task,
         max_depth=handoff.MAX_DEPTH,
     )
     runtime.make_waker = _speedups.Waker
