@@ -24,15 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-__all__ = ["ACTIVE", "REASON"]
+__all__ = ["ACTIVE", "PYTHON_METHODS", "REASON"]
 
 ACTIVE = False
 """Whether the C message path is installed in this process."""
 
 REASON = "not installed yet"
 """Why the pure-Python path runs, when it does (for reports)."""
+
+PYTHON_METHODS: dict[str, Callable[..., Any]] = {}
+"""The Python methods the C ones replace, by ``"Class.method"``, kept once installed: the
+specification the tests hold the C versions to."""
 
 _DISABLE: Final = "STREAMLIB_PURE_PYTHON"
 
@@ -58,6 +63,11 @@ def install() -> bool:
 
     from . import handoff, mailbox, messages, ports, runtime
 
+    originals = {
+        "Mailbox.put_nowait": mailbox.Mailbox.put_nowait,
+        "Mailbox.get_nowait": mailbox.Mailbox.get_nowait,
+        "ActorRuntime.woken": runtime.ActorRuntime.woken,
+    }
     _speedups.install(
         Mailbox=mailbox.Mailbox,
         StreamInput=ports.StreamInput,
@@ -70,5 +80,6 @@ def install() -> bool:
         max_depth=handoff.MAX_DEPTH,
     )
     runtime.make_waker = _speedups.Waker
+    PYTHON_METHODS.update(originals)
     ACTIVE, REASON = True, ""
     return True
