@@ -7,10 +7,10 @@
  * and calls Python only for the user's `process` and for the rare paths.
  *
  * How it stays the same program: the Python code is the specification and the fallback.
- * `install()` (called by streamlib.speedups) replaces three methods of the Python classes --
- * `Mailbox.put_nowait`, `Mailbox.get_nowait`, `ActorRuntime.woken` -- with C versions that
- * handle the common case and call the original Python method for everything else (a full
- * or closed mailbox, an actor that may not hand off now, ...). The C code reads and writes
+ * `install()` (called by streamlib.speedups) replaces four functions of the Python code --
+ * `Mailbox.put_nowait`, `Mailbox.get_nowait`, `ActorRuntime.woken`, `ports.deliver` -- with C
+ * versions that handle the common case and call the original Python function for everything
+ * else (a full or closed mailbox, an actor that may not hand off now, ...). The C code reads and writes
  * the classes' own `__slots__`, at the offsets their member descriptors give: one object
  * layout, owned by the Python classes, so every other line of Python keeps working on the
  * same objects. STREAMLIB_PURE_PYTHON=1 skips the install; CI runs the core tests both ways.
@@ -183,8 +183,11 @@ add_to_slot(PyObject *obj, Slot s, Py_ssize_t delta)
 
 /* Mailbox */
 static PyTypeObject *Mailbox_type;
+static PyTypeObject *Output_type;
 static Slot mb_items = {"_items"}, mb_maxsize = {"maxsize"}, mb_closed = {"closed"}, mb_received = {"received"},
             mb_taken = {"taken"}, mb_getters = {"_getters"}, mb_putters = {"_putters"}, mb_waker = {"waker"};
+/* StreamOutput */
+static Slot out_msg_type = {"msg_type"}, out_sent = {"sent"}, out_snapshot = {"_snapshot"};
 /* StreamInput */
 static Slot in_mailbox = {"mailbox"}, in_tick_mark = {"tick_mark"};
 /* ActorRuntime */
@@ -210,7 +213,8 @@ static PyObject *wake_one;           /* Mailbox._wake_one(waiters) */
 static PyObject *deque_popleft, *deque_append;
 static Py_ssize_t max_depth;
 static PyObject *str_tick_of, *str_mark_inputs, *str_handoff_waits, *str_handoff_failed, *str_open_slice,
-    *str_done, *str_await;
+    *str_done, *str_await, *str_check, *str_subscribers, *str_put_nowait;
+static PyObject *object_type = (PyObject *)&PyBaseObject_Type;
 
 static int installed = 0;
 
@@ -792,6 +796,91 @@ mailbox_get_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return item;
 }
 
+/* streamlib.ports.deliver(output, message): the part of StreamOutput.send that never waits --
+ * check the type, count, offer the message to each subscriber in order -- stopping at the
+ * first full "block" input: (subscribers, that port) is returned, and the send waits for it. */
+static PyObject *
+deliver(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "deliver() takes two arguments (output, message)");
+        return NULL;
+    }
+    PyObject *output = args[0], *message = args[1];
+    if (!PyObject_TypeCheck(output, Output_type)) {
+        PyErr_Format(PyExc_TypeError, "deliver() needs a StreamOutput, got %R", output);
+        return NULL;
+    }
+    PyObject *msg_type = get_slot(output, out_msg_type);
+    if (msg_type == NULL) {
+        return NULL;
+    }
+    if (msg_type != object_type) {
+        int ok = PyObject_IsInstance(message, msg_type);
+        if (ok < 0) {
+            return NULL;
+        }
+        if (!ok) {
+            PyObject *r = PyObject_CallMethodOneArg(output, str_check, message); /* raises the TypeError */
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
+    }
+    if (add_to_slot(output, out_sent, 1) < 0) {
+        return NULL;
+    }
+    PyObject *subscribers = get_slot(output, out_snapshot);
+    if (subscribers == NULL) {
+        return NULL;
+    }
+    if (subscribers == Py_None) {
+        subscribers = PyObject_GetAttr(output, str_subscribers); /* rebuilt under the wiring lock */
+        if (subscribers == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(subscribers);
+    }
+    if (!PyTuple_CheckExact(subscribers)) {
+        PyErr_Format(PyExc_TypeError, "%R: subscribers must be a tuple", output);
+        Py_DECREF(subscribers);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(subscribers); i++) {
+        PyObject *port = PyTuple_GET_ITEM(subscribers, i);
+        PyObject *mailbox = get_slot(port, in_mailbox);
+        if (mailbox == NULL) {
+            Py_DECREF(subscribers);
+            return NULL;
+        }
+        PyObject *accepted;
+        Py_INCREF(mailbox);
+        if (Py_IS_TYPE(mailbox, Mailbox_type)) {
+            accepted = mailbox_put_nowait(mailbox, &message, 1);
+        }
+        else { /* a subclass may add checks of its own */
+            accepted = PyObject_CallMethodOneArg(mailbox, str_put_nowait, message);
+        }
+        Py_DECREF(mailbox);
+        if (accepted == NULL) {
+            Py_DECREF(subscribers);
+            return NULL;
+        }
+        if (accepted == Py_None) { /* a full blocking input: the send waits from here */
+            PyObject *pending = PyTuple_Pack(2, subscribers, port);
+            Py_DECREF(accepted);
+            Py_DECREF(subscribers);
+            return pending;
+        }
+        Py_DECREF(accepted);
+    }
+    Py_DECREF(subscribers);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef mailbox_put_def = {"put_nowait", (PyCFunction)(void (*)(void))mailbox_put_nowait, METH_FASTCALL,
                                       "Offer an item (see the Python method this replaces)."};
 static PyMethodDef mailbox_get_def = {"get_nowait", (PyCFunction)(void (*)(void))mailbox_get_nowait, METH_FASTCALL,
@@ -838,16 +927,16 @@ replace_method(PyTypeObject *cls, PyMethodDef *def)
 static PyObject *
 install(PyObject *module, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"Mailbox", "StreamInput", "ActorRuntime", "LoopSlice", "TimedTick", "Message",
+    static char *keywords[] = {"Mailbox", "StreamInput", "StreamOutput", "ActorRuntime", "LoopSlice", "TimedTick", "Message",
                                "EMPTY", "current_tasks", "max_depth", NULL};
-    PyObject *mailbox_cls, *input_cls, *runtime_cls, *slice_cls, *tick_cls, *message_cls, *empty, *tasks;
+    PyObject *mailbox_cls, *input_cls, *output_cls, *runtime_cls, *slice_cls, *tick_cls, *message_cls, *empty, *tasks;
     Py_ssize_t depth;
     if (installed) {
         PyErr_SetString(PyExc_RuntimeError, "streamlib._speedups is installed already");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!OO!n:install", keywords, &PyType_Type, &mailbox_cls,
-                                     &PyType_Type, &input_cls, &PyType_Type, &runtime_cls, &PyType_Type, &slice_cls,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!O!O!OO!n:install", keywords, &PyType_Type, &mailbox_cls,
+                                     &PyType_Type, &input_cls, &PyType_Type, &output_cls, &PyType_Type, &runtime_cls, &PyType_Type, &slice_cls,
                                      &PyType_Type, &tick_cls, &PyType_Type, &message_cls, &empty, &PyDict_Type, &tasks,
                                      &depth)) {
         return NULL;
@@ -855,12 +944,13 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
     Slot *mailbox_slots[] = {&mb_items, &mb_maxsize, &mb_closed, &mb_received, &mb_taken,
                              &mb_getters, &mb_putters, &mb_waker, NULL};
     Slot *input_slots[] = {&in_mailbox, &in_tick_mark, NULL};
+    Slot *output_slots[] = {&out_msg_type, &out_sent, &out_snapshot, NULL};
     Slot *runtime_slots[] = {&rt_loop, &rt_loop_thread, &rt_handoff_port, &rt_handoffs, &rt_ticked,
                              &rt_ticks, &rt_handed_off, &rt_sampled, &rt_inline_tick, &rt_task,
                              &rt_doorbell, &rt_in_process, &rt_context, &rt_driver_id, NULL};
     Slot *slice_slots[] = {&ls_depth, &ls_ends, &ls_open, NULL};
     Slot *tick_slots[] = {&tt_timestamp, &tt_frame_number, &tt_clock_source_id, &tt_fps, NULL};
-    if (offsets(mailbox_cls, mailbox_slots) < 0 || offsets(input_cls, input_slots) < 0 ||
+    if (offsets(mailbox_cls, mailbox_slots) < 0 || offsets(input_cls, input_slots) < 0 || offsets(output_cls, output_slots) < 0 ||
         offsets(runtime_cls, runtime_slots) < 0 || offsets(slice_cls, slice_slots) < 0 ||
         offsets(tick_cls, tick_slots) < 0) {
         return NULL;
@@ -896,6 +986,7 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
 
     Mailbox_type = (PyTypeObject *)Py_NewRef(mailbox_cls);
     Runtime_type = (PyTypeObject *)Py_NewRef(runtime_cls);
+    Output_type = (PyTypeObject *)Py_NewRef(output_cls);
     TimedTick_type = (PyTypeObject *)Py_NewRef(tick_cls);
     Message_type = Py_NewRef(message_cls);
     EMPTY = Py_NewRef(empty);
@@ -920,8 +1011,10 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
 }
 
 static PyMethodDef module_methods[] = {
+    {"deliver", (PyCFunction)(void (*)(void))deliver, METH_FASTCALL,
+     "deliver(output, message): StreamOutput.send up to its first wait (see streamlib.ports.deliver)."},
     {"install", (PyCFunction)(void (*)(void))install, METH_VARARGS | METH_KEYWORDS,
-     "install(Mailbox=, StreamInput=, ActorRuntime=, LoopSlice=, TimedTick=, Message=, EMPTY=, current_tasks=,"
+     "install(Mailbox=, StreamInput=, StreamOutput=, ActorRuntime=, LoopSlice=, TimedTick=, Message=, EMPTY=, current_tasks=,"
      " max_depth=): put the C message path in place (once per process)."},
     {NULL},
 };
@@ -947,8 +1040,11 @@ PyInit__speedups(void)
     str_open_slice = PyUnicode_InternFromString("open_slice");
     str_done = PyUnicode_InternFromString("done");
     str_await = PyUnicode_InternFromString("__await__");
+    str_check = PyUnicode_InternFromString("_check");
+    str_subscribers = PyUnicode_InternFromString("subscribers");
+    str_put_nowait = PyUnicode_InternFromString("put_nowait");
     if (!str_tick_of || !str_mark_inputs || !str_handoff_waits || !str_handoff_failed || !str_open_slice ||
-        !str_done || !str_await) {
+        !str_done || !str_await || !str_check || !str_subscribers || !str_put_nowait) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);

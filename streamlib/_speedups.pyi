@@ -12,6 +12,7 @@ def install(
     *,
     Mailbox: type,
     StreamInput: type,
+    StreamOutput: type,
     ActorRuntime: type,
     LoopSlice: type,
     TimedTick: type,
@@ -20,3 +21,5 @@ def install(
     current_tasks: dict[Any, Any],
     max_depth: int,
 ) -> None: ...
+
+def deliver(output: Any, message: Any, /) -> tuple[tuple[Any, ...], Any] | None: ...

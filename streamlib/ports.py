@@ -332,17 +332,9 @@ class StreamOutput:
         so a slow lossless subscriber delays no other subscriber's copy: it only paces the
         sender (backpressure), and with it how often the output sends at all.
         """
-        msg_type = self.msg_type
-        if msg_type is not object and not isinstance(message, msg_type):
-            self._check(message)
-        self.sent += 1
-        subscribers = self._snapshot
-        if subscribers is None:
-            subscribers = self.subscribers
-        for port in subscribers:
-            if port.mailbox.put_nowait(message) is None:  # a full "block" input: serve the rest first
-                await _send_past_blocking(message, subscribers, port)
-                return
+        pending = _deliver(self, message)
+        if pending is not None:  # a full "block" input: serve the rest first
+            await _send_past_blocking(message, *pending)
 
     def send_nowait(self, message: Any) -> None:
         """``send`` for synchronous code.
@@ -459,6 +451,27 @@ class StreamOutput:
             f"<StreamOutput {self.path} {_type_name(self.msg_type)} sent={self.sent} "
             f"subscribers={len(self.subscribers)}>"
         )
+
+
+def deliver(output: StreamOutput, message: Any) -> tuple[tuple[StreamInput, ...], StreamInput] | None:
+    """The part of :meth:`StreamOutput.send` that never waits: check the message's type, count
+    it, offer it to each subscriber in order -- until a full ``"block"`` input, where the send
+    must wait: then ``(the subscribers, that input)``; ``None`` when all have it. (In C where
+    the extension is built: :mod:`streamlib.speedups`.)"""
+    msg_type = output.msg_type
+    if msg_type is not object and not isinstance(message, msg_type):
+        output._check(message)
+    output.sent += 1
+    subscribers = output._snapshot
+    if subscribers is None:
+        subscribers = output.subscribers
+    for port in subscribers:
+        if port.mailbox.put_nowait(message) is None:
+            return subscribers, port
+    return None
+
+
+_deliver = deliver  # what send calls (streamlib.speedups puts the C version here)
 
 
 async def _send_past_blocking(message: Any, subscribers: tuple[StreamInput, ...], first: StreamInput) -> None:

@@ -7,9 +7,10 @@ extension runs that bookkeeping in C and calls Python only for ``process`` and t
 paths, which makes a hop between two actors about twice as fast (``benchmarks/bench_chain.py``).
 
 It changes no behaviour. The Python methods stay the specification and the fallback: the
-extension replaces three of them -- ``Mailbox.put_nowait``, ``Mailbox.get_nowait`` and
-``ActorRuntime.woken`` -- with C versions that handle the common case (a mailbox with room;
-an actor that may take its tick now) and call the original Python method for the rest. They
+extension replaces four of them -- ``Mailbox.put_nowait``, ``Mailbox.get_nowait``,
+``ActorRuntime.woken`` and ``ports.deliver`` (``StreamOutput.send`` up to its first wait) --
+with C versions that handle the common case (a mailbox with room; an actor that may take its
+tick now) and call the original Python method for the rest. They
 work on the same objects, through the classes' own ``__slots__``.
 
 * Installed when streamlib is imported, if the extension was built (``pip install``
@@ -67,10 +68,12 @@ def install() -> bool:
         "Mailbox.put_nowait": mailbox.Mailbox.put_nowait,
         "Mailbox.get_nowait": mailbox.Mailbox.get_nowait,
         "ActorRuntime.woken": runtime.ActorRuntime.woken,
+        "ports.deliver": ports.deliver,
     }
     _speedups.install(
         Mailbox=mailbox.Mailbox,
         StreamInput=ports.StreamInput,
+        StreamOutput=ports.StreamOutput,
         ActorRuntime=runtime.ActorRuntime,
         LoopSlice=handoff.LoopSlice,
         TimedTick=messages.TimedTick,
@@ -80,6 +83,7 @@ def install() -> bool:
         max_depth=handoff.MAX_DEPTH,
     )
     runtime.make_waker = _speedups.Waker
+    ports._deliver = _speedups.deliver
     PYTHON_METHODS.update(originals)
     ACTIVE, REASON = True, ""
     return True

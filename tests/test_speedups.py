@@ -44,7 +44,12 @@ def test_the_c_path_is_installed_wherever_it_can_be_built() -> None:
     if sys.implementation.name != "cpython" or compiler is None or not headers:
         pytest.skip("no C compiler or CPython headers here: the pure-Python path is the one to run")
     assert speedups.ACTIVE, speedups.REASON
-    assert set(speedups.PYTHON_METHODS) == {"Mailbox.put_nowait", "Mailbox.get_nowait", "ActorRuntime.woken"}
+    assert set(speedups.PYTHON_METHODS) == {
+        "Mailbox.put_nowait",
+        "Mailbox.get_nowait",
+        "ActorRuntime.woken",
+        "ports.deliver",
+    }
 
 
 # -- the mailbox: the C methods against the Python ones, operation by operation ------------------
@@ -98,6 +103,51 @@ def test_the_c_mailbox_keeps_the_books_of_the_python_one(maxsize: int, overflow:
             py_box.close()
         assert _books(c_box) == _books(py_box)
         assert c_woken == py_woken
+
+
+def _fan_out(policies: list[tuple[int, Any]]) -> tuple[StreamOutput, list[StreamInput]]:
+    output = StreamOutput("out", int)
+    inputs = [StreamInput(f"in{i}", int, maxsize=size, overflow=policy) for i, (size, policy) in enumerate(policies)]
+    for port in inputs:
+        output.connect(port)
+    return output, inputs
+
+
+@needs_c
+@settings(max_examples=200, deadline=None)
+@given(
+    policies=st.lists(
+        st.tuples(st.integers(1, 3), st.sampled_from(["drop_oldest", "drop_newest", "block"])), min_size=1, max_size=4
+    ),
+    ops=st.lists(st.one_of(st.integers(0, 99), st.integers(-4, -1)), max_size=30),
+)
+def test_the_c_send_offers_a_message_as_the_python_one_does(policies: list[tuple[int, Any]], ops: list[int]) -> None:
+    """``deliver`` (a send up to its first wait): values >= 0 are sent, -k reads input k-1."""
+    py_deliver = speedups.PYTHON_METHODS["ports.deliver"]
+    c_out, c_ins = _fan_out(policies)
+    py_out, py_ins = _fan_out(policies)
+    for op in ops:
+        if op >= 0:
+            c_result, py_result = _speedups_deliver(c_out, op), py_deliver(py_out, op)
+            if py_result is None:
+                assert c_result is None
+            else:  # (the subscribers, the first full blocking input): the send would wait there
+                assert c_result is not None and c_result[0] == c_out.subscribers
+                assert c_ins.index(c_result[1]) == py_ins.index(py_result[1])
+                c_result[1].mailbox.give_up()  # as a cancelled send would
+                py_result[1].mailbox.give_up()
+        elif -op <= len(c_ins):
+            assert c_ins[-op - 1].read_nowait() == py_ins[-op - 1].read_nowait()
+        assert c_out.sent == py_out.sent
+        assert [p.statistics() for p in c_ins] == [p.statistics() for p in py_ins]
+    with pytest.raises(TypeError, match=r"outputs\['out'\].* declared for int but was sent a str"):
+        _speedups_deliver(c_out, "text")
+
+
+def _speedups_deliver(output: StreamOutput, message: Any) -> Any:
+    from streamlib import ports
+
+    return ports._deliver(output, message)
 
 
 @needs_c
