@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Any
 
+from . import speedups
 from .actor import Actor, ActorSpec, Completion, add_stats_section, current_actor
 from .alignment import InputSync, MatchedSet
 from .clock import Clock, SoftwareClock
@@ -40,7 +41,6 @@ from .lifecycle import Cause, ChildFate, LifecycleState
 from .mailbox import Mailbox, MailboxStatistics
 from .messages import AudioBuffer, DataMessage, KeyEvent, Message, MouseEvent, TimedTick, VideoFrame
 from .ports import InputStatistics, StreamInput, StreamOutput, connect, disconnect, register_transfer
-from . import speedups
 from .runtime import ClockMode, running_actors, set_tick_instrument
 from .supervision import Supervisor
 from .waiting import wait

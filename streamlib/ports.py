@@ -471,7 +471,8 @@ def deliver(output: StreamOutput, message: Any) -> tuple[tuple[StreamInput, ...]
     return None
 
 
-_deliver = deliver  # what send calls (streamlib.speedups puts the C version here)
+_deliver: Callable[[StreamOutput, Any], tuple[tuple[StreamInput, ...], StreamInput] | None] = deliver
+"""What ``send`` calls (:mod:`streamlib.speedups` puts the C version here)."""
 
 
 async def _send_past_blocking(message: Any, subscribers: tuple[StreamInput, ...], first: StreamInput) -> None:

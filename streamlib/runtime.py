@@ -256,10 +256,13 @@ def set_tick_instrument(instrument: TickInstrument | None) -> None:
             actor._core.rebind_tick()
 
 
-def make_waker(runtime: ActorRuntime, port: StreamInput) -> Callable[[], object]:
-    """What a sleeping actor puts on ``port``'s mailbox: calling it is ``runtime.woken(port)``.
-    (:mod:`.speedups` replaces this with a C object the C mailbox calls directly.)"""
+def _partial_waker(runtime: ActorRuntime, port: StreamInput) -> Callable[[], object]:
     return functools.partial(ActorRuntime.woken, runtime, port)  # no bound method kept per waker
+
+
+make_waker: Callable[[ActorRuntime, StreamInput], Callable[[], object]] = _partial_waker
+"""What a sleeping actor puts on ``port``'s mailbox: calling it is ``runtime.woken(port)``.
+(:mod:`.speedups` puts a C type here, whose objects the C mailbox calls directly.)"""
 
 
 async def _raise(exc: BaseException) -> None:
@@ -516,7 +519,7 @@ class ActorRuntime:
             if not bell.done():  # type: ignore[union-attr]  # else rung meanwhile: awake now
                 self.handoff_port = port
 
-    def handoff_waits(self, call: Generator[Any, Any, Any], waiting_on: object) -> None:
+    def handoff_waits(self, call: Generator[object, object, object], waiting_on: object) -> None:
         """The C hand-off (:mod:`.speedups`) stepped ``process``'s ``call`` until it waited on
         ``waiting_on``: the task finishes it, as :meth:`hand_off` has it finish a driver."""
         self.take_over(finish(call, waiting_on))

@@ -53,7 +53,8 @@ def install() -> bool:
         REASON = f"{_DISABLE} is set"
         return False
     try:
-        from . import _speedups
+        from ._speedups import Waker, deliver
+        from ._speedups import install as install_c_path
     except ImportError:
         REASON = "the C extension streamlib._speedups was not built (no C compiler at install time)"
         return False
@@ -62,28 +63,35 @@ def install() -> bool:
         REASON = "this Python's asyncio has no current-task table"
         return False
 
-    from . import handoff, mailbox, messages, ports, runtime
+    import streamlib.ports
+    import streamlib.runtime
 
-    originals = {
-        "Mailbox.put_nowait": mailbox.Mailbox.put_nowait,
-        "Mailbox.get_nowait": mailbox.Mailbox.get_nowait,
-        "ActorRuntime.woken": runtime.ActorRuntime.woken,
-        "ports.deliver": ports.deliver,
+    from .handoff import MAX_DEPTH, LoopSlice
+    from .mailbox import EMPTY, Mailbox
+    from .messages import Message, TimedTick
+    from .ports import StreamInput, StreamOutput
+    from .runtime import ActorRuntime
+
+    originals: dict[str, Callable[..., Any]] = {
+        "Mailbox.put_nowait": Mailbox.put_nowait,
+        "Mailbox.get_nowait": Mailbox.get_nowait,
+        "ActorRuntime.woken": ActorRuntime.woken,
+        "ports.deliver": streamlib.ports.deliver,
     }
-    _speedups.install(
-        Mailbox=mailbox.Mailbox,
-        StreamInput=ports.StreamInput,
-        StreamOutput=ports.StreamOutput,
-        ActorRuntime=runtime.ActorRuntime,
-        LoopSlice=handoff.LoopSlice,
-        TimedTick=messages.TimedTick,
-        Message=messages.Message,
-        EMPTY=mailbox.EMPTY,
+    install_c_path(
+        Mailbox=Mailbox,
+        StreamInput=StreamInput,
+        StreamOutput=StreamOutput,
+        ActorRuntime=ActorRuntime,
+        LoopSlice=LoopSlice,
+        TimedTick=TimedTick,
+        Message=Message,
+        EMPTY=EMPTY,
         current_tasks=current_tasks,
-        max_depth=handoff.MAX_DEPTH,
+        max_depth=MAX_DEPTH,
     )
-    runtime.make_waker = _speedups.Waker
-    ports._deliver = _speedups.deliver
+    streamlib.runtime.make_waker = Waker
+    streamlib.ports._deliver = deliver
     PYTHON_METHODS.update(originals)
     ACTIVE, REASON = True, ""
     return True
