@@ -120,7 +120,7 @@ def describe_tree() -> str:
     root = Path(__file__).resolve().parent.parent
     package = Path(streamlib.__file__).resolve().parent
     if package != root / "streamlib":
-        return f"streamlib from {package} (not this checkout); Python {sys.version.split()[0]}"
+        return f"streamlib from {package} (not this checkout); Python {sys.version.split()[0]}; {message_path()}"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -129,6 +129,13 @@ def describe_tree() -> str:
             ["git", "status", "--porcelain", "--", "streamlib"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return f"streamlib (no git), Python {sys.version.split()[0]}"
+        return f"streamlib (no git), Python {sys.version.split()[0]}; {message_path()}"
     edits = f", {len(dirty.splitlines())} file(s) in streamlib/ edited since" if dirty else ""
-    return f"streamlib @ {head}{edits}; Python {sys.version.split()[0]}"
+    return f"streamlib @ {head}{edits}; Python {sys.version.split()[0]}; {message_path()}"
+
+
+def message_path() -> str:
+    """Which message path ran: the C one (``streamlib.speedups``) or pure Python, and why."""
+    from streamlib import speedups
+
+    return "C message path" if speedups.ACTIVE else f"pure-Python message path ({speedups.REASON})"
