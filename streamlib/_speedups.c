@@ -195,7 +195,8 @@ static PyTypeObject *Runtime_type;
 static Slot rt_loop = {"loop"}, rt_loop_thread = {"loop_thread"}, rt_handoff_port = {"handoff_port"},
             rt_handoffs = {"handoffs"}, rt_ticked = {"ticked"}, rt_ticks = {"ticks"}, rt_handed_off = {"handed_off"},
             rt_sampled = {"sampled"}, rt_inline_tick = {"inline_tick"}, rt_task = {"task"}, rt_doorbell = {"doorbell"},
-            rt_in_process = {"in_process"}, rt_context = {"context"}, rt_driver_id = {"driver_id"};
+            rt_in_process = {"in_process"}, rt_context = {"context"}, rt_driver_id = {"driver_id"},
+            rt_last_fps = {"last_fps"};
 /* LoopSlice */
 static Slot ls_depth = {"depth"}, ls_ends = {"ends"}, ls_open = {"open"};
 /* TimedTick */
@@ -212,7 +213,8 @@ static PyObject *py_woken;           /* the Python ActorRuntime.woken: every cas
 static PyObject *wake_one;           /* Mailbox._wake_one(waiters) */
 static PyObject *deque_popleft, *deque_append;
 static Py_ssize_t max_depth;
-static PyObject *str_tick_of, *str_mark_inputs, *str_handoff_waits, *str_handoff_failed, *str_open_slice,
+static PyObject *str_clock_rate, *str_timestamp, *str_frame_number, *str_clock_source_id;
+static PyObject *str_mark_inputs, *str_handoff_waits, *str_handoff_failed, *str_open_slice,
     *str_done, *str_await, *str_check, *str_subscribers, *str_put_nowait;
 static PyObject *object_type = (PyObject *)&PyBaseObject_Type;
 
@@ -352,6 +354,41 @@ plain_tick(PyObject *runtime)
 
 /* asyncio's _leave_task(loop, current) then _enter_task(loop, next), in one step on the same
  * table (asyncio.tasks._current_tasks), with their check: the loop runs `current` now. */
+/* The tick for a Message: its clock metadata (ActorRuntime.tick_of's first branch). */
+static PyObject *
+message_tick(PyObject *runtime, PyObject *head)
+{
+    PyObject *fields[4] = {NULL, NULL, NULL, NULL}; /* clock_rate, timestamp, frame_number, clock_source_id */
+    PyObject *names[4] = {str_clock_rate, str_timestamp, str_frame_number, str_clock_source_id};
+    for (int i = 0; i < 4; i++) {
+        fields[i] = PyObject_GetAttr(head, names[i]);
+        if (fields[i] == NULL) {
+            for (int j = 0; j < i; j++) {
+                Py_DECREF(fields[j]);
+            }
+            return NULL;
+        }
+    }
+    set_slot_borrowed(runtime, rt_last_fps, fields[0]);
+    int named = PyObject_IsTrue(fields[3]);
+    PyObject *tick = named < 0 ? NULL : TimedTick_type->tp_alloc(TimedTick_type, 0);
+    if (tick == NULL) {
+        for (int i = 0; i < 4; i++) {
+            Py_DECREF(fields[i]);
+        }
+        return NULL;
+    }
+    if (!named) { /* `head.clock_source_id or self.driver_id` */
+        PyObject *driver_id = SLOT(runtime, rt_driver_id);
+        Py_SETREF(fields[3], Py_NewRef(driver_id != NULL ? driver_id : Py_None));
+    }
+    SLOT(tick, tt_timestamp) = fields[1];
+    SLOT(tick, tt_frame_number) = fields[2];
+    SLOT(tick, tt_clock_source_id) = fields[3];
+    SLOT(tick, tt_fps) = fields[0];
+    return tick;
+}
+
 static int
 switch_task(PyObject *loop, PyObject *current, PyObject *next)
 {
@@ -437,7 +474,7 @@ hand_off(PyObject *runtime, PyObject *port, PyObject *mailbox, PyObject *items, 
         tick = NULL;
     }
     else if (is_message) {
-        tick = PyObject_CallMethodOneArg(runtime, str_tick_of, head);
+        tick = message_tick(runtime, head);
     }
     else {
         tick = plain_tick(runtime);
@@ -947,7 +984,7 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
     Slot *output_slots[] = {&out_msg_type, &out_sent, &out_snapshot, NULL};
     Slot *runtime_slots[] = {&rt_loop, &rt_loop_thread, &rt_handoff_port, &rt_handoffs, &rt_ticked,
                              &rt_ticks, &rt_handed_off, &rt_sampled, &rt_inline_tick, &rt_task,
-                             &rt_doorbell, &rt_in_process, &rt_context, &rt_driver_id, NULL};
+                             &rt_doorbell, &rt_in_process, &rt_context, &rt_driver_id, &rt_last_fps, NULL};
     Slot *slice_slots[] = {&ls_depth, &ls_ends, &ls_open, NULL};
     Slot *tick_slots[] = {&tt_timestamp, &tt_frame_number, &tt_clock_source_id, &tt_fps, NULL};
     if (offsets(mailbox_cls, mailbox_slots) < 0 || offsets(input_cls, input_slots) < 0 || offsets(output_cls, output_slots) < 0 ||
@@ -1033,7 +1070,10 @@ PyInit__speedups(void)
     if (PyType_Ready(&Waker_type) < 0) {
         return NULL;
     }
-    str_tick_of = PyUnicode_InternFromString("tick_of");
+    str_clock_rate = PyUnicode_InternFromString("clock_rate");
+    str_timestamp = PyUnicode_InternFromString("timestamp");
+    str_frame_number = PyUnicode_InternFromString("frame_number");
+    str_clock_source_id = PyUnicode_InternFromString("clock_source_id");
     str_mark_inputs = PyUnicode_InternFromString("mark_inputs");
     str_handoff_waits = PyUnicode_InternFromString("handoff_waits");
     str_handoff_failed = PyUnicode_InternFromString("handoff_failed");
@@ -1043,7 +1083,7 @@ PyInit__speedups(void)
     str_check = PyUnicode_InternFromString("_check");
     str_subscribers = PyUnicode_InternFromString("subscribers");
     str_put_nowait = PyUnicode_InternFromString("put_nowait");
-    if (!str_tick_of || !str_mark_inputs || !str_handoff_waits || !str_handoff_failed || !str_open_slice ||
+    if (!str_clock_rate || !str_timestamp || !str_frame_number || !str_clock_source_id || !str_mark_inputs || !str_handoff_waits || !str_handoff_failed || !str_open_slice ||
         !str_done || !str_await || !str_check || !str_subscribers || !str_put_nowait) {
         return NULL;
     }

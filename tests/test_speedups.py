@@ -22,7 +22,7 @@ from conftest import eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlib import Actor, Mailbox, StreamInput, StreamOutput, TimedTick, speedups
+from streamlib import Actor, DataMessage, Mailbox, StreamInput, StreamOutput, TimedTick, speedups
 from streamlib.mailbox import EMPTY
 from streamlib.testing import Feeder, Probe
 
@@ -219,6 +219,41 @@ async def test_handed_off_ticks_of_plain_messages_are_those_the_run_loop_would_m
     stamps = [t.timestamp for t in stage.ticks_seen]
     assert before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after  # time.monotonic()
     assert set(stage.tasks_seen) == {stage._core.task}  # it ran as its own task
+    stage.stop()
+    await stage.join()
+
+
+class MessageStage(Actor):
+    default_fps: ClassVar[float | None] = None
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["in"] = StreamInput("in", DataMessage, maxsize=2, overflow="block")
+        self.ticks_seen: list[TimedTick] = []
+
+    async def process(self, tick: TimedTick) -> None:
+        if await self.inputs["in"].try_read() is not None:
+            self.ticks_seen.append(tick)
+
+
+async def test_handed_off_ticks_of_messages_carry_their_clock_metadata() -> None:
+    feeder = Feeder(DataMessage)
+    stage = MessageStage()
+    feeder >> stage
+    await asyncio.sleep(0.05)
+    sent = [
+        DataMessage(i, timestamp=100.0 + i, frame_number=7 * i, clock_source_id="cam", clock_rate=25.0)
+        for i in range(8)
+    ]
+    sent.append(DataMessage(8, timestamp=200.0, frame_number=99))  # no clock source of its own
+    for message in sent:
+        await feeder.send(message)
+        await asyncio.sleep(0.002)
+    await eventually(lambda: len(stage.ticks_seen) == len(sent))
+    assert stage.stats()["handed_off"] >= len(sent) - 2
+    assert stage.ticks_seen[:-1] == [m.tick() for m in sent[:-1]]
+    assert stage.ticks_seen[-1] == TimedTick(200.0, 99, stage.inputs["in"].path, None)  # the driver names it
+    assert stage._core.last_fps is None  # the last message's rate, as the run loop keeps it
     stage.stop()
     await stage.join()
 
