@@ -36,11 +36,13 @@ class Ticker(Actor):
     def __init__(self, limit=None, **kw):
         super().__init__(**kw)
         self.limit = limit
+        self.count = 0  # what it sent: a clock may skip frame numbers (a pause at start-up), not messages
         self.outputs["out"] = StreamOutput("out", DataMessage)
 
     async def process(self, tick):
-        await self.outputs["out"].send(DataMessage.at(tick, data=tick.frame_number))
-        if self.limit is not None and tick.frame_number + 1 >= self.limit:
+        await self.outputs["out"].send(DataMessage.at(tick, data=self.count))
+        self.count += 1
+        if self.limit is not None and self.count >= self.limit:
             self.stop()
 
 
