@@ -483,7 +483,12 @@ hand_off(PyObject *runtime, PyObject *port, PyObject *mailbox, PyObject *items, 
     if (tick == NULL) {
         return -1;
     }
-    if (PyTuple_GET_SIZE(sampled) > 0) {
+    int marks = PyTuple_CheckExact(sampled) ? PyTuple_GET_SIZE(sampled) > 0 : PyObject_IsTrue(sampled);
+    if (marks < 0) {
+        Py_DECREF(tick);
+        return -1;
+    }
+    if (marks) {
         PyObject *r = PyObject_CallMethodOneArg(runtime, str_mark_inputs, sampled);
         if (r == NULL) {
             Py_DECREF(tick);

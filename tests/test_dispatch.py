@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -157,6 +159,36 @@ async def test_a_process_holding_the_loop_gets_one_warning_naming_it() -> None:
     assert len(blocking) == 1
     text = str(blocking[0].message)
     assert "/hog" in text and 'dispatcher="thread"' in text
+
+
+def test_the_watchdog_holds_no_actor_once_its_loop_has_closed() -> None:
+    """The watchdog thread samples the loop's running task; it must not keep the last one it saw
+    (and with it the actor and the loop) alive after the loop closed, until its next wake-up."""
+
+    class SlowToStop(Actor):
+        default_fps = None
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["in"] = StreamInput("in", int)
+
+        async def process(self, tick: TimedTick) -> None:
+            pass
+
+        def on_stop(self) -> None:
+            time.sleep(0.08)  # the watchdog sees this actor's task run, sample after sample
+
+    async def main() -> weakref.ref[Actor]:
+        actor = SlowToStop(dispatcher=AsyncioDispatcher(blocking_threshold=0.04))  # a look every 10 ms
+        await asyncio.sleep(0.02)
+        await actor.stop()
+        return weakref.ref(actor)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BlockingWarning)  # on_stop holds the loop: it is warned about
+        ref = asyncio.run(main())  # the loop closes while the watchdog sleeps
+    gc.collect()
+    assert ref() is None
 
 
 async def test_a_well_behaved_actor_gets_no_blocking_warning() -> None:

@@ -116,7 +116,9 @@ class LoopWatchdog:
             self._actors[task] = actor
 
     def _watch(self) -> None:
-        running: object = None
+        # Nothing is held across the sleep but weak references: the task seen last would hold
+        # its actor (and the loop) alive until the thread next woke up and saw the loop closed.
+        running: weakref.ref[asyncio.Task[object]] | None = None
         since = time.monotonic()
         while True:
             time.sleep(max(self.threshold / 4, 0.002))
@@ -124,18 +126,21 @@ class LoopWatchdog:
             if loop is None or loop.is_closed():
                 return
             task = asyncio.current_task(loop) if loop.is_running() else None
+            del loop
             now = time.monotonic()
-            if task is not running:
-                running, since = task, now
+            if task is None or running is None or running() is not task:
+                running, since = (weakref.ref(task) if task is not None else None), now
+                del task
                 continue
-            actor = self._actors.get(task) if task is not None else None  # type: ignore[arg-type]
+            actor = self._actors.get(task)  # type: ignore[arg-type]
+            del task
             if actor is not None and now - since > self.threshold and actor not in self._warned:
                 self._warned.add(actor)
                 try:
                     self.report(actor, now - since)
                 except Exception:  # e.g. warnings turned into errors: the watchdog must not die
                     log.exception("blocking detected in %s", actor.path)
-            del loop, task, actor
+            del actor
 
     def report(self, actor: Actor, stalled: float) -> None:
         message = (
