@@ -353,7 +353,15 @@ async def stdio_session() -> dict[str, Any]:
 @pytest.fixture(scope="module", autouse=True)
 def stdio_results() -> Iterator[concurrent.futures.Future[dict[str, Any]]]:
     """The stdio session, run on a thread from the module's first test on, so the subprocess's
-    start-up overlaps the other tests; the test below waits for it and checks what it saw."""
+    start-up overlaps the other tests; the test below waits for it and checks what it saw.
+
+    What the stdio client imports on first use is imported here first, on this thread: pytest
+    rewrites anyio's modules as it imports them (anyio is a pytest plugin), and CPython 3.11's
+    AST builder keeps its recursion count in state shared by all threads, so a parse on the
+    session's thread while the tests compile code on this one can fail with "AST constructor
+    recursion depth mismatch" (CPython gh-106905; seen once in a full run)."""
+    import anyio._core._subprocesses  # noqa: F401
+
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         yield pool.submit(asyncio.run, stdio_session())
 
