@@ -184,6 +184,8 @@ add_to_slot(PyObject *obj, Slot s, Py_ssize_t delta)
 /* Mailbox */
 static PyTypeObject *Mailbox_type;
 static PyTypeObject *Output_type;
+static PyTypeObject *Input_type;
+static PyTypeObject *Slice_type;
 static Slot mb_items = {"_items"}, mb_maxsize = {"maxsize"}, mb_closed = {"closed"}, mb_received = {"received"},
             mb_taken = {"taken"}, mb_getters = {"_getters"}, mb_putters = {"_putters"}, mb_waker = {"waker"};
 /* StreamOutput */
@@ -258,6 +260,9 @@ try_hand_off(PyObject *runtime, PyObject *port)
     if (handoffs == NULL) {
         return -1;
     }
+    if (!PyObject_TypeCheck(handoffs, Slice_type)) {
+        return 0; /* not the runtime's own budget: the Python path knows what to do with it */
+    }
     PyObject *depth = get_slot(handoffs, ls_depth);
     if (depth == NULL) {
         return -1;
@@ -298,9 +303,15 @@ try_hand_off(PyObject *runtime, PyObject *port)
             return ok;
         }
     }
+    if (!PyObject_TypeCheck(port, Input_type)) {
+        return 0;
+    }
     PyObject *mailbox = get_slot(port, in_mailbox);
     if (mailbox == NULL) {
         return -1;
+    }
+    if (!PyObject_TypeCheck(mailbox, Mailbox_type)) {
+        return 0; /* the slots read below are a Mailbox's */
     }
     PyObject *received = get_slot(mailbox, mb_received);
     PyObject *ticked = get_slot(runtime, rt_ticked);
@@ -893,6 +904,11 @@ deliver(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(subscribers); i++) {
         PyObject *port = PyTuple_GET_ITEM(subscribers, i);
+        if (!PyObject_TypeCheck(port, Input_type)) {
+            PyErr_Format(PyExc_TypeError, "%R: subscriber %R is not a StreamInput", output, port);
+            Py_DECREF(subscribers);
+            return NULL;
+        }
         PyObject *mailbox = get_slot(port, in_mailbox);
         if (mailbox == NULL) {
             Py_DECREF(subscribers);
@@ -1029,6 +1045,8 @@ install(PyObject *module, PyObject *args, PyObject *kwds)
     Mailbox_type = (PyTypeObject *)Py_NewRef(mailbox_cls);
     Runtime_type = (PyTypeObject *)Py_NewRef(runtime_cls);
     Output_type = (PyTypeObject *)Py_NewRef(output_cls);
+    Input_type = (PyTypeObject *)Py_NewRef(input_cls);
+    Slice_type = (PyTypeObject *)Py_NewRef(slice_cls);
     TimedTick_type = (PyTypeObject *)Py_NewRef(tick_cls);
     Message_type = Py_NewRef(message_cls);
     EMPTY = Py_NewRef(empty);
