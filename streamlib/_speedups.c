@@ -459,70 +459,70 @@ hand_off(PyObject *runtime, PyObject *port, PyObject *mailbox, PyObject *items, 
 {
     PyObject *received = get_slot(mailbox, mb_received);
     PyObject *taken = get_slot(mailbox, mb_taken);
-    PyObject *loop = get_slot(runtime, rt_loop);
-    PyObject *task = get_slot(runtime, rt_task);
-    PyObject *bell = get_slot(runtime, rt_doorbell);
-    PyObject *context = get_slot(runtime, rt_context);
-    PyObject *inline_tick = get_slot(runtime, rt_inline_tick);
-    PyObject *handoffs = get_slot(runtime, rt_handoffs);
-    PyObject *sampled = get_slot(runtime, rt_sampled);
-    if (!received || !taken || !loop || !task || !bell || !context || !inline_tick || !handoffs || !sampled) {
-        return -1;
-    }
-    if (!PyContext_CheckExact(context)) {
-        PyErr_SetString(PyExc_TypeError, "an actor's context must be a contextvars.Context");
+    if (!received || !taken) {
         return -1;
     }
     set_slot_borrowed(runtime, rt_ticked, received);
     set_slot_borrowed(port, in_tick_mark, taken);
+    /* What the tick uses, held from here on: the Python code it runs (a Message's properties,
+     * mark_inputs, process itself) may replace any of these slots or drop the sender's task. */
+    enum { LOOP, TASK, BELL, CONTEXT, INLINE_TICK, HANDOFFS, SAMPLED, RUNNING, HELD };
+    PyObject *held[HELD] = {
+        SLOT(runtime, rt_loop),        SLOT(runtime, rt_task),        SLOT(runtime, rt_doorbell),
+        SLOT(runtime, rt_context),     SLOT(runtime, rt_inline_tick), SLOT(runtime, rt_handoffs),
+        SLOT(runtime, rt_sampled),     running,
+    };
+    for (int i = 0; i < HELD; i++) {
+        if (held[i] == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "an actor's runtime is missing a slot the hand-off needs");
+            return -1;
+        }
+    }
+    for (int i = 0; i < HELD; i++) {
+        Py_INCREF(held[i]);
+    }
+    PyObject *loop = held[LOOP], *task = held[TASK], *bell = held[BELL], *context = held[CONTEXT];
+    PyObject *inline_tick = held[INLINE_TICK], *handoffs = held[HANDOFFS], *sampled = held[SAMPLED];
+    PyObject *tick = NULL;
+    int status = 0; /* -1: an error of the runtime's own, to propagate to the sender */
+
+    if (!PyContext_CheckExact(context)) {
+        PyErr_SetString(PyExc_TypeError, "an actor's context must be a contextvars.Context");
+        status = -1;
+        goto release;
+    }
     PyObject *head = PySequence_GetItem(items, 0);
     if (head == NULL) {
-        return -1;
+        status = -1;
+        goto release;
     }
     int is_message = PyObject_IsInstance(head, Message_type);
-    PyObject *tick;
-    if (is_message < 0) {
-        tick = NULL;
-    }
-    else if (is_message) {
-        tick = message_tick(runtime, head);
-    }
-    else {
-        tick = plain_tick(runtime);
-    }
+    tick = is_message < 0 ? NULL : is_message ? message_tick(runtime, head) : plain_tick(runtime);
     Py_DECREF(head);
     if (tick == NULL) {
-        return -1;
+        status = -1;
+        goto release;
     }
     int marks = PyTuple_CheckExact(sampled) ? PyTuple_GET_SIZE(sampled) > 0 : PyObject_IsTrue(sampled);
     if (marks < 0) {
-        Py_DECREF(tick);
-        return -1;
+        status = -1;
+        goto release;
     }
     if (marks) {
         PyObject *r = PyObject_CallMethodOneArg(runtime, str_mark_inputs, sampled);
         if (r == NULL) {
-            Py_DECREF(tick);
-            return -1;
+            status = -1;
+            goto release;
         }
         Py_DECREF(r);
     }
     if (add_to_slot(runtime, rt_ticks, 1) < 0 || add_to_slot(runtime, rt_handed_off, 1) < 0 ||
         add_to_slot(handoffs, ls_depth, 1) < 0) {
-        Py_DECREF(tick);
-        return -1;
+        status = -1;
+        goto release;
     }
     set_slot_borrowed(runtime, rt_handoff_port, Py_None); /* a message arriving meanwhile rings instead */
-    /* Hold what the tick may replace or drop (a stop, a restart) until the end. */
-    Py_INCREF(loop);
-    Py_INCREF(task);
-    Py_INCREF(bell);
-    Py_INCREF(context);
-    Py_INCREF(inline_tick);
-    Py_INCREF(handoffs);
-    Py_INCREF(running);
 
-    int status = 0; /* -1: an error of the runtime's own, to propagate */
     if (switch_task(loop, running, task) < 0) {
         status = -1;
         goto restore_none;
@@ -600,14 +600,11 @@ restore_none:
             restore_exception(exc);
         }
     }
-    Py_DECREF(tick);
-    Py_DECREF(loop);
-    Py_DECREF(task);
-    Py_DECREF(bell);
-    Py_DECREF(context);
-    Py_DECREF(inline_tick);
-    Py_DECREF(handoffs);
-    Py_DECREF(running);
+release:
+    Py_XDECREF(tick);
+    for (int i = 0; i < HELD; i++) {
+        Py_DECREF(held[i]);
+    }
     return status;
 }
 
