@@ -723,6 +723,31 @@ static PyTypeObject Waker_type = {
 
 /* ------------------------------------------------------------------ the mailbox */
 
+/* Mailbox._wake_one(waiters) if the queue of waiters in slot `s` (made on first use) has any. */
+static int
+wake_a_waiter(PyObject *mailbox, Slot s)
+{
+    PyObject *waiters = get_slot(mailbox, s);
+    if (waiters == NULL) {
+        return -1;
+    }
+    if (waiters == Py_None) {
+        return 0;
+    }
+    int waiting = PyObject_IsTrue(waiters);
+    if (waiting <= 0) {
+        return waiting;
+    }
+    Py_INCREF(waiters);
+    PyObject *r = PyObject_CallOneArg(wake_one, waiters);
+    Py_DECREF(waiters);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 /* Mailbox.put_nowait(self, item): a mailbox with room; the Python method for the rest. */
 static PyObject *
 mailbox_put_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -755,22 +780,8 @@ mailbox_put_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (add_to_slot(self, mb_received, 1) < 0) {
         return NULL;
     }
-    PyObject *getters = get_slot(self, mb_getters);
-    if (getters == NULL) {
+    if (wake_a_waiter(self, mb_getters) < 0) {
         return NULL;
-    }
-    if (getters != Py_None) {
-        int waiting = PyObject_IsTrue(getters);
-        if (waiting < 0) {
-            return NULL;
-        }
-        if (waiting) {
-            PyObject *r = PyObject_CallOneArg(wake_one, getters);
-            if (r == NULL) {
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
     }
     PyObject *waker = get_slot(self, mb_waker);
     if (waker == NULL) {
@@ -823,25 +834,9 @@ mailbox_get_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(item);
         return NULL;
     }
-    PyObject *putters = get_slot(self, mb_putters);
-    if (putters == NULL) {
+    if (wake_a_waiter(self, mb_putters) < 0) {
         Py_DECREF(item);
         return NULL;
-    }
-    if (putters != Py_None) {
-        int waiting = PyObject_IsTrue(putters);
-        if (waiting > 0) {
-            PyObject *r = PyObject_CallOneArg(wake_one, putters);
-            if (r == NULL) {
-                Py_DECREF(item);
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
-        else if (waiting < 0) {
-            Py_DECREF(item);
-            return NULL;
-        }
     }
     return item;
 }

@@ -17,8 +17,7 @@ work on the same objects, through the classes' own ``__slots__``.
   compiles it where a C compiler is found, and installs without it otherwise).
 * ``STREAMLIB_PURE_PYTHON=1`` in the environment keeps the pure-Python path (CI runs the
   core tests both ways; a profiler that follows Python frames sees every step).
-* :data:`ACTIVE` says which path runs; ``streamlib doctor``-style reports and the benchmarks
-  print it.
+* :data:`ACTIVE` says which path runs (:data:`REASON` why not); every benchmark prints it.
 """
 
 from __future__ import annotations
