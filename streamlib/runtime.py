@@ -975,6 +975,9 @@ class ActorRuntime:
                 driver.close()  # a tick still suspended in it (its task was cancelled) ends here
             except Exception:
                 log.exception("%s: process raised while its unfinished tick was closed", self.path)
+        # Jobs still queued never run now. Dropping them also closes a handed-off tick that the
+        # task was cancelled before taking over, which the C hand-off holds only there.
+        self.jobs.clear()
         failed = self.failure is not None
         self.state = LifecycleState.FAILED if failed else LifecycleState.STOPPED
         cause = self.cause or Cause.STOP

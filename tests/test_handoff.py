@@ -341,3 +341,38 @@ def test_a_loop_is_not_kept_alive_by_its_hand_off_budget() -> None:
     del loop
     gc.collect()
     assert gone() is None
+
+
+async def test_a_stop_between_hand_over_and_take_over_closes_the_unfinished_tick_at_the_end() -> None:
+    """A handed-off tick that waits is handed to the actor's task; a stop in that same turn
+    cancels the task before it takes the tick over. The unfinished ``process`` call must be
+    closed when the actor ends (its ``finally`` runs), not whenever the collector gets to it."""
+
+    class Waits(Actor):
+        default_fps: ClassVar[float | None] = None
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["in"] = StreamInput("in", DataMessage)
+            self.closed = False
+
+        async def process(self, tick: TimedTick) -> None:
+            message = await self.inputs["in"].try_read()
+            if message is None or message.data == 0:
+                return
+            try:
+                await asyncio.sleep(10)
+            finally:
+                self.closed = True
+
+    feeder = Feeder(DataMessage)
+    actor = Waits()
+    feeder >> actor
+    await asyncio.sleep(0.05)
+    await feeder.send(DataMessage(0))  # makes "in" its driver
+    await asyncio.sleep(0.05)  # asleep on its driver: the next message is handed off
+    await feeder.send(DataMessage(1))
+    assert actor.stats()["handed_off"] == 1 and not actor.closed
+    await actor.stop()  # in the same turn: the task is cancelled before it takes the tick over
+    assert actor.closed
+    feeder.stop()
