@@ -114,13 +114,18 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
 
 
 def describe_tree() -> str:
-    """Which streamlib was measured: the git commit and whether its files had local edits."""
+    """Which streamlib was measured: the git commit, whether its files had local edits, the
+    Python and the message path (C or pure Python)."""
     import streamlib
 
+    tree = _which_tree(Path(streamlib.__file__).resolve().parent)
+    return f"{tree}; Python {sys.version.split()[0]}; {message_path()}"
+
+
+def _which_tree(package: Path) -> str:
     root = Path(__file__).resolve().parent.parent
-    package = Path(streamlib.__file__).resolve().parent
     if package != root / "streamlib":
-        return f"streamlib from {package} (not this checkout); Python {sys.version.split()[0]}; {message_path()}"
+        return f"streamlib from {package} (not this checkout)"
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
@@ -129,9 +134,9 @@ def describe_tree() -> str:
             ["git", "status", "--porcelain", "--", "streamlib"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return f"streamlib (no git), Python {sys.version.split()[0]}; {message_path()}"
+        return "streamlib (no git)"
     edits = f", {len(dirty.splitlines())} file(s) in streamlib/ edited since" if dirty else ""
-    return f"streamlib @ {head}{edits}; Python {sys.version.split()[0]}; {message_path()}"
+    return f"streamlib @ {head}{edits}"
 
 
 def message_path() -> str:
