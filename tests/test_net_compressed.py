@@ -113,7 +113,32 @@ async def test_h264_rtp_ffmpeg_to_streamlib(tmp_path: Path) -> None:
     assert len(got) == frames and got[-1].data.shape == (H, W, 3)
     assert_bars75(got[-1].data)
     assert got[-1].clock_source_id == f"rtp-h264:127.0.0.1:{port}"
-    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(got))
+    stamps = [(m.frame_number, m.timestamp) for m in got]
+    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(got)), stamps
+
+
+async def test_h264_receiver_timestamps_only_increase(tmp_path: Path) -> None:
+    """A frame the decoder gives no PTS is placed one period after the last; a stream whose next
+    PTS comes before that (re-based on an RTCP report) must not make time run backwards."""
+    port = free_port()
+    sdp = tmp_path / "in.sdp"
+    sdp.write_text(
+        f"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=No Name\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n"
+    )
+    receiver = H264RTPReceiveActor(sdp=sdp)
+    probe = Probe(VideoFrame)
+    receiver >> probe
+    assert await asyncio.to_thread(receiver.opened.wait, 10)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    for pts in (None, -90, 2910, 5910):  # as decoded: no PTS first, then a stream that starts earlier
+        receiver._ready.append((rgb, pts))
+    got = await probe.wait_for(4, timeout=5)
+    await receiver.stop()
+    await probe.stop()
+    assert all(b.timestamp > a.timestamp for a, b in itertools.pairwise(got)), [m.timestamp for m in got]
+    assert receiver.network_stats()["timestamps_held"] == 1
+    assert got[3].timestamp - got[2].timestamp == pytest.approx(3000 / 90000)  # the stream's own spacing resumes
 
 
 async def test_mpegts_streamlib_to_ffmpeg() -> None:

@@ -9,6 +9,7 @@ frames keep their clock metadata across the hop (see :class:`~.rtp.RemoteClock`)
 from __future__ import annotations
 
 import base64
+import math
 import os
 import tempfile
 import threading
@@ -175,6 +176,11 @@ class DecodingReceiver(Actor):
         self.frames_received = 0
         self.frames_dropped = 0
         self.decode_errors = 0
+        self.timestamps_held = 0
+        """Frames whose mapped time did not come after the previous frame's (a frame without a
+        PTS is placed one period after the last, which a re-based stream's next PTS can precede):
+        stamped just after the previous one instead, so timestamps only ever increase."""
+        self._last_when = -math.inf
         self._ready: deque[tuple[np.ndarray, int | None]] = deque()
         self._queue = queue
         self._clock = RemoteClock(90000, tolerance=0.0)
@@ -192,6 +198,7 @@ class DecodingReceiver(Actor):
             "frames_received": self.frames_received,
             "frames_dropped": self.frames_dropped,
             "decode_errors": self.decode_errors,
+            "timestamps_held": self.timestamps_held,
             "clock_id": self.clock_id,
         }
 
@@ -263,6 +270,10 @@ class DecodingReceiver(Actor):
             if pts is None:
                 pts = self._clock._last + round(90000 / self._fps) if self._clock.mode else 0
             when = self._clock.to_local(pts & 0xFFFFFFFF)
+            if when <= self._last_when:  # downstream (muxers, alignment) needs increasing times
+                when = self._last_when + 1e-6
+                self.timestamps_held += 1
+            self._last_when = when
             number = round(self._clock.elapsed * self._fps / 90000)
             await out.send(VideoFrame(rgb, when, number, self.clock_id, self._fps))
 
